@@ -1,0 +1,13 @@
+//! rotoscope: motion clips → frame-consistent styled animation with SD1.5 + ControlNet.
+//!
+//! Data flows one way (see DESIGN.md §2):
+//! decode → preprocess → plan batches → render → detail → blend → encode.
+
+pub mod cli;
+pub mod detail;
+pub mod models;
+pub mod preprocess;
+pub mod preset;
+pub mod render;
+pub mod schedulers;
+pub mod video;
