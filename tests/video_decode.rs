@@ -224,35 +224,6 @@ fn vfr_odd_size_clip_maps_to_a_constant_rate() {
     }
 }
 
-/// 333×197 yuv420p MPEG-4, VFR (frames dropped irregularly, jittered timestamps, a
-/// half-second pause), with PCM audio, in Matroska. (`testsrc`, not `testsrc2`: the
-/// latter rounds odd sizes down for YUV output.)
-pub fn make_vfr_clip(path: &Path) {
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc=size=333x197:rate=30:duration=3",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:sample_rate=44100:duration=3",
-        "-vf",
-        "select='not(eq(mod(n\\,5)\\,2))*not(between(n\\,40\\,55))',setpts='PTS+0.011*sin(N)/TB'",
-        "-vsync",
-        "vfr",
-        "-c:v",
-        "mpeg4",
-        "-q:v",
-        "4",
-        "-pix_fmt",
-        "yuv420p",
-        "-c:a",
-        "pcm_s16le",
-        path.to_str().unwrap(),
-    ]);
-}
-
 #[test]
 fn other_codecs_decode() {
     let dir = tempfile::tempdir().unwrap();
