@@ -342,6 +342,16 @@ impl Mp4Writer {
     }
 }
 
+impl std::fmt::Debug for Mp4Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mp4Writer")
+            .field("path", &self.pending.target())
+            .field("settings", &self.settings)
+            .field("frames", &self.frames)
+            .finish()
+    }
+}
+
 fn validate(path: &Path, settings: &Mp4Settings) -> Result<(), VideoError> {
     let invalid = |reason: String| VideoError::InvalidSettings {
         path: path.to_path_buf(),
