@@ -23,11 +23,10 @@ use ffmpeg_next::ffi;
 use ffmpeg_next::format::context::Input;
 use ffmpeg_next::format::Pixel;
 use ffmpeg_next::frame;
-use ffmpeg_next::Packet;
 
 use super::error::VideoError;
 use super::frame::Frame;
-use super::input::open_input;
+use super::input::{open_input, read_packet};
 use super::orientation::Orientation;
 use super::probe::{plan, scan, ReadPlan, StreamScan, VideoInfo};
 use super::rational::Rational;
@@ -304,10 +303,9 @@ impl VideoReader {
 
     /// Sends the next packet of our stream to the decoder (or end of stream).
     fn feed(&mut self) -> Result<(), VideoError> {
-        let mut packet = Packet::empty();
         loop {
-            match packet.read(&mut self.input) {
-                Ok(()) => {
+            match read_packet(&mut self.input) {
+                Ok(packet) => {
                     // A packet cut short by the end of the file is flagged corrupt; the
                     // scan left it out of the frame count, so it is not decoded either.
                     if packet.stream() != self.scan.stream_index || packet.is_corrupt() {

@@ -221,6 +221,15 @@ pub(crate) fn codec_name(stream: &Stream) -> String {
     stream.parameters().id().name().to_string()
 }
 
+/// The next packet of `input`, in a fresh `Packet`. (Reusing one with ffmpeg-next's
+/// `Packet::read` leaks the previous packet's data: `av_read_frame` overwrites it without
+/// releasing it.)
+pub(crate) fn read_packet(input: &mut Input) -> Result<ffmpeg_next::Packet, ffmpeg_next::Error> {
+    let mut packet = ffmpeg_next::Packet::empty();
+    packet.read(input)?;
+    Ok(packet)
+}
+
 /// Reads the raw `flags` of a packet (ffmpeg-next does not expose DISCARD).
 pub(crate) fn packet_is_discarded(packet: &ffmpeg_next::Packet) -> bool {
     use ffmpeg_next::packet::Ref;
