@@ -204,15 +204,26 @@ impl VideoReader {
             }
             match self.decode_next()? {
                 Some(slot) => {
-                    if self.seeked && !self.grid.is_holding() && slot > self.plan.range.start as i64
-                    {
-                        // The seek overshot the range start; decode from the beginning.
-                        return self.restart_without_seek();
+                    if self.seeked && !self.grid.is_holding() {
+                        // Some demuxers (MPEG-TS, ...) seek to the nearest timestamp, not
+                        // to a keyframe: pictures before the first keyframe would be
+                        // missing their references.
+                        if !self.decoded.is_key() {
+                            continue;
+                        }
+                        if slot > self.plan.range.start as i64 {
+                            // The seek overshot the range start; decode from the beginning.
+                            return self.restart_without_seek();
+                        }
                     }
                     self.pending = self.grid.push(slot);
                     self.incoming = true;
                 }
                 None => {
+                    if self.seeked && !self.grid.is_holding() {
+                        // The seek landed past the last keyframe before the range.
+                        return self.restart_without_seek();
+                    }
                     self.check_complete()?;
                     self.pending = self.grid.finish();
                     self.state = State::Done;
