@@ -1,1 +1,4 @@
-//! render
+//! Rendering: batch planning, the threaded stage pipeline, and the renderers that plug
+//! into it.
+
+pub mod plan;
