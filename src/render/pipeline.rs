@@ -661,7 +661,7 @@ mod tests {
         let err = Pipeline::new(source(vec![0; 10]), Box::new(Dropper), sink(&Collected::default()))
             .run(&plan, silent())
             .unwrap_err();
-        assert!(matches!(err, PipelineError::RendererFrameCount { got: 4, expected: 5, .. }), "{err:?}");
+        assert!(matches!(err, PipelineError::RendererFrameCount { got: 3, expected: 4, .. }), "{err:?}");
     }
 
     #[test]

@@ -10,7 +10,6 @@
 //! pose keypoints) that detailers read back.
 
 pub mod blend;
-pub mod encode;
 pub mod passthrough;
 
 use std::any::{Any, TypeId};
