@@ -13,6 +13,8 @@ use serde::de::{self, DeserializeOwned, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::video::Rational;
+
 /// Presets shipped in `presets/`, compiled into the binary so that `-p anime` works from
 /// any directory.
 pub const BUNDLED: [(&str, &str); 3] = [
@@ -291,16 +293,38 @@ pub struct OutputSettings {
     /// H.264 constant rate factor (0 = lossless, 51 = worst).
     #[serde(deserialize_with = "crf_in_range")]
     pub crf: u8,
-    /// Output frame rate; `None` keeps the source rate. Accepts `24`, `23.976`, `"24000/1001"`.
-    #[serde(deserialize_with = "optional_fps")]
-    pub fps: Option<f64>,
+    /// Output frame rate; `None` keeps the source rate. Accepts `24`, `23.976` (snapped to
+    /// 24000/1001) and `"24000/1001"`. The decoder resamples the clip onto this rate.
+    #[serde(deserialize_with = "optional_fps", serialize_with = "serialize_fps")]
+    pub fps: Option<Rational>,
+    /// x264 speed preset (`ultrafast` ... `medium` ... `veryslow`): slower is smaller at
+    /// the same quality.
+    #[serde(deserialize_with = "x264_speed")]
+    pub encoder_preset: String,
 }
 
 impl Default for OutputSettings {
     fn default() -> Self {
-        Self { crf: 18, fps: None }
+        Self {
+            crf: 18,
+            fps: None,
+            encoder_preset: "medium".to_string(),
+        }
     }
 }
+
+/// The x264 speed presets.
+pub const ENCODER_PRESETS: [&str; 9] = [
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+];
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -416,9 +440,8 @@ impl Preset {
         }
         check_batch(self.batch).map_err(|m| invalid("batch".into(), m))?;
         check_crf(self.output.crf).map_err(|m| invalid("output.crf".into(), m))?;
-        if let Some(fps) = self.output.fps {
-            check_fps(fps).map_err(|m| invalid("output.fps".into(), m))?;
-        }
+        check_encoder_preset(&self.output.encoder_preset)
+            .map_err(|m| invalid("output.encoder_preset".into(), m))?;
         Ok(())
     }
 
@@ -623,11 +646,14 @@ fn check_crf(crf: u8) -> Result<(), String> {
     }
 }
 
-fn check_fps(fps: f64) -> Result<(), String> {
-    if fps.is_finite() && fps > 0.0 && fps <= 1000.0 {
+fn check_encoder_preset(name: &str) -> Result<(), String> {
+    if ENCODER_PRESETS.contains(&name) {
         Ok(())
     } else {
-        Err(format!("must be between 0 (exclusive) and 1000, got {fps}"))
+        Err(format!(
+            "unknown x264 preset {name:?}, expected one of {}",
+            ENCODER_PRESETS.join(", ")
+        ))
     }
 }
 
@@ -769,23 +795,44 @@ fn non_empty_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error>
     d.deserialize_str(NonEmpty)
 }
 
+fn x264_speed<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    struct Speed;
+    impl<'de> Visitor<'de> for Speed {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an x264 preset name")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+            check_encoder_preset(v).map_err(E::custom)?;
+            Ok(v.to_string())
+        }
+    }
+    d.deserialize_str(Speed)
+}
+
 /// `fps` as a number (`23.976`) or a ratio string (`"24000/1001"`); `null` = source rate.
-fn optional_fps<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+fn optional_fps<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Rational>, D::Error> {
     d.deserialize_any(FpsVisitor)
 }
 
-/// Checks run inside the visitor so errors carry the value's location (see [`checked`]).
+fn serialize_fps<S: serde::Serializer>(fps: &Option<Rational>, s: S) -> Result<S::Ok, S::Error> {
+    match fps {
+        Some(rate) => s.serialize_some(&rate.to_string()),
+        None => s.serialize_none(),
+    }
+}
+
+/// Parses inside the visitor so errors carry the value's location (see [`checked`]).
 struct FpsVisitor;
 
 impl FpsVisitor {
-    fn checked<E: de::Error>(fps: f64) -> Result<Option<f64>, E> {
-        check_fps(fps).map_err(E::custom)?;
-        Ok(Some(fps))
+    fn parse<E: de::Error>(text: &str) -> Result<Option<Rational>, E> {
+        text.parse::<Rational>().map(Some).map_err(E::custom)
     }
 }
 
 impl<'de> Visitor<'de> for FpsVisitor {
-    type Value = Option<f64>;
+    type Value = Option<Rational>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a frame rate: a number, a ratio like \"24000/1001\", or null")
@@ -800,35 +847,19 @@ impl<'de> Visitor<'de> for FpsVisitor {
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        Self::checked(v as f64)
+        Self::parse(&v.to_string())
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        Self::checked(v as f64)
+        Self::parse(&v.to_string())
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-        Self::checked(v)
+        Self::parse(&v.to_string())
     }
 
     fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
-        let fps = parse_ratio(text).ok_or_else(|| {
-            E::custom(format!(
-                "expected a number or a ratio like \"24000/1001\", got {text:?}"
-            ))
-        })?;
-        Self::checked(fps)
-    }
-}
-
-fn parse_ratio(text: &str) -> Option<f64> {
-    match text.split_once('/') {
-        Some((n, d)) => {
-            let n: f64 = n.trim().parse().ok()?;
-            let d: f64 = d.trim().parse().ok()?;
-            (d != 0.0).then_some(n / d)
-        }
-        None => text.trim().parse().ok(),
+        Self::parse(text)
     }
 }
 
@@ -856,6 +887,7 @@ mod tests {
         );
         assert_eq!(p.output.crf, 18);
         assert_eq!(p.output.fps, None);
+        assert_eq!(p.output.encoder_preset, "medium");
         assert!(p.preprocess.pose.body && p.preprocess.pose.hands && p.preprocess.pose.face);
         assert!(!p.preprocess.softedge.safe);
         assert!(p.controlnets.is_empty());
@@ -915,12 +947,26 @@ mod tests {
 
     #[test]
     fn fps_accepts_numbers_and_ratios() {
-        let p = parse(&format!("{MINIMAL}output:\n  fps: \"24000/1001\"\n")).unwrap();
-        assert!((p.output.fps.unwrap() - 23.976_023_976).abs() < 1e-6);
-        let p = parse(&format!("{MINIMAL}output:\n  fps: 12.5\n")).unwrap();
-        assert_eq!(p.output.fps, Some(12.5));
-        assert!(parse(&format!("{MINIMAL}output:\n  fps: fast\n")).is_err());
-        assert!(parse(&format!("{MINIMAL}output:\n  fps: 0\n")).is_err());
+        let fps = |text: &str| parse(&format!("{MINIMAL}output:\n  fps: {text}\n")).map(|p| p.output.fps);
+        assert_eq!(fps("\"24000/1001\"").unwrap(), Rational::new(24000, 1001));
+        assert_eq!(fps("23.976").unwrap(), Rational::new(24000, 1001));
+        assert_eq!(fps("12.5").unwrap(), Rational::new(25, 2));
+        assert_eq!(fps("30").unwrap(), Rational::new(30, 1));
+        assert_eq!(fps("null").unwrap(), None);
+        let shown = fps("fast").unwrap_err().to_string();
+        assert!(shown.starts_with("test.yaml:5:8: output.fps: invalid frame rate"), "{shown}");
+        assert!(fps("0").is_err());
+        assert!(fps("5000").is_err());
+    }
+
+    #[test]
+    fn encoder_preset_must_be_an_x264_preset() {
+        let p = parse(&format!("{MINIMAL}output:\n  encoder_preset: ultrafast\n")).unwrap();
+        assert_eq!(p.output.encoder_preset, "ultrafast");
+        let shown = parse(&format!("{MINIMAL}output:\n  encoder_preset: turbo\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(shown.starts_with("test.yaml:5:19: output.encoder_preset: unknown x264 preset \"turbo\""), "{shown}");
     }
 
     #[test]

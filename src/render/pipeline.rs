@@ -20,7 +20,8 @@ use crate::render::plan::{Batch, BatchPlan};
 use crate::render::progress::{ProgressReporter, Stage};
 use crate::render::stages::blend::{blend_frames, ramp_weight, BlendError};
 use crate::render::stages::{
-    Detailer, FrameRenderer, FrameSink, FrameSource, PreparedFrame, Preprocessor, StageError,
+    Detailer, FrameRenderer, FrameSink, FrameSource, PreparedFrame, Preprocessor, SinkSummary,
+    StageError,
 };
 use crate::video::Frame;
 
@@ -118,6 +119,7 @@ pub enum PipelineError {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct PipelineReport {
     pub frames: u64,
+    pub output: SinkSummary,
     pub wall_secs: f64,
     pub decode_secs: f64,
     pub preprocess_secs: f64,
@@ -212,11 +214,13 @@ impl Pipeline {
             return Err(PipelineError::OutputFrameCount { written, expected });
         }
         let finishing = Instant::now();
-        sink.finish()
+        let output = sink
+            .finish()
             .map_err(|source| PipelineError::Finish { source })?;
         let encode_busy = encode_busy + finishing.elapsed();
         Ok(PipelineReport {
             frames: written,
+            output,
             wall_secs: started.elapsed().as_secs_f64(),
             decode_secs: decode.as_secs_f64(),
             preprocess_secs: preprocess.as_secs_f64(),
@@ -512,9 +516,9 @@ mod tests {
             Ok(())
         }
 
-        fn finish(self: Box<Self>) -> Result<(), StageError> {
+        fn finish(self: Box<Self>) -> Result<SinkSummary, StageError> {
             *self.out.finished.lock().unwrap() = true;
-            Ok(())
+            Ok(SinkSummary::default())
         }
     }
 

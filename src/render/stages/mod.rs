@@ -10,6 +10,7 @@
 //! pose keypoints) that detailers read back.
 
 pub mod blend;
+pub mod encode;
 pub mod passthrough;
 
 use std::any::{Any, TypeId};
@@ -81,10 +82,20 @@ pub trait Detailer: Send {
 }
 
 /// Where finished frames go (an MP4 encoder, a PNG sequence). `finish` makes the output
-/// appear at its final path; a sink dropped without `finish` leaves nothing behind.
+/// appear at its final path; a sink dropped without `finish` leaves no finished-looking
+/// output behind.
 pub trait FrameSink: Send {
     fn write_frame(&mut self, frame: &Frame) -> Result<(), StageError>;
-    fn finish(self: Box<Self>) -> Result<(), StageError>;
+    fn finish(self: Box<Self>) -> Result<SinkSummary, StageError>;
+}
+
+/// What a sink produced.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SinkSummary {
+    pub path: std::path::PathBuf,
+    pub frames: u64,
+    /// One human-readable line: format, size, audio.
+    pub detail: String,
 }
 
 /// A control image for one ControlNet, at the source frame's size (the renderer resizes).
