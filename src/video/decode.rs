@@ -5,6 +5,14 @@
 //! gaps and dropped where several share a slot. Memory is flat: besides FFmpeg's own
 //! decoder state it holds one decoded picture waiting for its slot and one converted RGB
 //! copy of it.
+//!
+//! Damage: a file that ends before what its headers promise is refused at open with
+//! [`VideoError::Truncated`] naming the first missing frame (or read up to there with
+//! [`ReadOptions::allow_truncated`]). Packets the decoder rejects are skipped like
+//! FFmpeg's tools do and counted ([`VideoReader::skipped_packets`]); a long run of them
+//! ends reading with [`VideoError::DecodeFailed`] naming the frame. If pictures stop
+//! before the last frame the file lists, the reader ends with `Truncated` rather than
+//! silently repeating the last picture.
 
 use std::ops::Range;
 use std::path::Path;
@@ -44,6 +52,9 @@ pub struct ReadOptions {
 /// Most decoder threads we ask for; the pipeline's other stages need the cores more.
 const MAX_DECODER_THREADS: usize = 4;
 
+/// Rejected packets in a row after which a stream counts as undecodable.
+const MAX_CONSECUTIVE_DECODE_ERRORS: u32 = 50;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     /// Packets are being fed to the decoder.
@@ -76,6 +87,8 @@ pub struct VideoReader {
     next_index: u64,
     last_slot: Option<i64>,
     max_decoded_pts: Option<i64>,
+    skipped_packets: u64,
+    consecutive_errors: u32,
     scaler: Scaler,
     rgb: frame::Video,
     scratch: Vec<u8>,
@@ -102,6 +115,12 @@ impl VideoReader {
     /// The file being read (absolute).
     pub fn path(&self) -> &Path {
         &self.scan.path
+    }
+
+    /// Damaged packets the decoder rejected so far (their slots show the previous
+    /// picture). Worth a warning when non-zero.
+    pub fn skipped_packets(&self) -> u64 {
+        self.skipped_packets
     }
 
     fn start(scan: StreamScan, plan: ReadPlan, allow_seek: bool) -> Result<Self, VideoError> {
@@ -161,6 +180,8 @@ impl VideoReader {
             pending: 0,
             last_slot: None,
             max_decoded_pts: None,
+            skipped_packets: 0,
+            consecutive_errors: 0,
             scaler: Scaler::new(),
             rgb: frame::Video::empty(),
             scratch: Vec::new(),
@@ -254,6 +275,7 @@ impl VideoReader {
                         None => self.last_slot.map_or(0, |s| s + 1),
                     };
                     self.last_slot = Some(slot);
+                    self.consecutive_errors = 0;
                     return Ok(Some(slot));
                 }
                 Err(ffmpeg_next::Error::Eof) => return Ok(None),
@@ -263,9 +285,21 @@ impl VideoReader {
                     }
                     self.feed()?;
                 }
-                Err(e) => return Err(self.decode_error(e)),
+                Err(e) => self.tolerate(e)?,
             }
         }
+    }
+
+    /// Like FFmpeg's own tools, a packet the decoder rejects is skipped (the previous
+    /// picture fills its slot) and counted; a long run of them means the stream is
+    /// unusable and ends reading with [`VideoError::DecodeFailed`].
+    fn tolerate(&mut self, error: ffmpeg_next::Error) -> Result<(), VideoError> {
+        self.skipped_packets += 1;
+        self.consecutive_errors += 1;
+        if self.consecutive_errors > MAX_CONSECUTIVE_DECODE_ERRORS {
+            return Err(self.decode_error(error));
+        }
+        Ok(())
     }
 
     /// Sends the next packet of our stream to the decoder (or end of stream).
@@ -274,13 +308,15 @@ impl VideoReader {
         loop {
             match packet.read(&mut self.input) {
                 Ok(()) => {
-                    if packet.stream() != self.scan.stream_index {
+                    // A packet cut short by the end of the file is flagged corrupt; the
+                    // scan left it out of the frame count, so it is not decoded either.
+                    if packet.stream() != self.scan.stream_index || packet.is_corrupt() {
                         continue;
                     }
-                    return self
-                        .decoder
-                        .send_packet(&packet)
-                        .map_err(|e| self.decode_error(e));
+                    return match self.decoder.send_packet(&packet) {
+                        Ok(()) => Ok(()),
+                        Err(e) => self.tolerate(e),
+                    };
                 }
                 Err(ffmpeg_next::Error::Eof) => {
                     self.state = State::Draining;

@@ -3,18 +3,26 @@
 //! sequences. See the submodules for the policies (frame timing, rotation, odd sizes,
 //! audio, damaged files).
 
+pub mod audio;
 pub mod decode;
+pub mod encode;
 pub mod error;
 pub mod frame;
 pub mod input;
 pub mod orientation;
+pub mod output;
+pub mod png_sequence;
 pub mod probe;
 pub mod rational;
 mod scale;
 pub mod timing;
 
+pub use audio::AudioHandling;
 pub use decode::{ReadOptions, VideoReader};
+pub use encode::{frames_to_seconds, Mp4Settings, Mp4Summary, Mp4Writer};
 pub use error::VideoError;
 pub use frame::Frame;
+pub use png_sequence::{PngSequenceSummary, PngSequenceWriter};
 pub use probe::{probe, probe_with, VideoInfo};
 pub use rational::Rational;
+pub use scale::even_size;
