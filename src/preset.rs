@@ -113,6 +113,26 @@ pub enum SchedulerKind {
     Lcm,
 }
 
+impl SchedulerKind {
+    /// The name presets use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchedulerKind::Ddim => "ddim",
+            SchedulerKind::Euler => "euler",
+            SchedulerKind::EulerAncestral => "euler_ancestral",
+            SchedulerKind::DpmPp2M => "dpmpp_2m",
+            SchedulerKind::DpmPp2MKarras => "dpmpp_2m_karras",
+            SchedulerKind::Lcm => "lcm",
+        }
+    }
+}
+
+impl fmt::Display for SchedulerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SamplerSettings {
@@ -947,14 +967,18 @@ mod tests {
 
     #[test]
     fn fps_accepts_numbers_and_ratios() {
-        let fps = |text: &str| parse(&format!("{MINIMAL}output:\n  fps: {text}\n")).map(|p| p.output.fps);
+        let fps =
+            |text: &str| parse(&format!("{MINIMAL}output:\n  fps: {text}\n")).map(|p| p.output.fps);
         assert_eq!(fps("\"24000/1001\"").unwrap(), Rational::new(24000, 1001));
         assert_eq!(fps("23.976").unwrap(), Rational::new(24000, 1001));
         assert_eq!(fps("12.5").unwrap(), Rational::new(25, 2));
         assert_eq!(fps("30").unwrap(), Rational::new(30, 1));
         assert_eq!(fps("null").unwrap(), None);
         let shown = fps("fast").unwrap_err().to_string();
-        assert!(shown.starts_with("test.yaml:5:8: output.fps: invalid frame rate"), "{shown}");
+        assert!(
+            shown.starts_with("test.yaml:5:8: output.fps: invalid frame rate"),
+            "{shown}"
+        );
         assert!(fps("0").is_err());
         assert!(fps("5000").is_err());
     }
@@ -966,7 +990,35 @@ mod tests {
         let shown = parse(&format!("{MINIMAL}output:\n  encoder_preset: turbo\n"))
             .unwrap_err()
             .to_string();
-        assert!(shown.starts_with("test.yaml:5:19: output.encoder_preset: unknown x264 preset \"turbo\""), "{shown}");
+        assert!(
+            shown.starts_with(
+                "test.yaml:5:19: output.encoder_preset: unknown x264 preset \"turbo\""
+            ),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn names_match_the_yaml_spelling() {
+        for kind in [
+            SchedulerKind::Ddim,
+            SchedulerKind::Euler,
+            SchedulerKind::EulerAncestral,
+            SchedulerKind::DpmPp2M,
+            SchedulerKind::DpmPp2MKarras,
+            SchedulerKind::Lcm,
+        ] {
+            let yaml = format!("{MINIMAL}sampler:\n  scheduler: {kind}\n");
+            assert_eq!(parse(&yaml).unwrap().sampler.scheduler, kind);
+        }
+        for kind in [
+            ControlKind::Openpose,
+            ControlKind::Softedge,
+            ControlKind::Temporalnet,
+        ] {
+            let yaml = format!("{MINIMAL}controlnets:\n  - {{type: {kind}, model: m}}\n");
+            assert_eq!(parse(&yaml).unwrap().controlnets[0].kind, kind);
+        }
     }
 
     #[test]

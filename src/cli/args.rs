@@ -14,7 +14,9 @@ pub struct FrameSelection {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("expected a frame range like 10..50, 10.. or ..50 (start inclusive, end exclusive), got {0:?}")]
+#[error(
+    "expected a frame range like 10..50, 10.. or ..50 (start inclusive, end exclusive), got {0:?}"
+)]
 pub struct FrameSelectionParseError(pub String);
 
 impl FromStr for FrameSelection {
@@ -107,16 +109,42 @@ mod tests {
 
     #[test]
     fn parses_closed_and_open_ranges() {
-        assert_eq!(sel("10..50").unwrap(), FrameSelection { start: Some(10), end: Some(50) });
-        assert_eq!(sel("10..").unwrap(), FrameSelection { start: Some(10), end: None });
-        assert_eq!(sel("..50").unwrap(), FrameSelection { start: None, end: Some(50) });
-        assert_eq!(sel("..").unwrap(), FrameSelection { start: None, end: None });
+        assert_eq!(
+            sel("10..50").unwrap(),
+            FrameSelection {
+                start: Some(10),
+                end: Some(50)
+            }
+        );
+        assert_eq!(
+            sel("10..").unwrap(),
+            FrameSelection {
+                start: Some(10),
+                end: None
+            }
+        );
+        assert_eq!(
+            sel("..50").unwrap(),
+            FrameSelection {
+                start: None,
+                end: Some(50)
+            }
+        );
+        assert_eq!(
+            sel("..").unwrap(),
+            FrameSelection {
+                start: None,
+                end: None
+            }
+        );
         assert_eq!(sel(" 3 .. 4 ").unwrap().to_string(), "3..4");
     }
 
     #[test]
     fn rejects_malformed_and_empty_ranges() {
-        for bad in ["", "10", "10-50", "a..b", "-1..5", "50..10", "5..5", "1...4"] {
+        for bad in [
+            "", "10", "10-50", "a..b", "-1..5", "50..10", "5..5", "1...4",
+        ] {
             assert!(sel(bad).is_err(), "{bad:?} should not parse");
         }
     }
@@ -126,18 +154,28 @@ mod tests {
         assert_eq!(sel("..").unwrap().resolve(72), Ok(0..72));
         assert_eq!(sel("10..").unwrap().resolve(72), Ok(10..72));
         assert_eq!(sel("..20").unwrap().resolve(72), Ok(0..20));
-        assert!(sel("..73").unwrap().resolve(72).unwrap_err().contains("only 72 frames"));
+        assert!(sel("..73")
+            .unwrap()
+            .resolve(72)
+            .unwrap_err()
+            .contains("only 72 frames"));
         assert!(sel("72..").unwrap().resolve(72).is_err());
     }
 
     #[test]
     fn output_kind_from_the_path() {
-        assert_eq!(OutputTarget::from_arg(Path::new("out.mp4")), OutputTarget::Mp4("out.mp4".into()));
+        assert_eq!(
+            OutputTarget::from_arg(Path::new("out.mp4")),
+            OutputTarget::Mp4("out.mp4".into())
+        );
         assert_eq!(
             OutputTarget::from_arg(Path::new("frames/")),
             OutputTarget::PngSequence("frames/".into())
         );
         let dir = std::env::temp_dir();
-        assert!(matches!(OutputTarget::from_arg(&dir), OutputTarget::PngSequence(_)));
+        assert!(matches!(
+            OutputTarget::from_arg(&dir),
+            OutputTarget::PngSequence(_)
+        ));
     }
 }

@@ -77,7 +77,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         if let Some(e) = cause.downcast_ref::<CliError>() {
             return code(e.is_bad_input());
         }
-        if cause.downcast_ref::<PresetError>().is_some() || cause.downcast_ref::<PlanError>().is_some() {
+        if cause.downcast_ref::<PresetError>().is_some()
+            || cause.downcast_ref::<PlanError>().is_some()
+        {
             return EXIT_BAD_INPUT;
         }
         if let Some(e) = cause.downcast_ref::<VideoError>() {
@@ -137,20 +139,36 @@ mod tests {
         .context("rendering in.mp4");
         assert_eq!(exit_code(&err), 2);
 
-        let err = anyhow::Error::new(PipelineError::InputEndedEarly { got: 1, expected: 2 });
+        let err = anyhow::Error::new(PipelineError::InputEndedEarly {
+            got: 1,
+            expected: 2,
+        });
         assert_eq!(exit_code(&err), 2);
-        let err = anyhow::Error::new(CliError::OutputExists { path: "o.mp4".into() });
+        let err = anyhow::Error::new(CliError::OutputExists {
+            path: "o.mp4".into(),
+        });
         assert_eq!(exit_code(&err), 2);
     }
 
     #[test]
     fn program_failures_exit_1() {
-        let err = anyhow::Error::new(CliError::NotYetAvailable { command: "still", area: "x" });
+        let err = anyhow::Error::new(CliError::NotYetAvailable {
+            command: "still",
+            area: "x",
+        });
         assert_eq!(exit_code(&err), 1);
-        let err = anyhow::Error::new(PipelineError::Panicked { stage: "render", message: "x".into() });
+        let err = anyhow::Error::new(PipelineError::Panicked {
+            stage: "render",
+            message: "x".into(),
+        });
         assert_eq!(exit_code(&err), 1);
-        let missing = VideoError::EncoderMissing { path: "o.mp4".into(), name: "libx264".into() };
-        let err = anyhow::Error::new(PipelineError::Finish { source: Box::new(missing) });
+        let missing = VideoError::EncoderMissing {
+            path: "o.mp4".into(),
+            name: "libx264".into(),
+        };
+        let err = anyhow::Error::new(PipelineError::Finish {
+            source: Box::new(missing),
+        });
         assert_eq!(exit_code(&err), 1);
         assert_eq!(exit_code(&anyhow::anyhow!("something else")), 1);
     }

@@ -2,6 +2,7 @@
 //! estimate for rendering it with the preset.
 
 use std::fmt::Write as _;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -30,56 +31,49 @@ pub struct PlanArgs {
     pub json: bool,
 }
 
-/// What input a render reads: the probed clip, narrowed to `--frames`, on the output rate.
-pub struct InputSelection {
-    pub info: VideoInfo,
-    pub options: ReadOptions,
-}
-
-/// Probe `input` the way a render with `preset` and `--frames` would read it.
-pub fn select_input(
-    input: &Path,
-    preset: &Preset,
-    frames: Option<FrameSelection>,
-) -> anyhow::Result<InputSelection> {
-    let mut options = ReadOptions {
+/// How a render with `preset` reads the input: on the preset's output rate, if any.
+pub fn read_options(preset: &Preset) -> ReadOptions {
+    ReadOptions {
         fps: preset.output.fps,
         ..ReadOptions::default()
-    };
-    let whole = probe_with(input, &options)?;
-    if let Some(selection) = frames {
-        let range = selection
-            .resolve(whole.frame_count)
-            .map_err(|reason| CliError::BadFlag {
-                flag: "--frames",
-                value: selection.to_string(),
-                reason,
-            })?;
-        options.frames = Some(range);
     }
-    let info = if options.frames.is_some() {
-        probe_with(input, &options)?
-    } else {
-        whole
-    };
-    if info.frame_count == 0 {
+}
+
+/// The frames `--frames` selects from a clip described by `whole`; `None` = all of them.
+pub fn frame_range(
+    input: &Path,
+    whole: &VideoInfo,
+    frames: Option<FrameSelection>,
+) -> anyhow::Result<Option<Range<u64>>> {
+    if whole.frame_count == 0 {
         return Err(CliError::NoFrames {
             path: input.to_path_buf(),
             detail: String::new(),
         }
         .into());
     }
-    Ok(InputSelection { info, options })
+    let Some(selection) = frames else {
+        return Ok(None);
+    };
+    let range = selection
+        .resolve(whole.frame_count)
+        .map_err(|reason| CliError::BadFlag {
+            flag: "--frames",
+            value: selection.to_string(),
+            reason,
+        })?;
+    Ok(Some(range))
 }
 
 pub fn run(args: PlanArgs) -> anyhow::Result<()> {
     let preset = load_preset(&args.preset, &PresetOverrides::default())?;
-    let selection = select_input(&args.input, &preset, args.frames)?;
-    let info = &selection.info;
-    let plan = plan_for_preset(info.frame_count as usize, &preset)
+    let whole = probe_with(&args.input, &read_options(&preset))?;
+    let range = frame_range(&args.input, &whole, args.frames)?.unwrap_or(0..whole.frame_count);
+    let plan = plan_for_preset((range.end - range.start) as usize, &preset)
         .with_context(|| format!("planning batches for {}", args.preset.display()))?;
-    let (width, height) = preset.render_size(info.width, info.height);
+    let (width, height) = preset.render_size(whole.width, whole.height);
     let estimate = estimate(&plan, &preset, width, height);
+    let info = &whole;
     let text = if args.json {
         let value = json!({
             "input": args.input,
@@ -88,11 +82,11 @@ pub fn run(args: PlanArgs) -> anyhow::Result<()> {
                 "height": info.height,
                 "fps": info.fps.to_string(),
                 "frame_count": info.frame_count,
-                "start_frame": info.start_frame,
                 "duration_secs": info.duration_secs,
                 "has_audio": info.has_audio,
                 "codec": info.codec,
             },
+            "frames": {"start": range.start, "end": range.end},
             "preset": {
                 "source": args.preset,
                 "name": preset.name,
@@ -103,7 +97,15 @@ pub fn run(args: PlanArgs) -> anyhow::Result<()> {
         });
         format!("{value}\n")
     } else {
-        describe(&args.input, &args.preset, &preset, info, &plan, &estimate)
+        describe(
+            &args.input,
+            &args.preset,
+            &preset,
+            info,
+            &range,
+            &plan,
+            &estimate,
+        )
     };
     print_stdout(&text)
 }
@@ -113,11 +115,12 @@ fn describe(
     preset_arg: &Path,
     preset: &Preset,
     info: &VideoInfo,
+    range: &Range<u64>,
     plan: &BatchPlan,
     estimate: &Estimate,
 ) -> String {
     let mut s = String::new();
-    let first = info.start_frame;
+    let first = range.start;
     let _ = writeln!(
         s,
         "input     {}: {}x{}, {} fps, {} frames ({:.2} s){}",
@@ -127,10 +130,14 @@ fn describe(
         info.fps,
         info.frame_count,
         info.duration_secs,
-        if info.has_audio { ", with audio" } else { ", no audio" }
+        if info.has_audio {
+            ", with audio"
+        } else {
+            ", no audio"
+        }
     );
-    if first > 0 {
-        let _ = writeln!(s, "          frames {}..{} of the clip", first, first + info.frame_count);
+    if range.end - range.start != info.frame_count {
+        let _ = writeln!(s, "          only frames {}..{}", range.start, range.end);
     }
     let controls: Vec<&str> = preset.controlnets.iter().map(|c| c.kind.as_str()).collect();
     let _ = writeln!(
@@ -142,7 +149,7 @@ fn describe(
     );
     let _ = writeln!(
         s,
-        "render    {}x{}, {:?} {} steps, cfg {}, strength {}, seed {}, ControlNets: {}",
+        "render    {}x{}, {} {} steps, cfg {}, strength {}, seed {}, ControlNets: {}",
         estimate.width,
         estimate.height,
         preset.sampler.scheduler,
@@ -150,7 +157,11 @@ fn describe(
         preset.sampler.cfg_scale,
         preset.sampler.strength,
         preset.sampler.seed,
-        if controls.is_empty() { "none".to_string() } else { controls.join(", ") }
+        if controls.is_empty() {
+            "none".to_string()
+        } else {
+            controls.join(", ")
+        }
     );
     let _ = writeln!(
         s,
@@ -159,9 +170,17 @@ fn describe(
         plan.batch_frames,
         plan.overlap
     );
-    let _ = writeln!(s, "  {:>5}  {:>13}  {:>6}  {:>8}", "batch", "frames", "count", "overlap");
+    let _ = writeln!(
+        s,
+        "  {:>5}  {:>13}  {:>6}  {:>8}",
+        "batch", "frames", "count", "overlap"
+    );
     for batch in &plan.batches {
-        let range = format!("{}..{}", first + batch.start as u64, first + batch.end as u64);
+        let range = format!(
+            "{}..{}",
+            first + batch.start as u64,
+            first + batch.end as u64
+        );
         let _ = writeln!(
             s,
             "  {:>5}  {:>13}  {:>6}  {:>8}",
@@ -179,7 +198,7 @@ fn describe(
         s,
         "  frames rendered  {} ({} in overlaps render twice)",
         estimate.rendered_frames,
-        estimate.rendered_frames - info.frame_count as usize
+        estimate.rendered_frames - plan.total_frames
     );
     let _ = writeln!(
         s,

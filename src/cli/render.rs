@@ -9,7 +9,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::args::{FrameSelection, OutputTarget};
-use super::plan::select_input;
+use super::plan::{frame_range, read_options};
 use super::{load_preset, CliError};
 use crate::preset::{Preset, PresetOverrides};
 use crate::render::pipeline::{Pipeline, PipelineReport};
@@ -19,7 +19,7 @@ use crate::render::stages::passthrough::PassThroughRenderer;
 use crate::render::stages::{FrameRenderer, FrameSink};
 use crate::video::encode::{frames_to_seconds, Mp4Settings, Mp4Writer};
 use crate::video::png_sequence::PngSequenceWriter;
-use crate::video::{VideoInfo, VideoReader};
+use crate::video::{probe_with, VideoInfo, VideoReader};
 
 #[derive(Debug, Args)]
 pub struct RenderArgs {
@@ -97,15 +97,14 @@ pub fn run(args: RenderArgs) -> anyhow::Result<()> {
     let target = OutputTarget::from_arg(&args.output);
     check_output(&target, &args.input, args.force)?;
 
-    let selection = select_input(&args.input, &preset, args.frames)?;
-    let info = selection.info.clone();
+    let reader = open_input(&args.input, &preset, args.frames)?;
+    let info = reader.info().clone();
     let plan = plan_for_preset(info.frame_count as usize, &preset)
         .with_context(|| format!("planning batches for {}", args.preset.display()))?;
 
     let renderer: Box<dyn FrameRenderer> = Box::new(PassThroughRenderer);
     let (width, height) = renderer.output_size(info.width, info.height);
-    let sink = create_sink(&target, &args, &preset, &info, &selection.options.frames, (width, height))?;
-    let reader = VideoReader::open_with(&args.input, selection.options.clone())?;
+    let sink = create_sink(&target, &args, &preset, &info, (width, height))?;
 
     let reporting = Reporting::new(&args);
     reporting.note(&format!(
@@ -120,7 +119,14 @@ pub fn run(args: RenderArgs) -> anyhow::Result<()> {
         );
     }
     if let Reporting::Json(json) = &reporting {
-        json.emit(&start_event(&args, &preset, &info, &plan, renderer.name(), (width, height)));
+        json.emit(&start_event(
+            &args,
+            &preset,
+            &info,
+            &plan,
+            renderer.name(),
+            (width, height),
+        ));
     }
 
     let pipeline = Pipeline::new(Box::new(reader), renderer, sink);
@@ -138,6 +144,29 @@ pub fn run(args: RenderArgs) -> anyhow::Result<()> {
         )),
     }
     Ok(())
+}
+
+/// Open the input the way the preset and `--frames` ask. Without `--frames` the reader's
+/// own scan is the only pass over the file; with it, a probe first finds the clip's length.
+fn open_input(
+    input: &Path,
+    preset: &Preset,
+    frames: Option<FrameSelection>,
+) -> anyhow::Result<VideoReader> {
+    let mut options = read_options(preset);
+    if frames.is_some() {
+        let whole = probe_with(input, &options)?;
+        options.frames = frame_range(input, &whole, frames)?;
+    }
+    let reader = VideoReader::open_with(input, options)?;
+    if reader.info().frame_count == 0 {
+        return Err(CliError::NoFrames {
+            path: input.to_path_buf(),
+            detail: String::new(),
+        }
+        .into());
+    }
+    Ok(reader)
 }
 
 /// Refuse outputs we must not write before any decoding work starts.
@@ -191,7 +220,6 @@ fn create_sink(
     args: &RenderArgs,
     preset: &Preset,
     info: &VideoInfo,
-    range: &Option<std::ops::Range<u64>>,
     (width, height): (u32, u32),
 ) -> anyhow::Result<Box<dyn FrameSink>> {
     Ok(match target {
@@ -202,7 +230,12 @@ fn create_sink(
             settings.overwrite = args.force;
             if info.has_audio {
                 settings.audio_source = Some(args.input.clone());
-                settings.audio_range = range.as_ref().map(|r| frames_to_seconds(r, info.fps));
+                // With --frames, only the audio under the selected frames; otherwise the
+                // whole track, as long as it is.
+                if args.frames.is_some() {
+                    let frames = info.start_frame..info.start_frame + info.frame_count;
+                    settings.audio_range = Some(frames_to_seconds(&frames, info.fps));
+                }
             }
             Box::new(Mp4Writer::create(path, settings)?)
         }

@@ -109,7 +109,10 @@ pub enum PipelineError {
         source: std::io::Error,
     },
     #[error("the {stage} stage panicked: {message}")]
-    Panicked { stage: &'static str, message: String },
+    Panicked {
+        stage: &'static str,
+        message: String,
+    },
     /// A stage stopped because a neighbour failed; the neighbour's error is the one reported.
     #[error("the {stage} stage was cancelled")]
     Cancelled { stage: &'static str },
@@ -193,7 +196,14 @@ impl Pipeline {
                 preprocess_stage(preprocessors, decoded_rx, prepared_tx, progress)
             });
             let render = spawn(scope, Stage::Render, progress, move || {
-                render_stage(renderer, detailers, plan, prepared_rx, rendered_tx, progress)
+                render_stage(
+                    renderer,
+                    detailers,
+                    plan,
+                    prepared_rx,
+                    rendered_tx,
+                    progress,
+                )
             });
             let encode = spawn(scope, Stage::Encode, progress, move || {
                 encode_stage(sink, rendered_rx, progress)
@@ -392,12 +402,13 @@ fn render_stage(
         }
         let overlap = batch.overlap_with_previous;
         for (position, (earlier, frame)) in pending_outputs.iter().zip(&mut outputs).enumerate() {
-            *frame = blend_frames(earlier, frame, ramp_weight(position, overlap)).map_err(
-                |source| PipelineError::Blend {
-                    batch: batch.index,
-                    source,
-                },
-            )?;
+            *frame =
+                blend_frames(earlier, frame, ramp_weight(position, overlap)).map_err(|source| {
+                    PipelineError::Blend {
+                        batch: batch.index,
+                        source,
+                    }
+                })?;
         }
         let keep_from = batch.len() - batch.overlap_with_next;
         carried_inputs = inputs.split_off(keep_from);
@@ -560,7 +571,11 @@ mod tests {
         let out = Collected::default();
         let values: Vec<u8> = (0..50).collect();
         let plan = plan_batches(50, 12, 3).unwrap();
-        let pipeline = Pipeline::new(source(values.clone()), Box::new(PassThroughRenderer), sink(&out));
+        let pipeline = Pipeline::new(
+            source(values.clone()),
+            Box::new(PassThroughRenderer),
+            sink(&out),
+        );
         let report = pipeline.run(&plan, silent()).unwrap();
         assert_eq!(report.frames, 50);
         let frames = out.frames.lock().unwrap();
@@ -579,7 +594,13 @@ mod tests {
         assert_eq!(plan.batches.len(), 2);
         let pipeline = Pipeline::new(source(vec![0; 10]), Box::new(BatchPainter), sink(&out));
         pipeline.run(&plan, silent()).unwrap();
-        let got: Vec<u8> = out.frames.lock().unwrap().iter().map(|f| f.data[0]).collect();
+        let got: Vec<u8> = out
+            .frames
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|f| f.data[0])
+            .collect();
         // Frames 4 and 5: 0·(2/3) + 100·(1/3) = 33, 0·(1/3) + 100·(2/3) = 67.
         assert_eq!(got, vec![0, 0, 0, 0, 33, 67, 100, 100, 100, 100]);
     }
@@ -591,7 +612,13 @@ mod tests {
         let plan = plan_batches(6, 3, 2).unwrap();
         let pipeline = Pipeline::new(source(vec![0; 6]), Box::new(BatchPainter), sink(&out));
         pipeline.run(&plan, silent()).unwrap();
-        let got: Vec<u8> = out.frames.lock().unwrap().iter().map(|f| f.data[0]).collect();
+        let got: Vec<u8> = out
+            .frames
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|f| f.data[0])
+            .collect();
         // frame 1: blend(0, 100, 1/3) = 33
         // frame 2: blend(blend(0, 100, 2/3) = 67, 200, 1/3) = 111
         // frame 3: blend(blend(100, 200, 2/3) = 167, 300 as u8 = 44, 1/3) = 126
@@ -625,10 +652,23 @@ mod tests {
     fn short_input_is_reported() {
         let out = Collected::default();
         let plan = plan_batches(30, 8, 2).unwrap();
-        let err = Pipeline::new(source(vec![1; 25]), Box::new(PassThroughRenderer), sink(&out))
-            .run(&plan, silent())
-            .unwrap_err();
-        assert!(matches!(err, PipelineError::InputEndedEarly { got: 25, expected: 30 }), "{err:?}");
+        let err = Pipeline::new(
+            source(vec![1; 25]),
+            Box::new(PassThroughRenderer),
+            sink(&out),
+        )
+        .run(&plan, silent())
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PipelineError::InputEndedEarly {
+                    got: 25,
+                    expected: 30
+                }
+            ),
+            "{err:?}"
+        );
         assert!(!*out.finished.lock().unwrap());
     }
 
@@ -643,7 +683,10 @@ mod tests {
         let err = Pipeline::new(source(vec![9; 500]), Box::new(PassThroughRenderer), failing)
             .run(&plan, silent())
             .unwrap_err();
-        assert!(matches!(err, PipelineError::Encode { frame: 40, .. }), "{err:?}");
+        assert!(
+            matches!(err, PipelineError::Encode { frame: 40, .. }),
+            "{err:?}"
+        );
         assert_eq!(out.frames.lock().unwrap().len(), 40);
     }
 
@@ -657,15 +700,33 @@ mod tests {
             fn output_size(&self, w: u32, h: u32) -> (u32, u32) {
                 (w, h)
             }
-            fn render_batch(&mut self, _: &Batch, f: &[PreparedFrame]) -> Result<Vec<Frame>, StageError> {
+            fn render_batch(
+                &mut self,
+                _: &Batch,
+                f: &[PreparedFrame],
+            ) -> Result<Vec<Frame>, StageError> {
                 Ok(f[1..].iter().map(|p| p.source.clone()).collect())
             }
         }
         let plan = plan_batches(10, 5, 1).unwrap();
-        let err = Pipeline::new(source(vec![0; 10]), Box::new(Dropper), sink(&Collected::default()))
-            .run(&plan, silent())
-            .unwrap_err();
-        assert!(matches!(err, PipelineError::RendererFrameCount { got: 3, expected: 4, .. }), "{err:?}");
+        let err = Pipeline::new(
+            source(vec![0; 10]),
+            Box::new(Dropper),
+            sink(&Collected::default()),
+        )
+        .run(&plan, silent())
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PipelineError::RendererFrameCount {
+                    got: 3,
+                    expected: 4,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -678,15 +739,26 @@ mod tests {
             fn output_size(&self, w: u32, h: u32) -> (u32, u32) {
                 (w, h)
             }
-            fn render_batch(&mut self, _: &Batch, _: &[PreparedFrame]) -> Result<Vec<Frame>, StageError> {
+            fn render_batch(
+                &mut self,
+                _: &Batch,
+                _: &[PreparedFrame],
+            ) -> Result<Vec<Frame>, StageError> {
                 panic!("boom")
             }
         }
         let plan = plan_batches(10, 5, 1).unwrap();
-        let err = Pipeline::new(source(vec![0; 10]), Box::new(Panicker), sink(&Collected::default()))
-            .run(&plan, silent())
-            .unwrap_err();
-        assert!(matches!(&err, PipelineError::Panicked { stage: "render", message } if message == "boom"), "{err:?}");
+        let err = Pipeline::new(
+            source(vec![0; 10]),
+            Box::new(Panicker),
+            sink(&Collected::default()),
+        )
+        .run(&plan, silent())
+        .unwrap_err();
+        assert!(
+            matches!(&err, PipelineError::Panicked { stage: "render", message } if message == "boom"),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -702,7 +774,10 @@ mod tests {
             fn process(&mut self, frame: &mut PreparedFrame) -> Result<(), StageError> {
                 let mut image = frame.source.clone();
                 image.data.iter_mut().for_each(|v| *v = 255 - *v);
-                frame.controls.push(ControlImage { kind: ControlKind::Softedge, image });
+                frame.controls.push(ControlImage {
+                    kind: ControlKind::Softedge,
+                    image,
+                });
                 frame.annotations.insert(frame.source.index * 10);
                 Ok(())
             }
@@ -716,8 +791,14 @@ mod tests {
             fn output_size(&self, w: u32, h: u32) -> (u32, u32) {
                 (w, h)
             }
-            fn render_batch(&mut self, _: &Batch, f: &[PreparedFrame]) -> Result<Vec<Frame>, StageError> {
-                Ok(f.iter().map(|p| p.control(ControlKind::Softedge).unwrap().clone()).collect())
+            fn render_batch(
+                &mut self,
+                _: &Batch,
+                f: &[PreparedFrame],
+            ) -> Result<Vec<Frame>, StageError> {
+                Ok(f.iter()
+                    .map(|p| p.control(ControlKind::Softedge).unwrap().clone())
+                    .collect())
             }
         }
         /// Checks the annotation travelled with its frame.
@@ -726,7 +807,12 @@ mod tests {
             fn name(&self) -> &str {
                 "checker"
             }
-            fn detail_batch(&mut self, _: &Batch, inputs: &[PreparedFrame], outputs: &mut [Frame]) -> Result<(), StageError> {
+            fn detail_batch(
+                &mut self,
+                _: &Batch,
+                inputs: &[PreparedFrame],
+                outputs: &mut [Frame],
+            ) -> Result<(), StageError> {
                 for (i, o) in inputs.iter().zip(outputs.iter()) {
                     assert_eq!(i.annotations.get::<u64>(), Some(&(i.source.index * 10)));
                     assert_eq!(o.index, i.source.index);
@@ -738,11 +824,21 @@ mod tests {
         let out = Collected::default();
         let seen = Arc::new(Mutex::new(0));
         let plan = plan_batches(20, 8, 2).unwrap();
-        let mut pipeline = Pipeline::new(source((0..20).collect()), Box::new(ControlRenderer), sink(&out));
+        let mut pipeline = Pipeline::new(
+            source((0..20).collect()),
+            Box::new(ControlRenderer),
+            sink(&out),
+        );
         pipeline.preprocessors.push(Box::new(Inverter));
         pipeline.detailers.push(Box::new(Checker(seen.clone())));
         pipeline.run(&plan, silent()).unwrap();
-        let got: Vec<u8> = out.frames.lock().unwrap().iter().map(|f| f.data[0]).collect();
+        let got: Vec<u8> = out
+            .frames
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|f| f.data[0])
+            .collect();
         assert_eq!(got, (0..20).map(|v| 255 - v).collect::<Vec<u8>>());
         assert_eq!(*seen.lock().unwrap() as usize, plan.rendered_frames());
     }
@@ -750,9 +846,13 @@ mod tests {
     #[test]
     fn empty_plan_is_rejected() {
         let plan = plan_batches(0, 8, 2).unwrap();
-        let err = Pipeline::new(source(vec![]), Box::new(PassThroughRenderer), sink(&Collected::default()))
-            .run(&plan, silent())
-            .unwrap_err();
+        let err = Pipeline::new(
+            source(vec![]),
+            Box::new(PassThroughRenderer),
+            sink(&Collected::default()),
+        )
+        .run(&plan, silent())
+        .unwrap_err();
         assert!(matches!(err, PipelineError::NoFrames));
     }
 }

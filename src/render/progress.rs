@@ -19,7 +19,12 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 4] = [Stage::Decode, Stage::Preprocess, Stage::Render, Stage::Encode];
+    pub const ALL: [Stage; 4] = [
+        Stage::Decode,
+        Stage::Preprocess,
+        Stage::Render,
+        Stage::Encode,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -83,7 +88,8 @@ impl BarProgress {
 
     /// Print a line above the bars without tearing them.
     pub fn println(&self, text: &str) {
-        if self.multi.println(text).is_err() {
+        // A hidden target (stderr is not a terminal) swallows println; messages must not be.
+        if self.multi.is_hidden() || self.multi.println(text).is_err() {
             eprintln!("{text}");
         }
     }

@@ -23,7 +23,11 @@ pub fn ramp_weight(position: usize, overlap: usize) -> f32 {
 
 /// `earlier · (1 − w) + later · w` per channel, rounded. Identical inputs give the input back
 /// exactly, whatever `w`. The result keeps `later`'s index.
-pub fn blend_frames(earlier: &Frame, later: &Frame, weight_later: f32) -> Result<Frame, BlendError> {
+pub fn blend_frames(
+    earlier: &Frame,
+    later: &Frame,
+    weight_later: f32,
+) -> Result<Frame, BlendError> {
     if (earlier.width, earlier.height) != (later.width, later.height)
         || earlier.data.len() != later.data.len()
     {

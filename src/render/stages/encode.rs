@@ -1,8 +1,8 @@
 //! The encoders as pipeline sinks: H.264 MP4 with the source's audio, or a PNG sequence.
 
-use crate::video::encode::{Mp4Writer, Mp4Summary};
-use crate::video::png_sequence::PngSequenceWriter;
 use crate::video::audio::AudioHandling;
+use crate::video::encode::{Mp4Summary, Mp4Writer};
+use crate::video::png_sequence::PngSequenceWriter;
 use crate::video::Frame;
 
 use super::{FrameSink, SinkSummary, StageError};

@@ -39,7 +39,8 @@ where
     E: std::error::Error + Send + Sync + 'static,
 {
     fn next_frame(&mut self) -> Option<Result<Frame, StageError>> {
-        self.next().map(|r| r.map_err(|e| Box::new(e) as StageError))
+        self.next()
+            .map(|r| r.map_err(|e| Box::new(e) as StageError))
     }
 }
 
