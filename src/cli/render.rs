@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use serde_json::json;
+use serde::Serialize;
 
 use super::args::{FrameSelection, OutputTarget};
 use super::plan::{frame_range, read_options};
@@ -94,11 +94,11 @@ impl Reporting {
 pub fn run(args: RenderArgs) -> anyhow::Result<()> {
     let overrides = PresetOverrides { seed: args.seed };
     let preset = load_preset(&args.preset, &overrides)?;
-    let target = OutputTarget::from_arg(&args.output);
-    check_output(&target, &args.input, args.force)?;
-
+    // Input first: a wrong input is the more fundamental mistake to report.
     let reader = open_input(&args.input, &preset, args.frames)?;
     let info = reader.info().clone();
+    let target = OutputTarget::from_arg(&args.output);
+    check_output(&target, &args.input, args.force)?;
     let plan = plan_for_preset(info.frame_count as usize, &preset)
         .with_context(|| format!("planning batches for {}", args.preset.display()))?;
 
@@ -203,9 +203,17 @@ fn check_output(target: &OutputTarget, input: &Path, force: bool) -> anyhow::Res
                 .into());
             }
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).map_err(|e| CliError::OutputUnwritable {
+                let unwritable = |reason: String| CliError::OutputUnwritable {
                     path: path.to_path_buf(),
-                    reason: format!("cannot create directory {}: {e}", parent.display()),
+                    reason,
+                };
+                if parent.exists() && !parent.is_dir() {
+                    return Err(
+                        unwritable(format!("{} is not a directory", parent.display())).into(),
+                    );
+                }
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    unwritable(format!("cannot create directory {}: {e}", parent.display()))
                 })?;
             }
             Ok(())
@@ -243,46 +251,88 @@ fn create_sink(
     })
 }
 
-fn start_event(
-    args: &RenderArgs,
-    preset: &Preset,
-    info: &VideoInfo,
-    plan: &BatchPlan,
-    renderer: &str,
-    (width, height): (u32, u32),
-) -> serde_json::Value {
-    json!({
-        "event": "start",
-        "input": args.input,
-        "output": args.output,
-        "frames": info.frame_count,
-        "start_frame": info.start_frame,
-        "fps": info.fps.to_string(),
-        "input_width": info.width,
-        "input_height": info.height,
-        "width": width,
-        "height": height,
-        "has_audio": info.has_audio,
-        "batches": plan.batches.len(),
-        "renderer": renderer,
-        "preset": preset.name,
-        "preset_fingerprint": preset.fingerprint(),
-        "seed": preset.sampler.seed,
-    })
+/// `{"event":"start",...}`: what is about to be rendered (first line of `--json` output).
+#[derive(Serialize)]
+struct StartEvent<'a> {
+    event: &'static str,
+    input: &'a Path,
+    output: &'a Path,
+    frames: u64,
+    start_frame: u64,
+    fps: String,
+    input_width: u32,
+    input_height: u32,
+    width: u32,
+    height: u32,
+    has_audio: bool,
+    batches: usize,
+    renderer: &'a str,
+    preset: Option<&'a str>,
+    preset_fingerprint: String,
+    seed: u64,
 }
 
-fn done_event(report: &PipelineReport, elapsed: f64) -> serde_json::Value {
-    json!({
-        "event": "done",
-        "output": report.output.path,
-        "frames": report.frames,
-        "detail": report.output.detail,
-        "elapsed": elapsed,
-        "stage_secs": {
-            "decode": report.decode_secs,
-            "preprocess": report.preprocess_secs,
-            "render": report.render_secs,
-            "encode": report.encode_secs,
+fn start_event<'a>(
+    args: &'a RenderArgs,
+    preset: &'a Preset,
+    info: &VideoInfo,
+    plan: &BatchPlan,
+    renderer: &'a str,
+    (width, height): (u32, u32),
+) -> StartEvent<'a> {
+    StartEvent {
+        event: "start",
+        input: &args.input,
+        output: &args.output,
+        frames: info.frame_count,
+        start_frame: info.start_frame,
+        fps: info.fps.to_string(),
+        input_width: info.width,
+        input_height: info.height,
+        width,
+        height,
+        has_audio: info.has_audio,
+        batches: plan.batches.len(),
+        renderer,
+        preset: preset.name.as_deref(),
+        preset_fingerprint: preset.fingerprint(),
+        seed: preset.sampler.seed,
+    }
+}
+
+/// `{"event":"done",...}`: the last line of `--json` output.
+#[derive(Serialize)]
+struct DoneEvent<'a> {
+    event: &'static str,
+    output: &'a Path,
+    frames: u64,
+    detail: &'a str,
+    elapsed: f64,
+    /// Seconds each stage spent working (not waiting): the pipeline's overhead next to
+    /// the render.
+    stage_secs: StageSecs,
+}
+
+#[derive(Serialize)]
+struct StageSecs {
+    decode: f64,
+    preprocess: f64,
+    render: f64,
+    encode: f64,
+}
+
+fn done_event(report: &PipelineReport, elapsed: f64) -> DoneEvent<'_> {
+    DoneEvent {
+        event: "done",
+        output: &report.output.path,
+        frames: report.frames,
+        detail: &report.output.detail,
+        elapsed,
+        stage_secs: StageSecs {
+            decode: report.decode_secs,
+            preprocess: report.preprocess_secs,
+            render: report.render_secs,
+            encode: report.encode_secs,
         },
-    })
+    }
 }
