@@ -9,6 +9,7 @@
 //!   temporal hooks of [`crate::models::attention_hook`].
 
 pub mod attention;
+pub mod bench;
 pub(crate) mod blocks;
 pub mod config;
 pub(crate) mod embeddings;
