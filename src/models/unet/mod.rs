@@ -14,6 +14,8 @@ pub(crate) mod blocks;
 pub mod config;
 pub(crate) mod embeddings;
 mod error;
+pub mod fused_attention;
+mod kernels;
 pub(crate) mod layers;
 pub(crate) mod resnet;
 pub(crate) mod transformer;
