@@ -1,4 +1,4 @@
-//! Vectorisable f32 row kernels for the attention softmax.
+//! Vectorisable f32 kernels: the attention softmax rows and the GEGLU activation.
 //!
 //! The crate is built for baseline x86-64, so each kernel is compiled a second time with AVX-512
 //! (and AVX2+FMA) enabled and picked at run time. `exp` is a branch-free Cephes-style polynomial
@@ -28,6 +28,34 @@ fn exp_approx(x: f32) -> f32 {
     let e = p * r * r + r + 1.0;
     let n_int = t.to_bits() as i32 - ROUND.to_bits() as i32;
     e * f32::from_bits(((n_int + 127) << 23) as u32)
+}
+
+/// `erf(x)`, rational approximation (Eigen's float `erf`), a few ulp.
+#[inline(always)]
+fn erf_approx(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let p = x2 * -2.726_142_3e-10 + 2.770_681_4e-8;
+    let p = p * x2 - 2.101_024e-6;
+    let p = p * x2 - 5.692_506_5e-5;
+    let p = p * x2 - 7.349_906_3e-4;
+    let p = p * x2 - 2.954_600_1e-3;
+    let p = p * x2 - 1.609_603_4e-2;
+    let q = x2 * -1.456_607_2e-5 - 2.133_740_6e-4;
+    let q = q * x2 - 1.682_827e-3;
+    let q = q * x2 - 7.373_329e-3;
+    let q = q * x2 - 1.426_474e-2;
+    x * p / q
+}
+
+/// GEGLU: `out[r, j] = h[r, j] · gelu(h[r, inner + j])` with the exact (erf) GELU.
+#[inline(always)]
+fn geglu_generic(h: &[f32], out: &mut [f32]) {
+    let inner = out.len();
+    let (value, gate) = h.split_at(inner);
+    for ((o, &v), &g) in out.iter_mut().zip(value).zip(gate) {
+        *o = v * (0.5 * g * (1.0 + erf_approx(g * std::f32::consts::FRAC_1_SQRT_2)));
+    }
 }
 
 #[inline(always)]
@@ -102,6 +130,7 @@ macro_rules! dispatch {
 dispatch!(row_max_generic, row_max(row: &[f32]) -> f32);
 dispatch!(exp_sum_generic, exp_sum_inplace(row: &mut [f32], max: f32) -> f32);
 dispatch!(scale_generic, scale_inplace(row: &mut [f32], s: f32) -> ());
+dispatch!(geglu_generic, geglu_row(h: &[f32], out: &mut [f32]) -> ());
 
 #[cfg(test)]
 mod tests {
@@ -118,6 +147,39 @@ mod tests {
         assert!(worst < 3e-7, "worst relative error {worst}");
         assert!(exp_approx(-1000.0) < 1e-37);
         assert_eq!(exp_approx(0.0), 1.0);
+    }
+
+    #[test]
+    fn erf_and_geglu_are_accurate() {
+        // Reference erf from the Abramowitz–Stegun series would itself be approximate; compare
+        // against f64 via erf(x) = 1 - erfc(x) computed by numeric integration instead.
+        let erf64 = |x: f64| -> f64 {
+            let n = 20_000;
+            let h = x / n as f64;
+            let f = |t: f64| (-t * t).exp();
+            let mut s = f(0.0) + f(x);
+            for i in 1..n {
+                s += f(i as f64 * h) * if i % 2 == 1 { 4.0 } else { 2.0 };
+            }
+            s * h / 3.0 * 2.0 / std::f64::consts::PI.sqrt()
+        };
+        for i in -60..=60 {
+            let x = i as f32 / 10.0;
+            let err = (erf_approx(x) as f64 - erf64(x as f64)).abs();
+            assert!(err < 3e-7, "erf({x}): {err}");
+        }
+        let h = [1.0f32, -2.0, 0.5, 3.0, -1.0, 0.0];
+        let mut out = [0f32; 3];
+        geglu_row(&h, &mut out);
+        let gelu = |g: f64| 0.5 * g * (1.0 + erf64(g / std::f64::consts::SQRT_2));
+        for j in 0..3 {
+            let expect = h[j] as f64 * gelu(h[3 + j] as f64);
+            assert!(
+                (out[j] as f64 - expect).abs() < 1e-6,
+                "{j}: {} vs {expect}",
+                out[j]
+            );
+        }
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! diffusers `Attention` (default processor), `FeedForward` (GEGLU), `BasicTransformerBlock`
 //! and the spatial `Transformer2DModel` that wraps them.
 
-use candle_core::{Module, Result, Tensor, D};
+use candle_core::{DType, Module, Result, Storage, Tensor, D};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 
 use super::attention::multi_head_attention;
 use super::config::TransformerSpec;
+use super::kernels::geglu_row;
 use super::layers::{apply_tokens, conv1x1_as_linear, layer_norm, linear, GroupNorm};
 use super::ForwardContext;
 use crate::models::attention_hook::{KeyValues, SelfAttentionCall};
+use rayon::prelude::*;
 
 /// Multi-head attention with `to_q`/`to_k`/`to_v` (no bias) and `to_out.0` (bias).
 #[derive(Debug, Clone)]
@@ -126,11 +128,33 @@ impl FeedForward {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let h = self.proj_in.forward(x)?;
-        let value = h.narrow(D::Minus1, 0, self.inner)?;
-        // diffusers' GELU here is the exact (erf) one, not the tanh approximation.
-        let gate = h.narrow(D::Minus1, self.inner, self.inner)?.gelu_erf()?;
-        self.proj_out.forward(&(value * gate)?)
+        self.proj_out.forward(&geglu(&h, self.inner)?)
     }
+}
+
+/// `value · gelu(gate)` for `h = [value, gate]` along the last dimension. diffusers' GELU here is
+/// the exact (erf) one, not the tanh approximation.
+fn geglu(h: &Tensor, inner: usize) -> Result<Tensor> {
+    if h.device().is_cpu() && h.dtype() == DType::F32 {
+        let h = h.contiguous()?;
+        let mut dims = h.dims().to_vec();
+        let (storage, layout) = h.storage_and_layout();
+        let (Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets())
+        else {
+            candle_core::bail!("geglu: contiguous CPU input expected");
+        };
+        let src = &cpu.as_slice::<f32>()?[start..end];
+        let mut out = vec![0f32; src.len() / 2];
+        out.par_chunks_mut(inner)
+            .zip(src.par_chunks(2 * inner))
+            .with_min_len(16)
+            .for_each(|(o, h)| geglu_row(h, o));
+        *dims.last_mut().expect("rank >= 1") = inner;
+        return Tensor::from_vec(out, dims, h.device());
+    }
+    let value = h.narrow(D::Minus1, 0, inner)?;
+    let gate = h.narrow(D::Minus1, inner, inner)?.gelu_erf()?;
+    value * gate
 }
 
 /// Pre-norm transformer block: self-attention, cross-attention, feed-forward, each residual.
