@@ -3,7 +3,9 @@
 //! the model code.
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
+
+pub(crate) use super::conv::Conv2d;
 use rayon::prelude::*;
 
 /// `nn.Conv2d` with bias, diffusers key layout (`weight`, `bias`).
@@ -15,12 +17,7 @@ pub(crate) fn conv2d(
     stride: usize,
     padding: usize,
 ) -> Result<Conv2d> {
-    let cfg = Conv2dConfig {
-        padding,
-        stride,
-        ..Default::default()
-    };
-    candle_nn::conv2d(in_channels, out_channels, kernel, cfg, vb)
+    Conv2d::load(vb, in_channels, out_channels, kernel, stride, padding)
 }
 
 /// `nn.Linear`.

@@ -12,6 +12,7 @@ pub mod attention;
 pub mod bench;
 pub(crate) mod blocks;
 pub mod config;
+mod conv;
 pub(crate) mod embeddings;
 mod error;
 pub mod fused_attention;

@@ -1,9 +1,9 @@
 //! `ResnetBlock2D` (diffusers, `time_embedding_norm="default"`, SiLU) and the down/upsamplers.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 
-use super::layers::{conv2d, linear, GroupNorm};
+use super::layers::{conv2d, linear, Conv2d, GroupNorm};
 
 /// GroupNorm → SiLU → conv → + time embedding → GroupNorm → SiLU → conv, plus a (1×1 conv when
 /// the channel count changes) shortcut.
@@ -62,13 +62,11 @@ impl ResnetBlock2D {
     /// `temb_act` is `silu(time_embedding)`, `(batch, temb_channels)`; it is the same for every
     /// resnet of a forward pass, so the caller activates it once.
     pub(crate) fn forward(&self, x: &Tensor, temb_act: &Tensor) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
-        let t = self
-            .time_emb_proj
-            .forward(temb_act)?
-            .unsqueeze(2)?
-            .unsqueeze(3)?;
-        let h = h.broadcast_add(&t)?;
+        // The time embedding is added by the conv itself, as a per-sample bias.
+        let t = self.time_emb_proj.forward(temb_act)?;
+        let h = self
+            .conv1
+            .forward_with_offset(&self.norm1.forward_silu(x)?, Some(&t))?;
         let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(x)?,
