@@ -367,6 +367,8 @@ struct SpatialAttention {
     to_v: Linear,
     to_out: Linear,
     channels: usize,
+    /// Query rows per chunk; `None` picks them from the memory budget.
+    chunk_rows: Option<usize>,
 }
 
 impl SpatialAttention {
@@ -384,6 +386,7 @@ impl SpatialAttention {
             to_v: projection(channels, vb.pp(v))?,
             to_out: projection(channels, vb.pp(out))?,
             channels,
+            chunk_rows: None,
         })
     }
 
@@ -399,7 +402,10 @@ impl SpatialAttention {
         let k = self.to_k.forward(&tokens)?;
         let v = self.to_v.forward(&tokens)?;
         let scale = 1.0 / (self.channels as f64).sqrt();
-        let attended = chunked_attention(&q, &k, &v, scale, attention_chunk_rows(b, h * w))?;
+        let rows = self
+            .chunk_rows
+            .unwrap_or_else(|| attention_chunk_rows(b, h * w));
+        let attended = chunked_attention(&q, &k, &v, scale, rows)?;
         let out = self
             .to_out
             .forward(&attended)?
@@ -774,6 +780,17 @@ impl AutoencoderKL {
 
     pub fn config(&self) -> &VaeConfig {
         &self.config
+    }
+
+    /// Fixes the number of query rows per mid-block attention chunk (default: chosen so a
+    /// chunk's scores stay under 16 MiB). Results do not depend on it.
+    pub fn with_attention_chunk_rows(mut self, rows: usize) -> Self {
+        for mid in [&mut self.encoder.mid_block, &mut self.decoder.mid_block] {
+            if let Some(attention) = mid.attention.as_mut() {
+                attention.chunk_rows = Some(rows.max(1));
+            }
+        }
+        self
     }
 
     /// Multiply encoded latents by this before diffusion; divide by it before [`Self::decode`].
