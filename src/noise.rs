@@ -252,6 +252,17 @@ impl TorchGenerator {
     }
 }
 
+/// Where stochastic samplers get their Gaussian noise (float32, like the model output).
+pub trait NoiseSource {
+    fn randn(&mut self, shape: &[usize], device: &Device) -> Result<Tensor, NoiseError>;
+}
+
+impl NoiseSource for TorchGenerator {
+    fn randn(&mut self, shape: &[usize], device: &Device) -> Result<Tensor, NoiseError> {
+        TorchGenerator::randn(self, shape, DType::F32, device)
+    }
+}
+
 /// Box–Muller on one block of 16 float uniforms, in place: torch's AVX2 `NormalFill16<float>`.
 fn box_muller_16_f32_avx2(block: &mut [f32]) {
     // The angle is a float product here, unlike the generic kernel.
