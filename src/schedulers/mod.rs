@@ -54,6 +54,20 @@ pub enum SchedulerKind {
 }
 
 impl SchedulerKind {
+    pub const ALL: [SchedulerKind; 6] = [
+        Self::Ddim,
+        Self::Euler,
+        Self::EulerAncestral,
+        Self::DpmPp2M,
+        Self::DpmPp2MKarras,
+        Self::Lcm,
+    ];
+
+    /// Looks a sampler up by its preset / CLI name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
     /// The preset / CLI name.
     pub fn name(self) -> &'static str {
         match self {
