@@ -1,1 +1,4 @@
 //! models
+pub mod attention_hook;
+pub mod controlnet;
+pub mod unet;
