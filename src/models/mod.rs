@@ -1,4 +1,8 @@
 //! models
 pub mod attention_hook;
+pub mod clip;
 pub mod controlnet;
+pub mod loading;
+pub mod tokenizer;
 pub mod unet;
+pub mod vae;
