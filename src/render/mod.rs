@@ -1,1 +1,4 @@
 //! render
+pub mod guidance;
+pub mod image_pipeline;
+pub mod sampler;
