@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod detail;
 pub mod models;
+pub mod noise;
 pub mod preprocess;
 pub mod preset;
 pub mod render;

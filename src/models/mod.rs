@@ -1,8 +1,8 @@
 //! models
 pub mod attention_hook;
-pub mod controlnet;
-pub mod unet;
 pub mod clip;
+pub mod controlnet;
 pub mod loading;
 pub mod tokenizer;
+pub mod unet;
 pub mod vae;

@@ -1,1 +1,192 @@
-//! schedulers
+//! Diffusion schedulers (samplers), one file each, matching diffusers step for step.
+//!
+//! Every scheduler works on a fixed inference schedule made by
+//! [`Scheduler::set_timesteps`]. Steps are addressed by their index `i` into
+//! [`Scheduler::timesteps`] (which, for img2img, already starts part-way down the schedule),
+//! and must be stepped in order because multistep solvers keep history.
+
+pub mod config;
+pub mod ddim;
+pub mod dpmpp_2m;
+pub mod euler;
+pub mod euler_ancestral;
+pub mod lcm;
+pub mod schedule;
+
+use std::path::Path;
+
+use candle_core::Tensor;
+
+pub use config::{PredictionType, SchedulerConfig, TimestepSpacing};
+
+use crate::noise::{NoiseError, NoiseSource};
+
+/// Errors from building or running a scheduler.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error("scheduler config {origin}: {message}")]
+    Config { origin: String, message: String },
+    #[error("scheduler option {field} = {value} is not supported (supported: {supported})")]
+    Unsupported {
+        field: String,
+        value: String,
+        supported: String,
+    },
+    #[error("scheduler: {0}")]
+    Invalid(String),
+    #[error("scheduler step {index} out of range: the schedule has {len} steps")]
+    StepOutOfRange { index: usize, len: usize },
+    #[error("scheduler tensor op: {0}")]
+    Tensor(#[from] candle_core::Error),
+    #[error(transparent)]
+    Noise(#[from] NoiseError),
+}
+
+/// The samplers rotoscope offers (preset `sampler.scheduler`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchedulerKind {
+    Ddim,
+    Euler,
+    EulerAncestral,
+    DpmPp2M,
+    DpmPp2MKarras,
+    Lcm,
+}
+
+impl SchedulerKind {
+    pub const ALL: [SchedulerKind; 6] = [
+        Self::Ddim,
+        Self::Euler,
+        Self::EulerAncestral,
+        Self::DpmPp2M,
+        Self::DpmPp2MKarras,
+        Self::Lcm,
+    ];
+
+    /// Looks a sampler up by its preset / CLI name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The preset / CLI name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ddim => "ddim",
+            Self::Euler => "euler",
+            Self::EulerAncestral => "euler_ancestral",
+            Self::DpmPp2M => "dpmpp_2m",
+            Self::DpmPp2MKarras => "dpmpp_2m_karras",
+            Self::Lcm => "lcm",
+        }
+    }
+}
+
+/// A diffusers-compatible scheduler.
+pub trait Scheduler: Send {
+    /// Builds the schedule for `num_inference_steps`. `strength` < 1 starts part-way down it
+    /// (img2img / inpaint denoise strength), exactly as diffusers' img2img pipelines do:
+    /// the first `steps - floor(steps * strength)` steps are skipped.
+    fn set_timesteps(
+        &mut self,
+        num_inference_steps: usize,
+        strength: f64,
+    ) -> Result<(), SchedulerError>;
+
+    /// The model timesteps still to run, one per step (Euler-family schedules can be
+    /// fractional; the UNet embeds them as float32).
+    fn timesteps(&self) -> &[f64];
+
+    /// Standard deviation of the initial noise for txt2img (`latents = noise * sigma`).
+    fn init_noise_sigma(&self) -> f64;
+
+    /// Scales the denoiser input for step `i` (identity for DDIM/DPM/LCM).
+    fn scale_model_input(&self, sample: &Tensor, i: usize) -> Result<Tensor, SchedulerError>;
+
+    /// Takes step `i`: from `sample` and the (guided) model output to the next sample.
+    /// Ancestral/stochastic schedulers draw their noise from `noise`.
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        i: usize,
+        sample: &Tensor,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<Tensor, SchedulerError>;
+
+    /// Noises a clean sample to the noise level of step `i` (img2img start, inpaint blending).
+    fn add_noise(
+        &self,
+        original: &Tensor,
+        noise: &Tensor,
+        i: usize,
+    ) -> Result<Tensor, SchedulerError>;
+}
+
+/// Builds a scheduler of `kind` from a diffusers scheduler config.
+pub fn build(
+    kind: SchedulerKind,
+    config: &SchedulerConfig,
+) -> Result<Box<dyn Scheduler>, SchedulerError> {
+    Ok(match kind {
+        SchedulerKind::Ddim => Box::new(ddim::DdimScheduler::new(config)?),
+        SchedulerKind::Euler => Box::new(euler::EulerScheduler::new(config)?),
+        SchedulerKind::EulerAncestral => {
+            Box::new(euler_ancestral::EulerAncestralScheduler::new(config)?)
+        }
+        SchedulerKind::DpmPp2M => Box::new(dpmpp_2m::DpmPp2MScheduler::new(config, false)?),
+        SchedulerKind::DpmPp2MKarras => Box::new(dpmpp_2m::DpmPp2MScheduler::new(config, true)?),
+        SchedulerKind::Lcm => Box::new(lcm::LcmScheduler::new(config)?),
+    })
+}
+
+/// Reads `<model>/scheduler/scheduler_config.json` when present, else SD1.5's config.
+pub fn load_config(model_dir: &Path) -> Result<SchedulerConfig, SchedulerError> {
+    let path = model_dir.join("scheduler").join("scheduler_config.json");
+    if path.is_file() {
+        SchedulerConfig::from_file(&path)
+    } else {
+        Ok(SchedulerConfig::sd15())
+    }
+}
+
+/// Index of the first step run at denoise `strength` (diffusers' `get_timesteps`).
+pub fn strength_begin_index(
+    num_inference_steps: usize,
+    strength: f64,
+) -> Result<usize, SchedulerError> {
+    if !(0.0..=1.0).contains(&strength) {
+        return Err(SchedulerError::Invalid(format!(
+            "strength must be in [0, 1], got {strength}"
+        )));
+    }
+    let init = ((num_inference_steps as f64 * strength) as usize).min(num_inference_steps);
+    if init == 0 {
+        return Err(SchedulerError::Invalid(format!(
+            "strength {strength} with {num_inference_steps} steps leaves no denoising step"
+        )));
+    }
+    Ok(num_inference_steps - init)
+}
+
+/// Checks a step index against the remaining schedule.
+pub(crate) fn check_index(i: usize, len: usize) -> Result<(), SchedulerError> {
+    if i < len {
+        Ok(())
+    } else {
+        Err(SchedulerError::StepOutOfRange { index: i, len })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strength_skips_leading_steps_like_diffusers() {
+        assert_eq!(strength_begin_index(20, 1.0).unwrap(), 0);
+        assert_eq!(strength_begin_index(20, 0.75).unwrap(), 5);
+        // int(10 * 0.55) = 5 -> start at 5.
+        assert_eq!(strength_begin_index(10, 0.55).unwrap(), 5);
+        assert!(strength_begin_index(4, 0.2).is_err());
+        assert!(strength_begin_index(4, 1.5).is_err());
+    }
+}

@@ -1,0 +1,186 @@
+//! Latent Consistency Model sampling (Luo et al. 2023), diffusers' `LCMScheduler`
+//! (for LCM-distilled UNets and LCM-LoRA).
+//!
+//! Each step predicts the clean sample through the consistency boundary condition and, except
+//! on the last step, re-noises it to the next timestep with fresh noise from the generator.
+
+use candle_core::Tensor;
+
+use super::config::{BetaSchedule, PredictionType, SchedulerConfig};
+use super::schedule::{np_linspace, BetaDefaults, NoiseSchedule};
+use super::{check_index, strength_begin_index, Scheduler, SchedulerError};
+use crate::noise::NoiseSource;
+
+const LCM_BETA_DEFAULTS: BetaDefaults = BetaDefaults {
+    beta_start: 0.00085,
+    beta_end: 0.012,
+    beta_schedule: BetaSchedule::ScaledLinear,
+};
+
+pub struct LcmScheduler {
+    prediction_type: PredictionType,
+    original_inference_steps: usize,
+    timestep_scaling: f32,
+    clip_sample: Option<f32>,
+    schedule: NoiseSchedule,
+    final_alpha_cumprod: f32,
+    all_timesteps: Vec<i64>,
+    begin: usize,
+    timesteps: Vec<f64>,
+}
+
+impl LcmScheduler {
+    pub fn new(config: &SchedulerConfig) -> Result<Self, SchedulerError> {
+        config.reject_unsupported(&["thresholding"])?;
+        let schedule = NoiseSchedule::from_config(config, LCM_BETA_DEFAULTS)?;
+        let final_alpha_cumprod = if config.set_alpha_to_one.unwrap_or(true) {
+            1.0
+        } else {
+            schedule.alphas_cumprod[0]
+        };
+        let original_inference_steps = config.original_inference_steps.unwrap_or(50);
+        if original_inference_steps == 0
+            || original_inference_steps > schedule.num_train_timesteps()
+        {
+            return Err(SchedulerError::Invalid(format!(
+                "original_inference_steps {original_inference_steps} must be in 1..={}",
+                schedule.num_train_timesteps()
+            )));
+        }
+        Ok(Self {
+            prediction_type: config.prediction_type()?,
+            original_inference_steps,
+            timestep_scaling: config.timestep_scaling.unwrap_or(10.0) as f32,
+            clip_sample: (config.clip_sample == Some(true))
+                .then(|| config.clip_sample_range.unwrap_or(1.0) as f32),
+            schedule,
+            final_alpha_cumprod,
+            all_timesteps: Vec::new(),
+            begin: 0,
+            timesteps: Vec::new(),
+        })
+    }
+
+    /// The consistency-model boundary scalings (c_skip, c_out) at timestep `t`.
+    fn boundary_scalings(&self, t: i64) -> (f32, f32) {
+        const SIGMA_DATA: f32 = 0.5;
+        let scaled = t as f32 * self.timestep_scaling;
+        let c_skip = SIGMA_DATA * SIGMA_DATA / (scaled * scaled + SIGMA_DATA * SIGMA_DATA);
+        let c_out = scaled / (scaled * scaled + SIGMA_DATA * SIGMA_DATA).sqrt();
+        (c_skip, c_out)
+    }
+}
+
+/// LCM's timesteps: `steps` evenly spaced picks from the distillation schedule
+/// (`original_inference_steps` timesteps k-1, 2k-1, ...), from the noisiest down.
+pub(crate) fn lcm_timesteps(num_train: usize, original_steps: usize, steps: usize) -> Vec<i64> {
+    let k = (num_train / original_steps) as i64;
+    let origin: Vec<i64> = (1..=original_steps as i64)
+        .rev()
+        .map(|i| i * k - 1)
+        .collect();
+    np_linspace(0.0, origin.len() as f64, steps + 1)
+        .into_iter()
+        .take(steps)
+        .map(|x| origin[x.floor() as usize])
+        .collect()
+}
+
+impl Scheduler for LcmScheduler {
+    fn set_timesteps(&mut self, steps: usize, strength: f64) -> Result<(), SchedulerError> {
+        if steps == 0 || steps > self.original_inference_steps {
+            return Err(SchedulerError::Invalid(format!(
+                "LCM needs 1..={} steps (original_inference_steps), got {steps}",
+                self.original_inference_steps
+            )));
+        }
+        let all = lcm_timesteps(
+            self.schedule.num_train_timesteps(),
+            self.original_inference_steps,
+            steps,
+        );
+        self.begin = strength_begin_index(steps, strength)?;
+        self.timesteps = all[self.begin..].iter().map(|&t| t as f64).collect();
+        self.all_timesteps = all;
+        Ok(())
+    }
+
+    fn timesteps(&self) -> &[f64] {
+        &self.timesteps
+    }
+
+    fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
+
+    fn scale_model_input(&self, sample: &Tensor, i: usize) -> Result<Tensor, SchedulerError> {
+        check_index(i, self.timesteps.len())?;
+        Ok(sample.clone())
+    }
+
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        i: usize,
+        sample: &Tensor,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<Tensor, SchedulerError> {
+        check_index(i, self.timesteps.len())?;
+        let k = self.begin + i;
+        let t = self.all_timesteps[k];
+        let last_step = k + 1 == self.all_timesteps.len();
+        let prev_t = if last_step {
+            t
+        } else {
+            self.all_timesteps[k + 1]
+        };
+        let alpha_prod_t = self.schedule.alphas_cumprod[t as usize];
+        let alpha_prod_prev = if prev_t >= 0 {
+            self.schedule.alphas_cumprod[prev_t as usize]
+        } else {
+            self.final_alpha_cumprod
+        };
+        let (sqrt_a, sqrt_b) = (
+            alpha_prod_t.sqrt() as f64,
+            (1.0 - alpha_prod_t).sqrt() as f64,
+        );
+        let mut pred_original = match self.prediction_type {
+            PredictionType::Epsilon => ((sample - (model_output * sqrt_b)?)? / sqrt_a)?,
+            PredictionType::Sample => model_output.clone(),
+            PredictionType::VPrediction => ((sample * sqrt_a)? - (model_output * sqrt_b)?)?,
+        };
+        if let Some(range) = self.clip_sample {
+            pred_original = pred_original.clamp(-range, range)?;
+        }
+        let (c_skip, c_out) = self.boundary_scalings(t);
+        let denoised = ((pred_original * c_out as f64)? + (sample * c_skip as f64)?)?;
+        if last_step {
+            return Ok(denoised);
+        }
+        let fresh = noise.randn(model_output.dims(), model_output.device())?;
+        Ok(((denoised * alpha_prod_prev.sqrt() as f64)?
+            + (fresh * (1.0 - alpha_prod_prev).sqrt() as f64)?)?)
+    }
+
+    fn add_noise(
+        &self,
+        original: &Tensor,
+        noise: &Tensor,
+        i: usize,
+    ) -> Result<Tensor, SchedulerError> {
+        check_index(i, self.timesteps.len())?;
+        let alpha = self.schedule.alphas_cumprod[self.all_timesteps[self.begin + i] as usize];
+        Ok(((original * alpha.sqrt() as f64)? + (noise * (1.0 - alpha).sqrt() as f64)?)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn four_step_schedule() {
+        // diffusers LCMScheduler.set_timesteps(4) with the defaults.
+        assert_eq!(lcm_timesteps(1000, 50, 4), vec![999, 759, 499, 259]);
+    }
+}

@@ -1,0 +1,238 @@
+//! Scheduler step sequences against diffusers (fixtures from scripts/fixtures/schedulers.py).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use rotoscope::noise::TorchGenerator;
+use rotoscope::schedulers::ddim::DdimScheduler;
+use rotoscope::schedulers::dpmpp_2m::DpmPp2MScheduler;
+use rotoscope::schedulers::euler::EulerScheduler;
+use rotoscope::schedulers::euler_ancestral::EulerAncestralScheduler;
+use rotoscope::schedulers::schedule::{NoiseSchedule, DDPM_BETA_DEFAULTS};
+use rotoscope::schedulers::{self, Scheduler, SchedulerConfig, SchedulerKind};
+
+#[derive(serde::Deserialize)]
+struct Cases {
+    cases: Vec<Case>,
+}
+
+#[derive(serde::Deserialize)]
+struct Case {
+    name: String,
+    kind: String,
+    config: serde_json::Value,
+    steps: usize,
+    strength: f64,
+    seed: u64,
+    eta: f64,
+    shape: Vec<usize>,
+}
+
+fn fixtures() -> (Vec<Case>, HashMap<String, Tensor>) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/schedulers");
+    let cases: Cases =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    let tensors =
+        candle_core::safetensors::load(dir.join("steps.safetensors"), &Device::Cpu).unwrap();
+    (cases.cases, tensors)
+}
+
+fn config_of(case: &Case) -> SchedulerConfig {
+    SchedulerConfig::from_json_str(&case.config.to_string(), &case.name).unwrap()
+}
+
+fn build(case: &Case) -> Box<dyn Scheduler> {
+    let config = config_of(case);
+    let kind = SchedulerKind::from_name(&case.kind).expect("known scheduler kind");
+    if kind == SchedulerKind::Ddim {
+        return Box::new(DdimScheduler::new(&config).unwrap().with_eta(case.eta));
+    }
+    schedulers::build(kind, &config).unwrap()
+}
+
+/// The stand-in denoiser used by the fixture: 0.5 sin(x) + 0.1 cos(3x) + 0.05 t / 1000.
+fn fake_model(x: &Tensor, t: f64) -> Tensor {
+    let a = (x.sin().unwrap() * 0.5).unwrap();
+    let b = ((x * 3.0).unwrap().cos().unwrap() * 0.1).unwrap();
+    ((a + b).unwrap() + (0.05 * t / 1000.0) as f32 as f64).unwrap()
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+fn vec_f64(t: &Tensor) -> Vec<f64> {
+    t.to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap()
+}
+
+#[test]
+fn timesteps_are_identical_to_diffusers() {
+    let (cases, tensors) = fixtures();
+    for case in &cases {
+        let mut s = build(case);
+        s.set_timesteps(case.steps, case.strength).unwrap();
+        let expected = vec_f64(&tensors[&format!("{}.timesteps", case.name)]);
+        assert_eq!(
+            s.timesteps(),
+            expected.as_slice(),
+            "{}: timesteps",
+            case.name
+        );
+        let sigma = vec_f64(&tensors[&format!("{}.init_noise_sigma", case.name)])[0];
+        assert!(
+            (s.init_noise_sigma() - sigma).abs() <= 1e-6 * sigma.max(1.0),
+            "{}: init_noise_sigma {} vs {sigma}",
+            case.name,
+            s.init_noise_sigma()
+        );
+    }
+}
+
+/// Betas/alphas_cumprod are bit-exact (torch's linspace and double-accumulated cumprod). The
+/// zero-terminal-SNR rescale goes through torch's float sqrt, which (MKL) is not always
+/// correctly rounded: there a relative 1e-6 is allowed.
+#[test]
+fn noise_schedule_tables_match_torch() {
+    let (cases, tensors) = fixtures();
+    for case in cases.iter().filter(|c| c.kind != "lcm") {
+        let config = config_of(case);
+        let schedule = NoiseSchedule::from_config(&config, DDPM_BETA_DEFAULTS).unwrap();
+        let expected = tensors[&format!("{}.alphas_cumprod", case.name)]
+            .to_vec1::<f32>()
+            .unwrap();
+        let mut ours = schedule.alphas_cumprod.clone();
+        assert_eq!(ours.len(), expected.len(), "{}", case.name);
+        if config.rescale_betas_zero_snr == Some(true) {
+            // Sigma schedulers pin the terminal value to 2^-24 (checked through their sigmas).
+            ours[999] = expected[999];
+            for (k, (a, b)) in ours.iter().zip(&expected).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-6 * b.abs(),
+                    "{}: alphas_cumprod[{k}] {a} vs {b}",
+                    case.name
+                );
+            }
+        } else {
+            assert_eq!(ours, expected, "{}: alphas_cumprod", case.name);
+        }
+    }
+}
+
+#[test]
+fn sigma_schedules_match() {
+    let (cases, tensors) = fixtures();
+    for case in &cases {
+        let Some(expected) = tensors.get(&format!("{}.sigmas", case.name)) else {
+            continue;
+        };
+        let expected = expected.to_vec1::<f32>().unwrap();
+        let config = config_of(case);
+        let ours: Vec<f32> = match case.kind.as_str() {
+            "euler" => {
+                let mut s = EulerScheduler::new(&config).unwrap();
+                s.set_timesteps(case.steps, 1.0).unwrap();
+                s.sigmas().to_vec()
+            }
+            "euler_ancestral" => {
+                let mut s = EulerAncestralScheduler::new(&config).unwrap();
+                s.set_timesteps(case.steps, 1.0).unwrap();
+                s.sigmas().to_vec()
+            }
+            "dpmpp_2m" | "dpmpp_2m_karras" => {
+                let mut s = DpmPp2MScheduler::new(&config, case.kind == "dpmpp_2m_karras").unwrap();
+                s.set_timesteps(case.steps, 1.0).unwrap();
+                s.sigmas().to_vec()
+            }
+            other => panic!("unexpected sigmas for {other}"),
+        };
+        assert_eq!(ours.len(), expected.len(), "{}: sigma count", case.name);
+        for (k, (a, b)) in ours.iter().zip(&expected).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-6 * b.abs().max(1.0),
+                "{}: sigma {k}: {a} vs {b}",
+                case.name
+            );
+        }
+    }
+}
+
+#[test]
+fn step_sequences_match_diffusers() {
+    let (cases, tensors) = fixtures();
+    let mut report = Vec::new();
+    for case in &cases {
+        let get = |key: &str| tensors[&format!("{}.{key}", case.name)].clone();
+        let mut s = build(case);
+        s.set_timesteps(case.steps, case.strength).unwrap();
+        let mut generator = TorchGenerator::new(case.seed);
+        let mut sample = if case.strength >= 1.0 {
+            (generator
+                .randn(&case.shape, DType::F32, &Device::Cpu)
+                .unwrap()
+                * s.init_noise_sigma())
+            .unwrap()
+        } else {
+            let noise = generator
+                .randn(&case.shape, DType::F32, &Device::Cpu)
+                .unwrap();
+            s.add_noise(&get("original"), &noise, 0).unwrap()
+        };
+        let start_err = max_abs_diff(&sample, &get("start"));
+        assert!(
+            start_err <= 1e-5,
+            "{}: start sample err {start_err}",
+            case.name
+        );
+        let mut worst = 0f32;
+        let timesteps = s.timesteps().to_vec();
+        for (i, &t) in timesteps.iter().enumerate() {
+            let model_in = s.scale_model_input(&sample, i).unwrap();
+            let err_in = max_abs_diff(&model_in, &get(&format!("model_in.{i}")));
+            let out = fake_model(&model_in, t);
+            sample = s.step(&out, i, &sample, &mut generator).unwrap();
+            let err = max_abs_diff(&sample, &get(&format!("sample.{i}")));
+            worst = worst.max(err).max(err_in);
+            assert!(
+                err <= 1e-4 && err_in <= 1e-4,
+                "{}: step {i} (t={t}) sample err {err}, model input err {err_in}",
+                case.name
+            );
+        }
+        report.push(format!(
+            "{}: {} steps, max err {worst:e}",
+            case.name,
+            timesteps.len()
+        ));
+    }
+    eprintln!("{}", report.join("\n"));
+}
+
+#[test]
+fn add_noise_matches_at_every_step() {
+    let (cases, tensors) = fixtures();
+    for case in &cases {
+        let get = |key: &str| tensors[&format!("{}.{key}", case.name)].clone();
+        let mut s = build(case);
+        s.set_timesteps(case.steps, case.strength).unwrap();
+        for i in 0..s.timesteps().len() {
+            let noised = s.add_noise(&get("original"), &get("noise"), i).unwrap();
+            let err = max_abs_diff(&noised, &get(&format!("add_noise.{i}")));
+            assert!(
+                err <= 1e-5,
+                "{}: add_noise at step {i}: err {err}",
+                case.name
+            );
+        }
+    }
+}
