@@ -37,4 +37,4 @@ pub mod sparsity;
 
 pub use array::Array;
 pub use error::TfliteError;
-pub use model::{TensorInfo, TfliteModel};
+pub use model::{OpTiming, TensorInfo, TfliteModel};

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
 
@@ -19,6 +20,14 @@ use super::sparsity;
 pub struct TensorInfo {
     pub name: String,
     pub shape: Vec<usize>,
+}
+
+/// Wall time of one executed operator (see [`TfliteModel::profile`]).
+#[derive(Debug, Clone)]
+pub struct OpTiming {
+    pub index: usize,
+    pub op: String,
+    pub elapsed: Duration,
 }
 
 /// A loaded TFLite model, ready to run.
@@ -272,6 +281,28 @@ impl TfliteModel {
 
     /// Runs the model on f32 arrays (one per input, shapes as in [`Self::inputs`]).
     pub fn run_arrays(&self, inputs: Vec<Array>) -> Result<Vec<Array>, TfliteError> {
+        self.execute(inputs, |_, _| {})
+    }
+
+    /// Runs the model like [`Self::run_arrays`] and reports each executed operator with its
+    /// wall time (operator kinds and indices as in the file; folded operators are absent).
+    pub fn profile(&self, inputs: Vec<Array>) -> Result<Vec<OpTiming>, TfliteError> {
+        let mut timings = Vec::with_capacity(self.nodes.len());
+        self.execute(inputs, |node, elapsed| {
+            timings.push(OpTiming {
+                index: node.index,
+                op: node.name.clone(),
+                elapsed,
+            })
+        })?;
+        Ok(timings)
+    }
+
+    fn execute(
+        &self,
+        inputs: Vec<Array>,
+        mut on_node: impl FnMut(&Node, Duration),
+    ) -> Result<Vec<Array>, TfliteError> {
         let bad = |detail: String| TfliteError::BadInput {
             path: self.path.clone(),
             detail,
@@ -310,6 +341,7 @@ impl TfliteModel {
             } else {
                 None
             };
+            let start = Instant::now();
             let result = {
                 let mut values = Vec::with_capacity(node.inputs.len());
                 for (k, &id) in node.inputs.iter().enumerate() {
@@ -325,6 +357,7 @@ impl TfliteModel {
                 }
                 node.kernel.run(&values, owned).map_err(invalid)?
             };
+            on_node(node, start.elapsed());
             slots[node.output] = Some(result);
             for &id in &node.inputs {
                 if self.last_use[id] == n {

@@ -281,24 +281,21 @@ pub fn build(
             let [o, kh, kw, i] = w.shape[..] else {
                 return Err(format!("filter shape {:?} is not OHWI", w.shape));
             };
-            Kernel::Conv2d(Conv2d {
-                weights: w.data.clone(),
-                bias: bias(ctx, def, 2, o)?,
-                out_channels: o,
-                kernel_h: kh,
-                kernel_w: kw,
-                in_channels: i,
-                padding: padding(&t)?,
-                stride: (
+            Kernel::Conv2d(Conv2d::new(
+                w.data.clone(),
+                bias(ctx, def, 2, o)?,
+                (o, kh, kw, i),
+                (
                     positive(&t, 2, 0, "stride_h")?,
                     positive(&t, 1, 0, "stride_w")?,
                 ),
-                dilation: (
+                (
                     positive(&t, 5, 1, "dilation_h_factor")?,
                     positive(&t, 4, 1, "dilation_w_factor")?,
                 ),
-                activation: activation(&t, 3)?,
-            })
+                padding(&t)?,
+                activation(&t, 3)?,
+            ))
         }
         op::DEPTHWISE_CONV_2D => {
             let t = options(def)?;
@@ -319,24 +316,23 @@ pub fn build(
                     "{oc} output channels are not a multiple of {in_channels} input channels"
                 ));
             }
-            Kernel::DepthwiseConv2d(DepthwiseConv2d {
-                weights: w.data.clone(),
-                bias: bias(ctx, def, 2, oc)?,
-                kernel_h: kh,
-                kernel_w: kw,
-                multiplier: oc / in_channels,
-                out_channels: oc,
-                padding: padding(&t)?,
-                stride: (
+            Kernel::DepthwiseConv2d(DepthwiseConv2d::new(
+                w.data.clone(),
+                bias(ctx, def, 2, oc)?,
+                (kh, kw),
+                oc / in_channels,
+                oc,
+                (
                     positive(&t, 2, 0, "stride_h")?,
                     positive(&t, 1, 0, "stride_w")?,
                 ),
-                dilation: (
+                (
                     positive(&t, 6, 1, "dilation_h_factor")?,
                     positive(&t, 5, 1, "dilation_w_factor")?,
                 ),
-                activation: activation(&t, 4)?,
-            })
+                padding(&t)?,
+                activation(&t, 4)?,
+            ))
         }
         op::FULLY_CONNECTED => {
             let t = options(def)?;

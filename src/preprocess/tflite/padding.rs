@@ -51,6 +51,41 @@ pub fn axis_window(
     })
 }
 
+/// Input index read by output index `out` at filter tap `tap`, or `None` in the padding.
+#[inline]
+pub fn source_index(
+    out: usize,
+    tap: usize,
+    stride: usize,
+    dilation: usize,
+    pad_before: usize,
+    input: usize,
+) -> Option<usize> {
+    (out * stride + tap * dilation)
+        .checked_sub(pad_before)
+        .filter(|&i| i < input)
+}
+
+/// The output indices `lo..hi` whose input index for filter tap `tap` lies inside the input.
+pub fn valid_outputs(
+    tap: usize,
+    stride: usize,
+    dilation: usize,
+    pad_before: usize,
+    input: usize,
+    output: usize,
+) -> (usize, usize) {
+    // out * stride + tap * dilation - pad_before in [0, input)
+    let offset = tap * dilation;
+    let lo = pad_before.saturating_sub(offset).div_ceil(stride);
+    let hi = if input + pad_before > offset {
+        (input + pad_before - offset).div_ceil(stride)
+    } else {
+        0
+    };
+    (lo.min(output), hi.min(output).max(lo.min(output)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +112,29 @@ mod tests {
         assert_eq!(axis_window(Padding::Same, 10, 3, 1, 2), w(10, 2, 2));
         // window smaller than stride: no padding needed.
         assert_eq!(axis_window(Padding::Same, 8, 1, 2, 1), w(4, 0, 0));
+    }
+
+    #[test]
+    fn valid_output_ranges_match_source_index() {
+        for (input, stride, dilation, pad_before, output) in [
+            (8, 1, 1, 1, 8),
+            (9, 2, 1, 2, 5),
+            (7, 3, 2, 0, 3),
+            (5, 2, 1, 3, 5),
+        ] {
+            for tap in 0..4 {
+                let (lo, hi) = valid_outputs(tap, stride, dilation, pad_before, input, output);
+                for out in 0..output {
+                    let inside =
+                        source_index(out, tap, stride, dilation, pad_before, input).is_some();
+                    assert_eq!(
+                        inside,
+                        (lo..hi).contains(&out),
+                        "tap {tap} out {out} in {input} s{stride} d{dilation} p{pad_before}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

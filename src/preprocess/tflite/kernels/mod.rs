@@ -12,3 +12,4 @@ pub mod pool;
 pub mod reduce;
 pub mod resize;
 pub mod shape;
+pub mod taps;
