@@ -1,1 +1,2 @@
 //! preprocess
+pub mod tflite;
