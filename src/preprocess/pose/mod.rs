@@ -1,0 +1,1 @@
+//! Pose estimation with MediaPipe's models (body, hands, face) in OpenPose's keypoint format.
