@@ -1,0 +1,187 @@
+//! DEPTHWISE_CONV_2D in NHWC. Output channel `o` reads input channel `o / multiplier`;
+//! weights are `[1, kh, kw, out_channels]`. Each task computes one output row, walking the
+//! filter taps outermost so the innermost loop runs over contiguous channels.
+
+use rayon::prelude::*;
+
+use super::activation::Activation;
+use crate::preprocess::tflite::array::Array;
+use crate::preprocess::tflite::padding::{axis_window, Padding};
+
+#[derive(Debug, Clone)]
+pub struct DepthwiseConv2d {
+    /// `[kh][kw][out_channels]`.
+    pub weights: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub kernel_h: usize,
+    pub kernel_w: usize,
+    pub multiplier: usize,
+    pub out_channels: usize,
+    pub stride: (usize, usize),
+    pub dilation: (usize, usize),
+    pub padding: Padding,
+    pub activation: Activation,
+}
+
+impl DepthwiseConv2d {
+    pub fn run(&self, input: &Array) -> Result<Array, String> {
+        let (batch, h, w, c) = input
+            .nhwc()
+            .ok_or_else(|| format!("input must be NHWC, got shape {:?}", input.shape))?;
+        if c * self.multiplier != self.out_channels {
+            return Err(format!(
+                "input has {c} channels; with depth multiplier {} the filter's {} output channels do not match",
+                self.multiplier, self.out_channels
+            ));
+        }
+        let wy = axis_window(
+            self.padding,
+            h,
+            self.kernel_h,
+            self.stride.0,
+            self.dilation.0,
+        )
+        .ok_or_else(|| {
+            format!(
+                "filter {}x{} does not fit input {h}x{w}",
+                self.kernel_h, self.kernel_w
+            )
+        })?;
+        let wx = axis_window(
+            self.padding,
+            w,
+            self.kernel_w,
+            self.stride.1,
+            self.dilation.1,
+        )
+        .ok_or_else(|| {
+            format!(
+                "filter {}x{} does not fit input {h}x{w}",
+                self.kernel_h, self.kernel_w
+            )
+        })?;
+        let (oh, ow, oc) = (wy.out, wx.out, self.out_channels);
+        let mut out = vec![0.0f32; batch * oh * ow * oc];
+        let (sy, sx) = self.stride;
+        let (dy, dx) = self.dilation;
+        out.par_chunks_mut(ow * oc)
+            .enumerate()
+            .for_each(|(row, dst)| {
+                let (b, oy) = (row / oh, row % oh);
+                for px in dst.chunks_exact_mut(oc) {
+                    px.copy_from_slice(&self.bias);
+                }
+                for ky in 0..self.kernel_h {
+                    let iy = (oy * sy + ky * dy) as isize - wy.pad_before as isize;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    let src_row = &input.data[((b * h + iy as usize) * w) * c..][..w * c];
+                    for kx in 0..self.kernel_w {
+                        let taps = &self.weights[(ky * self.kernel_w + kx) * oc..][..oc];
+                        for (ox, px) in dst.chunks_exact_mut(oc).enumerate() {
+                            let ix = (ox * sx + kx * dx) as isize - wx.pad_before as isize;
+                            if ix < 0 || ix >= w as isize {
+                                continue;
+                            }
+                            let src = &src_row[ix as usize * c..][..c];
+                            if self.multiplier == 1 {
+                                for ((acc, &x), &t) in px.iter_mut().zip(src).zip(taps) {
+                                    *acc += x * t;
+                                }
+                            } else {
+                                for (o, (acc, &t)) in px.iter_mut().zip(taps).enumerate() {
+                                    *acc += src[o / self.multiplier] * t;
+                                }
+                            }
+                        }
+                    }
+                }
+                if self.activation != Activation::None {
+                    for v in dst.iter_mut() {
+                        *v = self.activation.apply_scalar(*v);
+                    }
+                }
+            });
+        Ok(Array::new(vec![batch, oh, ow, oc], out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wave(n: usize, f: f32) -> Vec<f32> {
+        (0..n).map(|i| ((i as f32) * f).cos()).collect()
+    }
+
+    /// Direct evaluation of the definition.
+    fn naive(d: &DepthwiseConv2d, input: &Array) -> Array {
+        let (batch, h, w, c) = input.nhwc().unwrap();
+        let wy = axis_window(d.padding, h, d.kernel_h, d.stride.0, d.dilation.0).unwrap();
+        let wx = axis_window(d.padding, w, d.kernel_w, d.stride.1, d.dilation.1).unwrap();
+        let mut out = Array::zeros(vec![batch, wy.out, wx.out, d.out_channels]);
+        for b in 0..batch {
+            for oy in 0..wy.out {
+                for ox in 0..wx.out {
+                    for o in 0..d.out_channels {
+                        let mut acc = d.bias[o];
+                        for ky in 0..d.kernel_h {
+                            for kx in 0..d.kernel_w {
+                                let iy = (oy * d.stride.0 + ky * d.dilation.0) as isize
+                                    - wy.pad_before as isize;
+                                let ix = (ox * d.stride.1 + kx * d.dilation.1) as isize
+                                    - wx.pad_before as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                    continue;
+                                }
+                                let x = input.data[((b * h + iy as usize) * w + ix as usize) * c
+                                    + o / d.multiplier];
+                                acc += x * d.weights[(ky * d.kernel_w + kx) * d.out_channels + o];
+                            }
+                        }
+                        out.data[((b * wy.out + oy) * wx.out + ox) * d.out_channels + o] =
+                            d.activation.apply_scalar(acc);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_naive_including_depth_multiplier() {
+        for &(k, stride, multiplier, padding, dilation) in &[
+            (3, (1, 1), 1, Padding::Same, (1, 1)),
+            (5, (2, 2), 1, Padding::Same, (1, 1)),
+            (3, (2, 2), 1, Padding::Valid, (1, 1)),
+            (3, (1, 1), 2, Padding::Same, (1, 1)),
+            (3, (2, 1), 3, Padding::Valid, (1, 2)),
+        ] {
+            let c = 4;
+            let oc = c * multiplier;
+            let d = DepthwiseConv2d {
+                weights: wave(k * k * oc, 0.9),
+                bias: wave(oc, 2.1),
+                kernel_h: k,
+                kernel_w: k,
+                multiplier,
+                out_channels: oc,
+                stride,
+                dilation,
+                padding,
+                activation: Activation::Relu,
+            };
+            let input = Array::new(vec![1, 11, 10, c], wave(11 * 10 * c, 0.21));
+            let fast = d.run(&input).unwrap();
+            let slow = naive(&d, &input);
+            assert_eq!(fast.shape, slow.shape);
+            for (a, b) in fast.data.iter().zip(&slow.data) {
+                assert!(
+                    (a - b).abs() < 1e-5,
+                    "k{k} {stride:?} m{multiplier}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}

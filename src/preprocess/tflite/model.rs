@@ -1,0 +1,375 @@
+//! [`TfliteModel`]: loads a `.tflite` file, folds everything computable at load time
+//! (DENSIFY and DEQUANTIZE of the float16 weights, any op on constants only) and runs the
+//! remaining operators in file order on f32 NHWC arrays.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+
+use super::array::Array;
+use super::builtin;
+use super::error::TfliteError;
+use super::ops::{self, Constant, Context, Node};
+use super::schema::{self, OpCode, TensorDef, TensorType};
+use super::sparsity;
+
+/// Name and static shape of a model input or output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    pub name: String,
+    pub shape: Vec<usize>,
+}
+
+/// A loaded TFLite model, ready to run.
+#[derive(Debug)]
+pub struct TfliteModel {
+    path: PathBuf,
+    constants: Vec<Option<Constant>>,
+    nodes: Vec<Node>,
+    inputs: Vec<usize>,
+    outputs: Vec<usize>,
+    input_info: Vec<TensorInfo>,
+    output_info: Vec<TensorInfo>,
+    /// For each tensor, the index of the last node reading it (usize::MAX: never / graph output).
+    last_use: Vec<usize>,
+    tensor_names: Vec<String>,
+}
+
+fn decode_f16(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(2)
+        .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+        .collect()
+}
+
+fn decode_f32(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+fn decode_i32(bytes: &[u8]) -> Vec<i32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// Decodes a tensor's constant buffer (densifying sparse storage). `Ok(None)` for tensors
+/// without data.
+fn decode_constant(t: &TensorDef) -> Result<Option<Constant>, String> {
+    if t.data.is_empty() {
+        return Ok(None);
+    }
+    let (width, is_float) = match t.dtype {
+        TensorType::Float32 => (4, true),
+        TensorType::Float16 => (2, true),
+        TensorType::Int32 => (4, false),
+        TensorType::Int64 => (8, false),
+        other => return Err(format!("constant of type {other:?} is not supported")),
+    };
+    if t.data.len() % width != 0 {
+        return Err(format!(
+            "{} bytes of data is not a whole number of {width}-byte elements",
+            t.data.len()
+        ));
+    }
+    let count: usize = t.shape.iter().product();
+    if is_float {
+        let stored = if t.dtype == TensorType::Float16 {
+            decode_f16(&t.data)
+        } else {
+            decode_f32(&t.data)
+        };
+        let dense = match &t.sparsity {
+            Some(s) => sparsity::densify(&t.shape, s, &stored)
+                .map_err(|e| format!("cannot densify: {e}"))?,
+            None => stored,
+        };
+        if dense.len() != count {
+            return Err(format!("{} values for shape {:?}", dense.len(), t.shape));
+        }
+        return Ok(Some(Constant::Float(Arc::new(Array::new(
+            t.shape.clone(),
+            dense,
+        )))));
+    }
+    if t.sparsity.is_some() {
+        return Err("sparse integer constants are not supported".into());
+    }
+    let values = if t.dtype == TensorType::Int64 {
+        t.data
+            .chunks_exact(8)
+            .map(|b| {
+                let v = i64::from_le_bytes(b.try_into().expect("8-byte chunk"));
+                i32::try_from(v).map_err(|_| format!("int64 value {v} does not fit in int32"))
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        decode_i32(&t.data)
+    };
+    if values.len() != count {
+        return Err(format!("{} values for shape {:?}", values.len(), t.shape));
+    }
+    Ok(Some(Constant::Int {
+        shape: t.shape.clone(),
+        values,
+    }))
+}
+
+impl TfliteModel {
+    /// Reads and prepares the model at `path`.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, TfliteError> {
+        let path = path.as_ref().to_path_buf();
+        let bytes = std::fs::read(&path).map_err(|source| TfliteError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// Prepares a model from the bytes of a `.tflite` file; `path` names it in errors.
+    pub fn from_bytes(bytes: &[u8], path: PathBuf) -> Result<Self, TfliteError> {
+        let def = schema::read_model(bytes).map_err(|source| TfliteError::Malformed {
+            path: path.clone(),
+            source,
+        })?;
+        let tensor_error = |t: &TensorDef, detail: String| TfliteError::InvalidTensor {
+            path: path.clone(),
+            tensor: t.name.clone(),
+            detail,
+        };
+
+        let mut constants = def
+            .tensors
+            .iter()
+            .map(|t| decode_constant(t).map_err(|d| tensor_error(t, d)))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let mut nodes = Vec::new();
+        for (index, op_def) in def.operators.iter().enumerate() {
+            let code = match &op_def.code {
+                OpCode::Builtin(code) => *code,
+                OpCode::Custom(name) => {
+                    return Err(TfliteError::UnsupportedOp {
+                        path,
+                        index,
+                        op: format!("custom op '{name}'"),
+                    })
+                }
+            };
+            let name = builtin::name(code);
+            let invalid = |detail: String| TfliteError::InvalidOp {
+                path: path.clone(),
+                index,
+                op: name.clone(),
+                detail,
+            };
+            let [output] = op_def.outputs[..] else {
+                return Err(invalid(format!(
+                    "{} outputs; only single-output operators are supported",
+                    op_def.outputs.len()
+                )));
+            };
+            if code == builtin::DEQUANTIZE {
+                let source = op_def
+                    .inputs
+                    .first()
+                    .copied()
+                    .flatten()
+                    .ok_or_else(|| invalid("missing input 0".into()))?;
+                let dtype = def.tensors[source].dtype;
+                if !matches!(dtype, TensorType::Float16 | TensorType::Float32) {
+                    return Err(TfliteError::UnsupportedOp {
+                        path,
+                        index,
+                        op: format!("DEQUANTIZE of a {dtype:?} tensor"),
+                    });
+                }
+            }
+            let ctx = Context {
+                tensors: &def.tensors,
+                constants: &constants,
+            };
+            let Some((kernel, inputs)) = ops::build(&ctx, op_def, code).map_err(invalid)? else {
+                return Err(TfliteError::UnsupportedOp {
+                    path,
+                    index,
+                    op: name,
+                });
+            };
+            let node = Node {
+                index,
+                name: name.clone(),
+                kernel,
+                inputs,
+                output,
+            };
+
+            // Fold operators whose inputs are all constant (weights' DENSIFY / DEQUANTIZE).
+            let constant_inputs: Option<Vec<&Array>> = node
+                .inputs
+                .iter()
+                .map(|&i| match &constants[i] {
+                    Some(Constant::Float(a)) => Some(a.as_ref()),
+                    _ => None,
+                })
+                .collect();
+            if let Some(values) = constant_inputs {
+                let folded = node.kernel.run(&values, None).map_err(&invalid)?;
+                constants[output] = Some(Constant::Float(Arc::new(folded)));
+            } else {
+                nodes.push(node);
+            }
+        }
+
+        let info = |ids: &[usize]| -> Vec<TensorInfo> {
+            ids.iter()
+                .map(|&i| TensorInfo {
+                    name: def.tensors[i].name.clone(),
+                    shape: def.tensors[i].shape.clone(),
+                })
+                .collect()
+        };
+        let mut last_use = vec![usize::MAX; def.tensors.len()];
+        for (n, node) in nodes.iter().enumerate() {
+            for &i in &node.inputs {
+                last_use[i] = n;
+            }
+        }
+        for &o in &def.outputs {
+            last_use[o] = usize::MAX;
+        }
+        Ok(TfliteModel {
+            input_info: info(&def.inputs),
+            output_info: info(&def.outputs),
+            inputs: def.inputs.clone(),
+            outputs: def.outputs.clone(),
+            tensor_names: def.tensors.iter().map(|t| t.name.clone()).collect(),
+            path,
+            constants,
+            nodes,
+            last_use,
+        })
+    }
+
+    /// The model file this was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Graph inputs in order (NHWC images for the MediaPipe models).
+    pub fn inputs(&self) -> &[TensorInfo] {
+        &self.input_info
+    }
+
+    /// Graph outputs in the model's order.
+    pub fn outputs(&self) -> &[TensorInfo] {
+        &self.output_info
+    }
+
+    /// Runs the model on f32 arrays (one per input, shapes as in [`Self::inputs`]).
+    pub fn run_arrays(&self, inputs: Vec<Array>) -> Result<Vec<Array>, TfliteError> {
+        let bad = |detail: String| TfliteError::BadInput {
+            path: self.path.clone(),
+            detail,
+        };
+        if inputs.len() != self.inputs.len() {
+            return Err(bad(format!(
+                "expected {} inputs, got {}",
+                self.inputs.len(),
+                inputs.len()
+            )));
+        }
+        let mut slots: Vec<Option<Array>> = vec![None; self.constants.len()];
+        for ((array, &id), info) in inputs.into_iter().zip(&self.inputs).zip(&self.input_info) {
+            if array.shape != info.shape {
+                return Err(bad(format!(
+                    "input '{}' must have shape {:?}, got {:?}",
+                    info.name, info.shape, array.shape
+                )));
+            }
+            slots[id] = Some(array);
+        }
+        for (n, node) in self.nodes.iter().enumerate() {
+            let invalid = |detail: String| TfliteError::InvalidOp {
+                path: self.path.clone(),
+                index: node.index,
+                op: node.name.clone(),
+                detail,
+            };
+            let first = node.inputs[0];
+            // In-place ops take their input when this node is its last reader.
+            let owned = if node.kernel.works_in_place()
+                && self.last_use[first] == n
+                && node.inputs[1..].iter().all(|&i| i != first)
+            {
+                slots[first].take()
+            } else {
+                None
+            };
+            let result = {
+                let mut values = Vec::with_capacity(node.inputs.len());
+                for (k, &id) in node.inputs.iter().enumerate() {
+                    if k == 0 && owned.is_some() {
+                        continue;
+                    }
+                    values.push(self.value(&slots, id).ok_or_else(|| {
+                        invalid(format!(
+                            "input tensor '{}' has no value",
+                            self.tensor_names[id]
+                        ))
+                    })?);
+                }
+                node.kernel.run(&values, owned).map_err(invalid)?
+            };
+            slots[node.output] = Some(result);
+            for &id in &node.inputs {
+                if self.last_use[id] == n {
+                    slots[id] = None;
+                }
+            }
+        }
+        self.outputs
+            .iter()
+            .map(|&id| match self.value(&slots, id) {
+                Some(a) => Ok(a.clone()),
+                None => Err(bad(format!(
+                    "output tensor '{}' was never computed",
+                    self.tensor_names[id]
+                ))),
+            })
+            .collect()
+    }
+
+    fn value<'a>(&'a self, slots: &'a [Option<Array>], id: usize) -> Option<&'a Array> {
+        match &self.constants[id] {
+            Some(Constant::Float(a)) => Some(a.as_ref()),
+            Some(Constant::Int { .. }) => None,
+            None => slots[id].as_ref(),
+        }
+    }
+
+    /// Runs the model on f32 NHWC tensors (any float dtype is converted), one per input in
+    /// the order of [`Self::inputs`]; returns the outputs in the model's order.
+    pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, TfliteError> {
+        let candle = |source| TfliteError::Candle {
+            path: self.path.clone(),
+            source,
+        };
+        let arrays = inputs
+            .iter()
+            .map(|t| {
+                let data = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                Ok(Array::new(t.dims().to_vec(), data))
+            })
+            .collect::<Result<Vec<_>, candle_core::Error>>()
+            .map_err(candle)?;
+        self.run_arrays(arrays)?
+            .into_iter()
+            .map(|a| Tensor::from_vec(a.data, a.shape, &Device::Cpu).map_err(candle))
+            .collect()
+    }
+}
