@@ -1,2 +1,4 @@
 //! preprocess
+pub mod openpose;
+pub mod pose;
 pub mod tflite;
