@@ -1,1 +1,3 @@
 //! preprocess
+
+pub mod softedge;
