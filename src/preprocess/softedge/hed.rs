@@ -27,8 +27,9 @@ use candle_core::{DType, Device, Tensor, D};
 use super::conv::conv3x3_bias_relu;
 use super::upsample::resize_bilinear_half_pixel;
 
-/// Caffe's BSDS mean, in the network's BGR channel order.
-pub const BGR_MEAN: [f32; 3] = [104.00699, 116.66877, 122.67892];
+/// Caffe's BSDS mean, in the network's BGR channel order. `preprocess_image` subtracts it in
+/// f64 and Keras casts the result to f32; doing the same keeps the input bit-identical.
+pub const BGR_MEAN: [f64; 3] = [104.00699, 116.66877, 122.67892];
 
 /// Convolutions per VGG16 block and their widths.
 const BLOCKS: [(usize, usize); 5] = [(2, 64), (2, 128), (3, 256), (3, 512), (3, 512)];
@@ -177,9 +178,9 @@ impl Hed {
         }
         let mut bgr = Vec::with_capacity(want);
         for px in rgb.chunks_exact(3) {
-            bgr.push(px[2] as f32 - BGR_MEAN[0]);
-            bgr.push(px[1] as f32 - BGR_MEAN[1]);
-            bgr.push(px[0] as f32 - BGR_MEAN[2]);
+            for (value, mean) in [px[2], px[1], px[0]].into_iter().zip(BGR_MEAN) {
+                bgr.push((value as f64 - mean) as f32);
+            }
         }
         Ok(Tensor::from_vec(bgr, (height, width, 3), &Device::Cpu)?)
     }
@@ -276,7 +277,7 @@ mod tests {
             255.0 - BGR_MEAN[2],
         ];
         for (a, b) in v.iter().zip(want) {
-            assert!((a - b).abs() < 1e-6);
+            assert_eq!(*a, b as f32);
         }
         assert!(matches!(
             Hed::preprocess(2, 2, &[0; 6]),
