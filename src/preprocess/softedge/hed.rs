@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor, D};
 
 use super::conv::conv3x3_bias_relu;
+use super::pool::max_pool_2x2_same;
 use super::upsample::resize_bilinear_half_pixel;
 
 /// Caffe's BSDS mean, in the network's BGR channel order. `preprocess_image` subtracts it in
@@ -226,43 +227,9 @@ fn conv1x1_to_map(features: &Tensor, conv: &Conv) -> candle_core::Result<Tensor>
         .reshape((h, w))
 }
 
-/// Keras `MaxPooling2D(2, 2, padding='same')` on `[H, W, C]`: output `[⌈H/2⌉, ⌈W/2⌉, C]`.
-/// TF pads odd sizes at the bottom/right with −∞; repeating the last row/column is the same
-/// for a max.
-pub fn max_pool_2x2_same(x: &Tensor) -> candle_core::Result<Tensor> {
-    let (h, w, _) = x.dims3()?;
-    let mut x = x.clone();
-    if h % 2 == 1 {
-        x = Tensor::cat(&[&x, &x.narrow(0, h - 1, 1)?], 0)?;
-    }
-    if w % 2 == 1 {
-        x = Tensor::cat(&[&x, &x.narrow(1, w - 1, 1)?], 1)?;
-    }
-    let (h2, w2, c) = (h.div_ceil(2), w.div_ceil(2), x.dim(2)?);
-    // [h2, 2, w2, 2·c]: the two rows of a window are dim 1, its two columns are halves of dim 3.
-    let rows = x.reshape((h2, 2, w2, 2 * c))?.max(1)?;
-    let cols = rows.reshape((h2, w2, 2, c))?.max(2)?;
-    Ok(cols)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn same_pooling_rounds_odd_sizes_up() -> candle_core::Result<()> {
-        let dev = Device::Cpu;
-        // 3x5x2: channel 0 = index, channel 1 = −index.
-        let data: Vec<f32> = (0..15).flat_map(|i| [i as f32, -(i as f32)]).collect();
-        let x = Tensor::from_vec(data, (3, 5, 2), &dev)?;
-        let y = max_pool_2x2_same(&x)?;
-        assert_eq!(y.dims(), &[2, 3, 2]);
-        let c0: Vec<Vec<f32>> = y.narrow(2, 0, 1)?.squeeze(2)?.to_vec2()?;
-        let c1: Vec<Vec<f32>> = y.narrow(2, 1, 1)?.squeeze(2)?.to_vec2()?;
-        assert_eq!(c0, vec![vec![6.0, 8.0, 9.0], vec![11.0, 13.0, 14.0]]);
-        assert_eq!(c1, vec![vec![-0.0, -2.0, -4.0], vec![-10.0, -12.0, -14.0]]);
-        Ok(())
-    }
 
     #[test]
     fn preprocess_swaps_to_bgr_and_subtracts_mean() -> Result<(), HedError> {

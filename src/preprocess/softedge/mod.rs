@@ -3,6 +3,7 @@
 
 pub mod conv;
 pub mod hed;
+pub mod pool;
 pub mod postprocess;
 pub mod resize;
 #[allow(clippy::module_inception)]

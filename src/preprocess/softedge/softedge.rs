@@ -102,6 +102,9 @@ impl SoftEdge {
     }
 
     /// The soft-edge map of `image` at `render_width × render_height` (steps 1–3 above).
+    ///
+    /// `image` is any RGB u8 buffer; a borrowed frame wraps without copying:
+    /// `ImageBuffer::<Rgb<u8>, &[u8]>::from_raw(width, height, rgb)`.
     pub fn detect<C: Deref<Target = [u8]>>(
         &self,
         image: &ImageBuffer<Rgb<u8>, C>,
@@ -230,6 +233,12 @@ mod tests {
             to_control_image(&map).as_raw(),
             &vec![3, 3, 3, 200, 200, 200]
         );
+    }
+
+    #[test]
+    fn detector_can_be_shared_across_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<SoftEdge>();
     }
 
     #[test]
