@@ -14,6 +14,11 @@ use rayon::prelude::*;
 /// peak memory of a 512² VGG16 pass small.
 const BAND_FLOATS: usize = 1 << 21;
 
+thread_local! {
+    /// im2col buffer of the bands this thread runs (every element is rewritten per band).
+    static COLUMNS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// `relu(conv3x3_same(x, kernel) + bias)` for `x: [H, W, C]`, `kernel: [3, 3, C, O]` (HWIO),
 /// `bias: [O]`, all f32; returns `[H, W, O]`.
 pub fn conv3x3_bias_relu(
@@ -137,23 +142,31 @@ fn conv_band(
     let o = bias.len();
     let rows = dst.len() / (w * o);
     let k = 9 * c;
-    let mut col = vec![0f32; rows * w * k];
+    // Reuse this thread's column buffer (taken, not borrowed: rayon may run another band on
+    // this thread while a gemm waits, which then simply allocates its own).
+    let mut col = COLUMNS.with(|cell| cell.take());
+    col.resize(rows * w * k, 0.0);
     for r in 0..rows {
         let y = y0 + r;
         for xo in 0..w {
             let patch = &mut col[(r * w + xo) * k..(r * w + xo + 1) * k];
-            for dy in 0..3 {
-                // 'same' padding: taps outside the image stay zero.
+            for (dy, taps) in patch.chunks_exact_mut(3 * c).enumerate() {
+                // 'same' padding: taps outside the image are zero.
                 let Some(sy) = (y + dy).checked_sub(1).filter(|&sy| sy < h) else {
+                    taps.fill(0.0);
                     continue;
                 };
-                for dx in 0..3 {
-                    let Some(sx) = (xo + dx).checked_sub(1).filter(|&sx| sx < w) else {
-                        continue;
-                    };
-                    let src = (sy * w + sx) * c;
-                    let tap = (dy * 3 + dx) * c;
-                    patch[tap..tap + c].copy_from_slice(&x[src..src + c]);
+                let row = &x[sy * w * c..(sy + 1) * w * c];
+                if xo >= 1 && xo + 1 < w {
+                    // The three horizontal taps are adjacent in the source row too.
+                    taps.copy_from_slice(&row[(xo - 1) * c..(xo + 2) * c]);
+                    continue;
+                }
+                for (dx, tap) in taps.chunks_exact_mut(c).enumerate() {
+                    match (xo + dx).checked_sub(1).filter(|&sx| sx < w) {
+                        Some(sx) => tap.copy_from_slice(&row[sx * c..(sx + 1) * c]),
+                        None => tap.fill(0.0),
+                    }
                 }
             }
         }
@@ -193,6 +206,7 @@ fn conv_band(
             parallelism,
         );
     }
+    COLUMNS.with(|cell| cell.replace(col));
     for v in dst.iter_mut() {
         *v = v.max(0.0);
     }
