@@ -2,3 +2,5 @@
 pub mod openpose;
 pub mod pose;
 pub mod tflite;
+
+pub mod softedge;
