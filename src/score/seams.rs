@@ -11,7 +11,7 @@ pub fn boundary_pairs(batches: &[Range<u64>]) -> Vec<u64> {
         let (a, b) = (&window[0], &window[1]);
         let first = b.start.saturating_sub(1);
         // Pair (last, last + 1) leaves the overlap (with no overlap: crosses the cut).
-        let last = a.end.max(b.start + 1) - 1;
+        let last = a.end.max(b.start).saturating_sub(1);
         pairs.extend(first..=last);
     }
     pairs.sort_unstable();
