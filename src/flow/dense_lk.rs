@@ -20,6 +20,9 @@ pub struct FlowParams {
     /// Tikhonov term: in flat regions the update falls to zero and the flow from the
     /// coarser level is kept.
     pub regularization: f32,
+    /// Frames whose long side exceeds this are estimated at this size and the field is
+    /// scaled back up: the finest levels cost most and add little for video motion.
+    pub max_working_size: usize,
 }
 
 impl Default for FlowParams {
@@ -30,6 +33,7 @@ impl Default for FlowParams {
             iterations: 3,
             window_sigma: 2.0,
             regularization: 1e-5,
+            max_working_size: 384,
         }
     }
 }
@@ -41,6 +45,14 @@ pub fn estimate_flow(prev: &Plane, next: &Plane, params: &FlowParams) -> FlowFie
         (next.width, next.height),
         "estimate_flow: frames differ in size"
     );
+    let long_side = prev.width.max(prev.height);
+    if long_side > params.max_working_size {
+        let scale = params.max_working_size as f32 / long_side as f32;
+        let w = ((prev.width as f32 * scale).round() as usize).max(1);
+        let h = ((prev.height as f32 * scale).round() as usize).max(1);
+        let small = estimate_flow(&prev.resize(w, h), &next.resize(w, h), params);
+        return small.resize(prev.width, prev.height);
+    }
     let pyr_prev = pyramid(prev, params);
     let pyr_next = pyramid(next, params);
     let window = gaussian_kernel(params.window_sigma);

@@ -83,8 +83,7 @@ fn median3(p: &Plane) -> Plane {
                     n += 1;
                 }
             }
-            window.sort_unstable_by(|a, b| a.total_cmp(b));
-            out.data[y * w + x] = window[4];
+            out.data[y * w + x] = *window.select_nth_unstable_by(4, |a, b| a.total_cmp(b)).1;
         }
     }
     out
