@@ -1,1 +1,3 @@
-//! render
+//! Rendering: batch planning, the stage pipeline, blending.
+
+pub mod blend;
