@@ -1,3 +1,1 @@
-//! Rendering: batch planning, the stage pipeline, blending.
-
-pub mod blend;
+//! render
