@@ -5,10 +5,12 @@
 
 pub mod cli;
 pub mod detail;
+pub mod flow;
 pub mod models;
 pub mod noise;
 pub mod preprocess;
 pub mod preset;
 pub mod render;
 pub mod schedulers;
+pub mod score;
 pub mod video;
