@@ -165,7 +165,6 @@ impl AudioTrack {
                 out_index,
             )
         };
-        drop(stream);
         ignore_other_streams(&mut input, in_index);
         if trim_start && origin_secs > 1.0 {
             // Start reading shortly before the range instead of at the top of the file.

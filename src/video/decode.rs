@@ -132,7 +132,6 @@ impl VideoReader {
             })?;
         let mut context = codec::Context::from_parameters(stream.parameters())
             .map_err(|e| VideoError::ffmpeg(&scan.path, "setting up the video decoder", e))?;
-        drop(stream);
         let threads = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
@@ -439,7 +438,7 @@ fn ignore_other_streams(input: &mut Input, keep: usize) {
 
 fn frame_is_discarded(frame: &frame::Video) -> bool {
     // SAFETY: reading a plain field of a valid frame.
-    unsafe { ((*frame.as_ptr()).flags & ffi::AV_FRAME_FLAG_DISCARD as i32) != 0 }
+    unsafe { ((*frame.as_ptr()).flags & ffi::AV_FRAME_FLAG_DISCARD) != 0 }
 }
 
 impl std::fmt::Debug for VideoReader {

@@ -213,7 +213,6 @@ pub(crate) fn scan(path: &Path) -> Result<StreamScan, VideoError> {
     let has_audio = input
         .streams()
         .any(|s| s.parameters().medium() == media::Type::Audio);
-    drop(stream);
 
     let counts = count_packets(&mut input, stream_index);
     let (format_start, format_duration) = format_extent(&input);
