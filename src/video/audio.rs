@@ -349,8 +349,11 @@ impl Reencoder {
         target: &Path,
         global_header: bool,
     ) -> Result<Self, VideoError> {
-        let context = codec::Context::from_parameters(stream.parameters())
+        let mut context = codec::Context::from_parameters(stream.parameters())
             .map_err(|e| VideoError::ffmpeg(source, "setting up the audio decoder", e))?;
+        // SAFETY: a plain field set before the decoder is opened; needed to drop encoder
+        // priming samples at the right timestamps.
+        unsafe { (*context.as_mut_ptr()).pkt_timebase = stream.time_base().into() };
         let decoder = context
             .decoder()
             .audio()

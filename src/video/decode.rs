@@ -136,8 +136,14 @@ impl VideoReader {
             .map(|n| n.get())
             .unwrap_or(1)
             .min(MAX_DECODER_THREADS);
-        // SAFETY: setting a plain field before the decoder is opened.
-        unsafe { (*context.as_mut_ptr()).thread_count = threads as i32 };
+        let time_base = stream.time_base();
+        // SAFETY: setting plain fields before the decoder is opened. The packet time base
+        // lets the decoder keep timestamps exact (FFmpeg's own tools set it too).
+        unsafe {
+            let c = context.as_mut_ptr();
+            (*c).thread_count = threads as i32;
+            (*c).pkt_timebase = time_base.into();
+        }
         let decoder = context
             .decoder()
             .video()
