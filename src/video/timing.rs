@@ -27,7 +27,7 @@ impl TimeBase {
         ticks as f64 * self.num as f64 / self.den as f64
     }
 
-    /// The tick at or after `secs` (rounded to nearest).
+    /// The tick nearest to `secs`.
     pub fn from_secs(self, secs: f64) -> i64 {
         (secs * self.den as f64 / self.num as f64).round() as i64
     }
