@@ -244,3 +244,46 @@ fn round_trip_pixels_stay_close() {
         );
     }
 }
+
+#[test]
+fn mpeg_ts_with_offset_timestamps_and_adts_audio() {
+    // MPEG-TS starts its clock at 1.4 s and carries AAC with ADTS headers, which MP4
+    // needs converted (FFmpeg's muxer inserts aac_adtstoasc itself).
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("clip.ts");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=96x64:rate=25:duration=2",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=500:sample_rate=48000:duration=2",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        input.to_str().unwrap(),
+    ]);
+    let out = dir.path().join("out.mp4");
+    let (frames, audio) = pass_through(&input, &out, ReadOptions::default());
+    assert_eq!(frames, 50);
+    assert_eq!(
+        audio,
+        AudioHandling::Copied {
+            codec: "aac".into()
+        }
+    );
+    assert_eq!(ffprobe_frame_count(&out), 50);
+    assert_audio_close(&input, &out, f64::MAX, 25.0);
+    let start: f64 = ffprobe_value(&out, "a:0", "start_time")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(start.abs() <= 1.0 / 25.0, "audio starts at {start}");
+}

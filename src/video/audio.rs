@@ -165,7 +165,6 @@ impl AudioTrack {
                 out_index,
             )
         };
-        drop(stream);
         ignore_other_streams(&mut input, in_index);
         if trim_start && origin_secs > 1.0 {
             // Start reading shortly before the range instead of at the top of the file.
@@ -208,7 +207,7 @@ impl AudioTrack {
         let limit = until_secs + LEAD_SECS;
         loop {
             if self.lookahead.is_none() {
-                self.lookahead = self.read_packet()?;
+                self.lookahead = self.read_packet();
             }
             let Some(packet) = self.lookahead.take() else {
                 return Ok(());
@@ -231,27 +230,21 @@ impl AudioTrack {
         Ok(())
     }
 
-    fn read_packet(&mut self) -> Result<Option<Packet>, VideoError> {
-        if self.exhausted {
-            return Ok(None);
-        }
-        loop {
+    /// The next audio packet; `None` at the end. A read error also ends the audio: the
+    /// video reader has already judged the file (a damaged file is refused there unless
+    /// the caller asked for what is readable, and then the audio stops where the data
+    /// does). Packets cut short by the end of the file are left out.
+    fn read_packet(&mut self) -> Option<Packet> {
+        while !self.exhausted {
             match read_packet(&mut self.input) {
-                Ok(packet) if packet.stream() == self.in_index => return Ok(Some(packet)),
+                Ok(packet) if packet.stream() == self.in_index && !packet.is_corrupt() => {
+                    return Some(packet)
+                }
                 Ok(_) => continue,
-                Err(ffmpeg_next::Error::Eof) => {
-                    self.exhausted = true;
-                    return Ok(None);
-                }
-                Err(e) => {
-                    return Err(VideoError::Truncated {
-                        path: self.source.clone(),
-                        frame: None,
-                        detail: format!("reading the audio stream failed: {e}"),
-                    })
-                }
+                Err(_) => self.exhausted = true,
             }
         }
+        None
     }
 
     fn output_secs(&self, packet: &Packet) -> Option<f64> {
@@ -350,8 +343,11 @@ impl Reencoder {
         target: &Path,
         global_header: bool,
     ) -> Result<Self, VideoError> {
-        let context = codec::Context::from_parameters(stream.parameters())
+        let mut context = codec::Context::from_parameters(stream.parameters())
             .map_err(|e| VideoError::ffmpeg(source, "setting up the audio decoder", e))?;
+        // SAFETY: a plain field set before the decoder is opened; needed to drop encoder
+        // priming samples at the right timestamps.
+        unsafe { (*context.as_mut_ptr()).pkt_timebase = stream.time_base().into() };
         let decoder = context
             .decoder()
             .audio()

@@ -132,13 +132,18 @@ impl VideoReader {
             })?;
         let mut context = codec::Context::from_parameters(stream.parameters())
             .map_err(|e| VideoError::ffmpeg(&scan.path, "setting up the video decoder", e))?;
-        drop(stream);
         let threads = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
             .min(MAX_DECODER_THREADS);
-        // SAFETY: setting a plain field before the decoder is opened.
-        unsafe { (*context.as_mut_ptr()).thread_count = threads as i32 };
+        let time_base = stream.time_base();
+        // SAFETY: setting plain fields before the decoder is opened. The packet time base
+        // lets the decoder keep timestamps exact (FFmpeg's own tools set it too).
+        unsafe {
+            let c = context.as_mut_ptr();
+            (*c).thread_count = threads as i32;
+            (*c).pkt_timebase = time_base.into();
+        }
         let decoder = context
             .decoder()
             .video()
@@ -439,7 +444,7 @@ fn ignore_other_streams(input: &mut Input, keep: usize) {
 
 fn frame_is_discarded(frame: &frame::Video) -> bool {
     // SAFETY: reading a plain field of a valid frame.
-    unsafe { ((*frame.as_ptr()).flags & ffi::AV_FRAME_FLAG_DISCARD as i32) != 0 }
+    unsafe { ((*frame.as_ptr()).flags & ffi::AV_FRAME_FLAG_DISCARD) != 0 }
 }
 
 impl std::fmt::Debug for VideoReader {

@@ -202,7 +202,12 @@ pub(crate) fn scan(path: &Path) -> Result<StreamScan, VideoError> {
         stream.rate().denominator() as i64,
     );
     let declared_frames = stream.frames();
-    let declared_stream_end = (stream.duration() > 0).then(|| {
+    // SAFETY: reading a plain field of an open format context.
+    let guessed = unsafe {
+        (*input.as_ptr()).duration_estimation_method
+            == ffmpeg_next::ffi::AVDurationEstimationMethod::AVFMT_DURATION_FROM_BITRATE
+    };
+    let declared_stream_end = (stream.duration() > 0 && !guessed).then(|| {
         let start = if stream.start_time() == ffmpeg_next::ffi::AV_NOPTS_VALUE {
             0
         } else {
@@ -213,7 +218,6 @@ pub(crate) fn scan(path: &Path) -> Result<StreamScan, VideoError> {
     let has_audio = input
         .streams()
         .any(|s| s.parameters().medium() == media::Type::Audio);
-    drop(stream);
 
     let counts = count_packets(&mut input, stream_index);
     let (format_start, format_duration) = format_extent(&input);
@@ -255,7 +259,8 @@ pub(crate) fn scan(path: &Path) -> Result<StreamScan, VideoError> {
     if damage.is_none() {
         if let (Some(start), Some(duration)) = (format_start, format_duration) {
             let declared_end = start + duration;
-            if counts.any_stream_end_secs < declared_end - tolerance {
+            let saw_timestamps = counts.any_stream_end_secs > f64::MIN;
+            if saw_timestamps && counts.any_stream_end_secs < declared_end - tolerance {
                 damage = Some(format!(
                     "data ends at {:.2} s but the file declares {declared_end:.2} s",
                     counts.any_stream_end_secs
@@ -300,12 +305,21 @@ fn stream_orientation(stream: &ffmpeg_next::format::stream::Stream) -> Orientati
         .unwrap_or_default()
 }
 
+/// Start and duration the container declares (seconds). The duration is `None` when
+/// unknown or only guessed from the bit rate (raw streams), which proves nothing.
 fn format_extent(input: &Input) -> (Option<f64>, Option<f64>) {
     // SAFETY: reading plain fields of an open format context.
-    let (start, duration) = unsafe {
+    let (start, duration, method) = unsafe {
         let ctx = input.as_ptr();
-        ((*ctx).start_time, (*ctx).duration)
+        (
+            (*ctx).start_time,
+            (*ctx).duration,
+            (*ctx).duration_estimation_method,
+        )
     };
+    if method == ffmpeg_next::ffi::AVDurationEstimationMethod::AVFMT_DURATION_FROM_BITRATE {
+        return (None, None);
+    }
     let us = ffmpeg_next::ffi::AV_TIME_BASE as f64;
     let nopts = ffmpeg_next::ffi::AV_NOPTS_VALUE;
     let start = if start == nopts {
