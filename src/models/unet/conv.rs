@@ -6,10 +6,12 @@
 //! back; here the im2col rows are contiguous copies of input rows and the output needs no
 //! reordering. Non-f32 or non-CPU tensors fall back to candle's conv.
 
-use candle_core::{DType, Module, Result, Storage, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
+
+use super::cpu::{all_cpu_f32, with_cpu_f32};
 
 /// im2col tile size in floats (16 MiB): large enough for efficient matmuls, small enough to keep
 /// the transient memory of a 3×3 conv over 960 channels bounded.
@@ -58,7 +60,7 @@ impl Conv2d {
         x: &Tensor,
         channel_offset: Option<&Tensor>,
     ) -> Result<Tensor> {
-        if !(x.device().is_cpu() && x.dtype() == DType::F32 && self.weight.dtype() == DType::F32) {
+        if !all_cpu_f32(&[x, &self.weight]) {
             return self.forward_candle(x, channel_offset);
         }
         let (b, c, h, w) = x.dims4()?;
@@ -92,8 +94,8 @@ impl Conv2d {
             plane.fill(v);
         });
         let geometry = Geometry { h, w, k, s, p, ow };
-        with_cpu_f32(&x, |input| {
-            with_cpu_f32(&self.weight, |weight| {
+        with_cpu_f32(&x, "conv2d input", |input| {
+            with_cpu_f32(&self.weight, "conv2d weight", |weight| {
                 let threads = rayon::current_num_threads();
                 let k_len = c * k * k;
                 let pointwise = k == 1 && s == 1 && p == 0;
@@ -171,17 +173,6 @@ impl Conv2d {
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.forward_with_offset(x, None)
-    }
-}
-
-fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    let (start, end) = layout
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("conv2d: tensor not contiguous".into()))?;
-    match &*storage {
-        Storage::Cpu(cpu) => f(&cpu.as_slice::<f32>()?[start..end]),
-        _ => candle_core::bail!("conv2d: CPU tensors only"),
     }
 }
 

@@ -1,9 +1,9 @@
 //! `ResnetBlock2D` (diffusers, `time_embedding_norm="default"`, SiLU) and the down/upsamplers.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
-use super::layers::{conv2d, linear, Conv2d, GroupNorm};
+use super::layers::{conv2d, linear, Conv2d, GroupNorm, Linear};
 
 /// GroupNorm → SiLU → conv → + time embedding → GroupNorm → SiLU → conv, plus a (1×1 conv when
 /// the channel count changes) shortcut.
