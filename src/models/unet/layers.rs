@@ -9,6 +9,8 @@ pub(crate) use super::conv::Conv2d;
 pub(crate) use super::linear::Linear;
 use rayon::prelude::*;
 
+use super::kernels::{affine_row, shifted_sums};
+
 /// `nn.Conv2d` with bias, diffusers key layout (`weight`, `bias`).
 pub(crate) fn conv2d(
     vb: VarBuilder,
@@ -153,25 +155,18 @@ impl CustomOp3 for GroupNormOp {
             .for_each(|(i, (dst, src))| {
                 let first_channel = (i % self.groups) * per_group;
                 let n = src.len() as f64;
-                let mean = src.iter().map(|&v| v as f64).sum::<f64>() / n;
-                let var = src.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
-                let rstd = 1.0 / (var + self.eps).sqrt();
+                // Two passes (mean, then squared deviations) for an accurate variance.
+                let (sum, _) = shifted_sums(src, 0.0);
+                let mean = sum / n;
+                let (dev, dev_sq) = shifted_sums(src, mean as f32);
+                let var = (dev_sq - dev * dev / n) / n;
+                let rstd = 1.0 / (var.max(0.0) + self.eps).sqrt();
                 for (c, (dst, src)) in dst.chunks_mut(spatial).zip(src.chunks(spatial)).enumerate()
                 {
-                    let scale = (w[first_channel + c] as f64 * rstd) as f32;
-                    let shift = (b[first_channel + c] as f64
-                        - mean * w[first_channel + c] as f64 * rstd)
-                        as f32;
-                    if self.silu {
-                        for (d, &s) in dst.iter_mut().zip(src) {
-                            let y = s * scale + shift;
-                            *d = y / (1.0 + (-y).exp());
-                        }
-                    } else {
-                        for (d, &s) in dst.iter_mut().zip(src) {
-                            *d = s * scale + shift;
-                        }
-                    }
+                    let w = w[first_channel + c] as f64;
+                    let scale = (w * rstd) as f32;
+                    let shift = (b[first_channel + c] as f64 - mean * w * rstd) as f32;
+                    affine_row(src, dst, scale, shift, self.silu);
                 }
             });
         debug_assert_eq!(out.len(), batch * channels * spatial);
