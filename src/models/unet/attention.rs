@@ -2,17 +2,19 @@
 //! full `N × N` score matrix.
 //!
 //! At SD1.5's first block with 64×64 latents and batch 2 the full matrix is
-//! 2·8 heads × 4096 × 4096 × 4 B = 1 GiB (3 GiB with cross-frame keys); computed in chunks it
-//! stays within [`AttentionBudget`]. Queries are processed in chunks whose score block fits the
-//! budget; every query row still sees all keys at once, so the result is the same softmax as the
-//! unchunked one. Only when even a few query rows cannot hold a full key row (very long key
-//! sequences) are keys chunked too, with a running (online) softmax as in flash attention.
+//! 2·8 heads × 4096 × 4096 × 4 B = 1 GiB (3 GiB with cross-frame keys). On the CPU in f32 the
+//! fused kernel of `fused_attention` computes it in L2-sized blocks (a few MiB in all). Elsewhere
+//! candle ops run on blocks bounded by [`AttentionBudget`]: queries are processed in chunks whose
+//! score block fits the budget, every query row still seeing all keys at once, so the result is
+//! the same softmax as the unchunked one; only when even a few query rows cannot hold a full key
+//! row (very long key sequences) are keys chunked too, with a running (online) softmax as in
+//! flash attention.
 
 use candle_core::{DType, Result, Tensor, D};
 
 use super::fused_attention::{fused_attention, FusedBlocks};
 
-/// Upper bound on the number of f32 attention scores materialised at once.
+/// Upper bound on the number of f32 attention scores materialised at once (over all threads).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AttentionBudget {
     pub max_scores: usize,

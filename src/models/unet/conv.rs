@@ -6,10 +6,12 @@
 //! back; here the im2col rows are contiguous copies of input rows and the output needs no
 //! reordering. Non-f32 or non-CPU tensors fall back to candle's conv.
 
-use candle_core::{DType, Module, Result, Storage, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
+
+use super::cpu::{all_cpu_f32, with_cpu_f32};
 
 /// im2col tile size in floats (16 MiB): large enough for efficient matmuls, small enough to keep
 /// the transient memory of a 3×3 conv over 960 channels bounded.
@@ -58,8 +60,19 @@ impl Conv2d {
         x: &Tensor,
         channel_offset: Option<&Tensor>,
     ) -> Result<Tensor> {
-        if !(x.device().is_cpu() && x.dtype() == DType::F32 && self.weight.dtype() == DType::F32) {
-            return self.forward_candle(x, channel_offset);
+        self.forward_fused(x, channel_offset, None)
+    }
+
+    /// Convolution plus `channel_offset` (see [`Self::forward_with_offset`]) plus `residual`,
+    /// a tensor of the output's shape.
+    pub(crate) fn forward_fused(
+        &self,
+        x: &Tensor,
+        channel_offset: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        if !all_cpu_f32(&[x, &self.weight]) || residual.is_some_and(|r| !all_cpu_f32(&[r])) {
+            return self.forward_candle(x, channel_offset, residual);
         }
         let (b, c, h, w) = x.dims4()?;
         if c != self.in_channels {
@@ -74,7 +87,16 @@ impl Conv2d {
         }
         let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
         let hw = oh * ow;
-        let mut out = vec![0f32; b * self.out_channels * hw];
+        let out_shape = (b, self.out_channels, oh, ow);
+        let mut out = match residual {
+            Some(r) if r.dims() == [b, self.out_channels, oh, ow] => {
+                r.flatten_all()?.to_vec1::<f32>()?
+            }
+            Some(r) => {
+                candle_core::bail!("conv2d: residual {:?}, output {:?}", r.dims(), out_shape)
+            }
+            None => vec![0f32; b * self.out_channels * hw],
+        };
         let x = x.contiguous()?;
         let offset = match channel_offset {
             Some(t) => Some(t.to_dtype(DType::F32)?.contiguous()?.to_vec2::<f32>()?),
@@ -84,16 +106,20 @@ impl Conv2d {
             Some(t) => Some(t.to_dtype(DType::F32)?.to_vec1::<f32>()?),
             None => None,
         };
-        // Pre-load bias + offset so the matmul accumulates onto it.
+        // Pre-load bias + offset (+ residual) so the matmul accumulates onto it.
         out.par_chunks_mut(hw).enumerate().for_each(|(i, plane)| {
             let (bi, co) = (i / self.out_channels, i % self.out_channels);
             let v =
                 bias.as_ref().map_or(0.0, |bv| bv[co]) + offset.as_ref().map_or(0.0, |o| o[bi][co]);
-            plane.fill(v);
+            if residual.is_some() {
+                plane.iter_mut().for_each(|x| *x += v);
+            } else {
+                plane.fill(v);
+            }
         });
         let geometry = Geometry { h, w, k, s, p, ow };
-        with_cpu_f32(&x, |input| {
-            with_cpu_f32(&self.weight, |weight| {
+        with_cpu_f32(&x, "conv2d input", |input| {
+            with_cpu_f32(&self.weight, "conv2d weight", |weight| {
                 let threads = rayon::current_num_threads();
                 let k_len = c * k * k;
                 let pointwise = k == 1 && s == 1 && p == 0;
@@ -152,17 +178,26 @@ impl Conv2d {
                 Ok(())
             })
         })?;
-        Tensor::from_vec(out, (b, self.out_channels, oh, ow), x.device())
+        Tensor::from_vec(out, out_shape, x.device())
     }
 
-    fn forward_candle(&self, x: &Tensor, channel_offset: Option<&Tensor>) -> Result<Tensor> {
+    fn forward_candle(
+        &self,
+        x: &Tensor,
+        channel_offset: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
         let y = match &self.bias {
             Some(bias) => y.broadcast_add(&bias.reshape((1, self.out_channels, 1, 1))?)?,
             None => y,
         };
-        match channel_offset {
-            Some(o) => y.broadcast_add(&o.unsqueeze(2)?.unsqueeze(3)?),
+        let y = match channel_offset {
+            Some(o) => y.broadcast_add(&o.unsqueeze(2)?.unsqueeze(3)?)?,
+            None => y,
+        };
+        match residual {
+            Some(r) => y + r,
             None => Ok(y),
         }
     }
@@ -171,17 +206,6 @@ impl Conv2d {
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.forward_with_offset(x, None)
-    }
-}
-
-fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    let (start, end) = layout
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("conv2d: tensor not contiguous".into()))?;
-    match &*storage {
-        Storage::Cpu(cpu) => f(&cpu.as_slice::<f32>()?[start..end]),
-        _ => candle_core::bail!("conv2d: CPU tensors only"),
     }
 }
 
@@ -270,6 +294,21 @@ mod tests {
             .broadcast_add(&offset.unsqueeze(2).unwrap().unsqueeze(3).unwrap())
             .unwrap();
         let got = conv.forward_with_offset(&x, Some(&offset)).unwrap();
+        let residual = Tensor::randn(0f32, 1.0, got.dims(), &dev).unwrap();
+        let fused = conv
+            .forward_fused(&x, Some(&offset), Some(&residual))
+            .unwrap();
+        let err_fused: f32 = (fused - (&expected + &residual).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(err_fused < 1e-4, "fused residual: {err_fused}");
         let err: f32 = (got - expected)
             .unwrap()
             .abs()

@@ -4,11 +4,12 @@
 //! strides (no split/merge copies), the `N × N` matrix never exists, and key blocks beyond the
 //! buffer are merged with an online softmax.
 
-use candle_core::{Result, Storage, Tensor};
+use candle_core::{Result, Tensor};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
 use super::attention::AttentionBudget;
+use super::cpu::{with_cpu_f32, SharedMut};
 use super::kernels::{exp_sum_inplace, row_max, scale_inplace};
 
 /// Scores per thread buffer: 1 MiB, well inside this machine class's 2 MiB L2.
@@ -34,32 +35,6 @@ impl FusedBlocks {
         let keys = n_k.clamp(1, (scratch / MIN_QUERY_BLOCK.min(n_q.max(1))).max(1));
         let queries = (scratch / keys).clamp(1, MAX_QUERY_BLOCK).min(n_q.max(1));
         Self { queries, keys }
-    }
-}
-
-/// Borrowed contiguous f32 data of a CPU tensor.
-fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    let (start, end) = layout
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("fused attention: tensor not contiguous".into()))?;
-    match &*storage {
-        Storage::Cpu(cpu) => f(&cpu.as_slice::<f32>()?[start..end]),
-        _ => candle_core::bail!("fused attention: CPU tensors only"),
-    }
-}
-
-/// Output pointer shared by the workers; each writes a disjoint (rows × head columns) region.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// # Safety
-    /// The caller stays within the output buffer and writes only its own region.
-    unsafe fn at(self, offset: usize) -> *mut f32 {
-        self.0.add(offset)
     }
 }
 
@@ -90,11 +65,11 @@ pub fn fused_attention(
     let (qc, kc) = (blocks.queries.max(1), blocks.keys.max(1));
     let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
     let mut out = vec![0f32; b * n_q * inner];
-    let out_ptr = OutPtr(out.as_mut_ptr());
+    let out_ptr = SharedMut::new(&mut out);
     let q_blocks = n_q.div_ceil(qc);
-    with_cpu_f32(&q, |q| {
-        with_cpu_f32(&k, |k| {
-            with_cpu_f32(&v, |v| {
+    with_cpu_f32(&q, "attention q", |q| {
+        with_cpu_f32(&k, "attention k", |k| {
+            with_cpu_f32(&v, "attention v", |v| {
                 (0..b * heads * q_blocks).into_par_iter().for_each_init(
                     || Scratch::new(qc, kc.min(n_k)),
                     |scratch, unit| {

@@ -1,4 +1,5 @@
-//! Vectorisable f32 kernels: the attention softmax rows and the GEGLU activation.
+//! Vectorisable f32 kernels: the attention softmax rows, the GEGLU activation and group
+//! normalisation (statistics and the normalise(+SiLU) pass).
 //!
 //! The crate is built for baseline x86-64, so each kernel is compiled a second time with AVX-512
 //! (and AVX2+FMA) enabled and picked at run time. `exp` is a branch-free Cephes-style polynomial
@@ -100,6 +101,49 @@ fn scale_generic(row: &mut [f32], s: f32) {
     }
 }
 
+/// Sum of `x - shift` and of its square, accumulated in f32 lanes over short runs and in f64
+/// across runs (exact enough for groups of ~10⁵ values, and vectorisable).
+#[inline(always)]
+fn shifted_sums_generic(x: &[f32], shift: f32) -> (f64, f64) {
+    const RUN: usize = 1024;
+    let (mut total, mut total_sq) = (0f64, 0f64);
+    for run in x.chunks(RUN) {
+        let mut acc = [0f32; LANES];
+        let mut acc_sq = [0f32; LANES];
+        let mut chunks = run.chunks_exact(LANES);
+        for c in &mut chunks {
+            for i in 0..LANES {
+                let d = c[i] - shift;
+                acc[i] += d;
+                acc_sq[i] += d * d;
+            }
+        }
+        for &v in chunks.remainder() {
+            let d = v - shift;
+            acc[0] += d;
+            acc_sq[0] += d * d;
+        }
+        total += acc.iter().map(|&v| v as f64).sum::<f64>();
+        total_sq += acc_sq.iter().map(|&v| v as f64).sum::<f64>();
+    }
+    (total, total_sq)
+}
+
+/// `dst = src · scale + shift`, then SiLU when `silu`.
+#[inline(always)]
+fn affine_generic(src: &[f32], dst: &mut [f32], scale: f32, shift: f32, silu: bool) {
+    if silu {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            let y = s * scale + shift;
+            *d = y / (1.0 + exp_approx(-y));
+        }
+    } else {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = s * scale + shift;
+        }
+    }
+}
+
 macro_rules! dispatch {
     ($generic:ident, $name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty) => {
         pub(crate) fn $name($($arg: $ty),*) -> $ret {
@@ -131,6 +175,8 @@ dispatch!(row_max_generic, row_max(row: &[f32]) -> f32);
 dispatch!(exp_sum_generic, exp_sum_inplace(row: &mut [f32], max: f32) -> f32);
 dispatch!(scale_generic, scale_inplace(row: &mut [f32], s: f32) -> ());
 dispatch!(geglu_generic, geglu_row(h: &[f32], out: &mut [f32]) -> ());
+dispatch!(shifted_sums_generic, shifted_sums(x: &[f32], shift: f32) -> (f64, f64));
+dispatch!(affine_generic, affine_row(src: &[f32], dst: &mut [f32], scale: f32, shift: f32, silu: bool) -> ());
 
 #[cfg(test)]
 mod tests {
@@ -178,6 +224,27 @@ mod tests {
                 (out[j] as f64 - expect).abs() < 1e-6,
                 "{j}: {} vs {expect}",
                 out[j]
+            );
+        }
+    }
+
+    #[test]
+    fn group_norm_kernels() {
+        let x: Vec<f32> = (0..3001)
+            .map(|i| ((i * 37) % 113) as f32 * 0.1 + 1000.0)
+            .collect();
+        let (s, sq) = shifted_sums(&x, 1000.0);
+        let s_ref: f64 = x.iter().map(|&v| v as f64 - 1000.0).sum();
+        let sq_ref: f64 = x.iter().map(|&v| (v as f64 - 1000.0).powi(2)).sum();
+        assert!((s - s_ref).abs() < 1e-6 * s_ref.abs() + 1e-3);
+        assert!((sq - sq_ref).abs() < 1e-6 * sq_ref);
+        let mut out = vec![0f32; 5];
+        affine_row(&[-20.0, -1.0, 0.0, 1.0, 100.0], &mut out, 2.0, 0.5, true);
+        for (o, x) in out.iter().zip([-20.0f64, -1.0, 0.0, 1.0, 100.0]) {
+            let y = 2.0 * x + 0.5;
+            assert!(
+                (*o as f64 - y / (1.0 + (-y).exp())).abs() < 1e-6,
+                "{o} vs silu({y})"
             );
         }
     }

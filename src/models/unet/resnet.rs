@@ -1,9 +1,9 @@
 //! `ResnetBlock2D` (diffusers, `time_embedding_norm="default"`, SiLU) and the down/upsamplers.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
-use super::layers::{conv2d, linear, Conv2d, GroupNorm};
+use super::layers::{conv2d, linear, Conv2d, GroupNorm, Linear};
 
 /// GroupNorm → SiLU → conv → + time embedding → GroupNorm → SiLU → conv, plus a (1×1 conv when
 /// the channel count changes) shortcut.
@@ -67,12 +67,14 @@ impl ResnetBlock2D {
         let h = self
             .conv1
             .forward_with_offset(&self.norm1.forward_silu(x)?, Some(&t))?;
-        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(x)?,
             None => x.clone(),
         };
-        let out = (shortcut + h)?;
+        // conv2 adds the shortcut while writing its output.
+        let out = self
+            .conv2
+            .forward_fused(&self.norm2.forward_silu(&h)?, None, Some(&shortcut))?;
         if self.output_scale_factor == 1.0 {
             Ok(out)
         } else {

@@ -2,12 +2,12 @@
 //! and the spatial `Transformer2DModel` that wraps them.
 
 use candle_core::{DType, Module, Result, Storage, Tensor, D};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, VarBuilder};
 
 use super::attention::multi_head_attention;
 use super::config::TransformerSpec;
 use super::kernels::geglu_row;
-use super::layers::{apply_tokens, conv1x1_as_linear, layer_norm, linear, GroupNorm};
+use super::layers::{conv1x1_as_linear, layer_norm, linear, GroupNorm, Linear};
 use super::ForwardContext;
 use crate::models::attention_hook::{KeyValues, SelfAttentionCall};
 use rayon::prelude::*;
@@ -44,22 +44,29 @@ impl Attention {
         })
     }
 
-    /// Cross-attention to `context` `(b, tokens, context_dim)`.
+    /// `residual + attention(x → context)`, with `context` `(b, tokens, context_dim)`.
     pub(crate) fn forward_cross(
         &self,
         x: &Tensor,
         context: &Tensor,
+        residual: &Tensor,
         ctx: &ForwardContext,
     ) -> Result<Tensor> {
         let q = self.to_q.forward(x)?;
-        let k = apply_tokens(&self.to_k, context)?;
-        let v = apply_tokens(&self.to_v, context)?;
+        let k = self.to_k.forward(context)?;
+        let v = self.to_v.forward(context)?;
         let out = multi_head_attention(&q, &k, &v, self.heads, ctx.budget)?;
-        self.to_out.forward(&out)
+        self.to_out.forward_add(&out, Some(residual))
     }
 
-    /// Self-attention, with the keys/values a [`SelfAttentionHook`](crate::models::attention_hook::SelfAttentionHook) decides on.
-    pub(crate) fn forward_self(&self, x: &Tensor, ctx: &ForwardContext) -> Result<Tensor> {
+    /// `residual + self-attention(x)`, with the keys/values a
+    /// [`SelfAttentionHook`](crate::models::attention_hook::SelfAttentionHook) decides on.
+    pub(crate) fn forward_self(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+        ctx: &ForwardContext,
+    ) -> Result<Tensor> {
         let q = self.to_q.forward(x)?;
         let k = self.to_k.forward(x)?;
         let v = self.to_v.forward(x)?;
@@ -90,7 +97,7 @@ impl Attention {
             }
         };
         let out = multi_head_attention(&q, &k, &v, self.heads, ctx.budget)?;
-        self.to_out.forward(&out)
+        self.to_out.forward_add(&out, Some(residual))
     }
 
     fn check_hook_kv(&self, own: &Tensor, keys: &Tensor, values: &Tensor) -> Result<()> {
@@ -126,9 +133,11 @@ impl FeedForward {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// `residual + ff(x)`.
+    fn forward(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
         let h = self.proj_in.forward(x)?;
-        self.proj_out.forward(&geglu(&h, self.inner)?)
+        self.proj_out
+            .forward_add(&geglu(&h, self.inner)?, Some(residual))
     }
 }
 
@@ -203,20 +212,19 @@ impl BasicTransformerBlock {
     }
 
     fn forward(&self, x: &Tensor, ctx: &ForwardContext) -> Result<Tensor> {
+        // Residual adds happen inside the output projections.
         let n = self.norm1.forward(x)?;
-        let a = if self.only_cross_attention {
+        let x = if self.only_cross_attention {
             self.attn1
-                .forward_cross(&n, ctx.encoder_hidden_states, ctx)?
+                .forward_cross(&n, ctx.encoder_hidden_states, x, ctx)?
         } else {
-            self.attn1.forward_self(&n, ctx)?
+            self.attn1.forward_self(&n, x, ctx)?
         };
-        let x = (a + x)?;
-        let a =
-            self.attn2
-                .forward_cross(&self.norm2.forward(&x)?, ctx.encoder_hidden_states, ctx)?;
-        let x = (a + x)?;
-        let f = self.ff.forward(&self.norm3.forward(&x)?)?;
-        f + x
+        let n = self.norm2.forward(&x)?;
+        let x = self
+            .attn2
+            .forward_cross(&n, ctx.encoder_hidden_states, &x, ctx)?;
+        self.ff.forward(&self.norm3.forward(&x)?, &x)
     }
 }
 
@@ -270,19 +278,14 @@ impl Transformer2DModel {
     }
 
     pub(crate) fn forward(&self, x: &Tensor, ctx: &ForwardContext) -> Result<Tensor> {
-        let (b, c, h, w) = x.dims4()?;
-        let tokens = self
-            .norm
-            .forward(x)?
-            .reshape((b, c, h * w))?
-            .transpose(1, 2)?;
-        let mut t = apply_tokens(&self.proj_in, &tokens)?;
+        // The projections read/write channels-first layouts directly (no transposes) and
+        // proj_out adds the residual.
+        let mut t = self
+            .proj_in
+            .forward_from_channels_first(&self.norm.forward(x)?)?;
         for block in &self.blocks {
             t = block.forward(&t, ctx)?;
         }
-        let out = self.proj_out.forward(&t)?;
-        // Back to channels-first while adding the residual: one strided pass.
-        let out = (out.transpose(1, 2)? + x.reshape((b, c, h * w))?)?;
-        out.reshape((b, c, h, w))
+        self.proj_out.forward_to_channels_first_add(&t, x)
     }
 }
