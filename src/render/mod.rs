@@ -1,4 +1,10 @@
-//! render
+//! Rendering: batch planning, the threaded stage pipeline, and the renderers that plug
+//! into it.
+
 pub mod guidance;
 pub mod image_pipeline;
+pub mod pipeline;
+pub mod plan;
+pub mod progress;
 pub mod sampler;
+pub mod stages;
