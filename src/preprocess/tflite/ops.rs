@@ -350,14 +350,14 @@ pub fn build(
                 Some(_) => Some(bias(ctx, def, 2, units)?),
                 None => None,
             };
-            Kernel::FullyConnected(FullyConnected {
-                weights: w.data.clone(),
-                bias,
+            Kernel::FullyConnected(FullyConnected::new(
+                &w.data,
+                bias.as_deref(),
                 units,
                 inputs,
-                keep_num_dims: fb(t.boolean(2, false, "keep_num_dims"))?,
-                activation: activation(&t, 0)?,
-            })
+                fb(t.boolean(2, false, "keep_num_dims"))?,
+                activation(&t, 0)?,
+            ))
         }
         op::MAX_POOL_2D | op::AVERAGE_POOL_2D => {
             let t = options(def)?;
