@@ -191,13 +191,20 @@ impl Conv2d {
         let mut out = vec![0.0f32; m * self.out_channels];
         let pointwise = self.kernel_h == 1 && self.kernel_w == 1 && self.stride == (1, 1);
         match &self.prepared {
-            Prepared::Narrow(filters) => self.narrow(filters, input, wy, wx, &mut out),
-            Prepared::Packed(weights) if pointwise => matmul_packed(&input.data, weights, &mut out),
-            Prepared::Packed(weights) => {
-                matmul_packed(&self.im2col(input, wy, wx), weights, &mut out)
+            Prepared::Narrow(filters) => {
+                self.narrow(filters, input, wy, wx, &mut out);
+                self.activation.apply(&mut out);
             }
+            Prepared::Packed(weights) if pointwise => {
+                matmul_packed(&input.data, weights, self.activation, &mut out)
+            }
+            Prepared::Packed(weights) => matmul_packed(
+                &self.im2col(input, wy, wx),
+                weights,
+                self.activation,
+                &mut out,
+            ),
         }
-        self.activation.apply(&mut out);
         Ok(Array::new(vec![batch, oh, ow, self.out_channels], out))
     }
 }

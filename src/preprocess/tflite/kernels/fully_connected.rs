@@ -43,8 +43,7 @@ impl FullyConnected {
         }
         let rows = input.len() / self.inputs;
         let mut out = vec![0.0f32; rows * self.units];
-        matmul_packed(&input.data, &self.weights, &mut out);
-        self.activation.apply(&mut out);
+        matmul_packed(&input.data, &self.weights, self.activation, &mut out);
         let shape = if self.keep_num_dims && input.shape.last() == Some(&self.inputs) {
             let mut s = input.shape.clone();
             *s.last_mut().expect("non-empty shape") = self.units;

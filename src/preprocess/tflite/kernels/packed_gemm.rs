@@ -7,6 +7,8 @@
 //! to 1152) that packing dominates the `gemm` crate's time.
 
 use pulp::{Arch, Simd, WithSimd};
+
+use super::activation::Activation;
 use rayon::prelude::*;
 
 /// Output channels per panel: two AVX-512 vectors.
@@ -61,8 +63,8 @@ impl PackedWeights {
     }
 }
 
-/// `c[m × n] = a[m × k] · Wᵀ + bias`, `m = a.len() / k`.
-pub fn matmul_packed(a: &[f32], w: &PackedWeights, c: &mut [f32]) {
+/// `c[m × n] = activation(a[m × k] · Wᵀ + bias)`, `m = a.len() / k`.
+pub fn matmul_packed(a: &[f32], w: &PackedWeights, activation: Activation, c: &mut [f32]) {
     let (k, n) = (w.k, w.n);
     assert!(
         k > 0 && a.len() % k == 0,
@@ -83,6 +85,7 @@ pub fn matmul_packed(a: &[f32], w: &PackedWeights, c: &mut [f32]) {
             Arch::new().dispatch(Block {
                 a: a_block,
                 w,
+                activation,
                 c: c_block,
             });
         });
@@ -91,6 +94,7 @@ pub fn matmul_packed(a: &[f32], w: &PackedWeights, c: &mut [f32]) {
 struct Block<'a> {
     a: &'a [f32],
     w: &'a PackedWeights,
+    activation: Activation,
     c: &'a mut [f32],
 }
 
@@ -99,7 +103,12 @@ impl WithSimd for Block<'_> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        let Block { a, w, c } = self;
+        let Block {
+            a,
+            w,
+            activation,
+            c,
+        } = self;
         let (k, n) = (w.k, w.n);
         let rows = a.len() / k;
         for p in 0..n.div_ceil(NR) {
@@ -113,12 +122,24 @@ impl WithSimd for Block<'_> {
                 let a_tile = &a[r * k..][..tile_rows * k];
                 let c_tile = &mut c[r * n..][..(tile_rows - 1) * n + col0 + cols];
                 match tile_rows {
-                    6 => tile::<S, 6>(simd, a_tile, k, panel, bias, c_tile, n, col0, cols),
-                    5 => tile::<S, 5>(simd, a_tile, k, panel, bias, c_tile, n, col0, cols),
-                    4 => tile::<S, 4>(simd, a_tile, k, panel, bias, c_tile, n, col0, cols),
-                    3 => tile::<S, 3>(simd, a_tile, k, panel, bias, c_tile, n, col0, cols),
-                    2 => tile::<S, 2>(simd, a_tile, k, panel, bias, c_tile, n, col0, cols),
-                    _ => tile::<S, 1>(simd, a_tile, k, panel, bias, c_tile, n, col0, cols),
+                    6 => tile::<S, 6>(
+                        simd, a_tile, k, panel, bias, activation, c_tile, n, col0, cols,
+                    ),
+                    5 => tile::<S, 5>(
+                        simd, a_tile, k, panel, bias, activation, c_tile, n, col0, cols,
+                    ),
+                    4 => tile::<S, 4>(
+                        simd, a_tile, k, panel, bias, activation, c_tile, n, col0, cols,
+                    ),
+                    3 => tile::<S, 3>(
+                        simd, a_tile, k, panel, bias, activation, c_tile, n, col0, cols,
+                    ),
+                    2 => tile::<S, 2>(
+                        simd, a_tile, k, panel, bias, activation, c_tile, n, col0, cols,
+                    ),
+                    _ => tile::<S, 1>(
+                        simd, a_tile, k, panel, bias, activation, c_tile, n, col0, cols,
+                    ),
                 }
                 r += tile_rows;
             }
@@ -135,6 +156,7 @@ fn tile<S: Simd, const R: usize>(
     k: usize,
     panel: &[f32],
     bias: &[f32],
+    activation: Activation,
     c: &mut [f32],
     n: usize,
     col0: usize,
@@ -150,7 +172,7 @@ fn tile<S: Simd, const R: usize>(
                 for (kk, &x) in row.iter().enumerate() {
                     acc += x * panel[kk * NR + j];
                 }
-                c[r * n + col0 + j] = acc;
+                c[r * n + col0 + j] = activation.apply_scalar(acc);
             }
         }
         return;
@@ -167,6 +189,19 @@ fn tile<S: Simd, const R: usize>(
             acc[r][1] = simd.mul_add_e_f32s(x, w1, acc[r][1]);
         }
     }
+    // Clamping activations on the vectors; anything else per element after the store.
+    let clamp = match activation {
+        Activation::Relu => Some((0.0, f32::INFINITY)),
+        Activation::Relu6 => Some((0.0, 6.0)),
+        Activation::ReluN1To1 => Some((-1.0, 1.0)),
+        Activation::None | Activation::Tanh => None,
+    };
+    if let Some((lo, hi)) = clamp {
+        let (lo, hi) = (simd.splat_f32s(lo), simd.splat_f32s(hi));
+        for v in acc.iter_mut().flatten() {
+            *v = simd.min_f32s(simd.max_f32s(*v, lo), hi);
+        }
+    }
     for (r, acc) in acc.iter().enumerate() {
         let out = &mut c[r * n + col0..][..cols];
         if cols == NR {
@@ -179,6 +214,9 @@ fn tile<S: Simd, const R: usize>(
             full_vecs[0] = acc[0];
             full_vecs[1] = acc[1];
             out.copy_from_slice(&full[..cols]);
+        }
+        if activation == Activation::Tanh {
+            out.iter_mut().for_each(|v| *v = v.tanh());
         }
     }
 }
@@ -202,7 +240,12 @@ mod tests {
             let bias: Vec<f32> = (0..n).map(|i| i as f32 * 0.1 - 1.0).collect();
             let packed = PackedWeights::new(&w, &bias, n, k);
             let mut c = vec![f32::NAN; m * n];
-            matmul_packed(&a, &packed, &mut c);
+            matmul_packed(&a, &packed, Activation::None, &mut c);
+            let mut clamped = vec![f32::NAN; m * n];
+            matmul_packed(&a, &packed, Activation::Relu6, &mut clamped);
+            for (x, y) in c.iter().zip(&clamped) {
+                assert_eq!(x.clamp(0.0, 6.0), *y);
+            }
             for i in 0..m {
                 for j in 0..n {
                     let want: f32 =
