@@ -190,29 +190,31 @@ fn tile<S: Simd, const R: usize>(
         }
     }
     // Clamping activations on the vectors; anything else per element after the store.
-    let clamp = match activation {
-        Activation::Relu => Some((0.0, f32::INFINITY)),
-        Activation::Relu6 => Some((0.0, 6.0)),
-        Activation::ReluN1To1 => Some((-1.0, 1.0)),
-        Activation::None | Activation::Tanh => None,
+    // (Constant-index loops only: iterator adaptors over `acc` made it spill to memory.)
+    let (lo, hi) = match activation {
+        Activation::Relu => (0.0, f32::INFINITY),
+        Activation::Relu6 => (0.0, 6.0),
+        Activation::ReluN1To1 => (-1.0, 1.0),
+        Activation::None | Activation::Tanh => (f32::NEG_INFINITY, f32::INFINITY),
     };
-    if let Some((lo, hi)) = clamp {
-        let (lo, hi) = (simd.splat_f32s(lo), simd.splat_f32s(hi));
-        for v in acc.iter_mut().flatten() {
-            *v = simd.min_f32s(simd.max_f32s(*v, lo), hi);
+    let clamps = !matches!(activation, Activation::None | Activation::Tanh);
+    let (lo, hi) = (simd.splat_f32s(lo), simd.splat_f32s(hi));
+    for r in 0..R {
+        let (mut v0, mut v1) = (acc[r][0], acc[r][1]);
+        if clamps {
+            v0 = simd.min_f32s(simd.max_f32s(v0, lo), hi);
+            v1 = simd.min_f32s(simd.max_f32s(v1, lo), hi);
         }
-    }
-    for (r, acc) in acc.iter().enumerate() {
         let out = &mut c[r * n + col0..][..cols];
         if cols == NR {
             let (out_vecs, _) = S::as_mut_simd_f32s(out);
-            out_vecs[0] = acc[0];
-            out_vecs[1] = acc[1];
+            out_vecs[0] = v0;
+            out_vecs[1] = v1;
         } else {
             let mut full = [0.0f32; NR];
             let (full_vecs, _) = S::as_mut_simd_f32s(&mut full);
-            full_vecs[0] = acc[0];
-            full_vecs[1] = acc[1];
+            full_vecs[0] = v0;
+            full_vecs[1] = v1;
             out.copy_from_slice(&full[..cols]);
         }
         if activation == Activation::Tanh {
