@@ -279,6 +279,16 @@ impl TfliteModel {
         &self.output_info
     }
 
+    /// The value of a float tensor known at load time (a weight, or a folded DENSIFY /
+    /// DEQUANTIZE result), looked up by tensor name.
+    pub fn constant(&self, tensor_name: &str) -> Option<&Array> {
+        let id = self.tensor_names.iter().position(|n| n == tensor_name)?;
+        match &self.constants[id] {
+            Some(Constant::Float(a)) => Some(a.as_ref()),
+            _ => None,
+        }
+    }
+
     /// Runs the model on f32 arrays (one per input, shapes as in [`Self::inputs`]).
     pub fn run_arrays(&self, inputs: Vec<Array>) -> Result<Vec<Array>, TfliteError> {
         self.execute(inputs, |_, _| {})

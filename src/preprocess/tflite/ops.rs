@@ -8,7 +8,7 @@ use super::array::Array;
 use super::builtin as op;
 use super::flatbuffer::{self, Table};
 use super::kernels::activation::{self, Activation};
-use super::kernels::binary::{binary, BinaryOp};
+use super::kernels::binary::{binary, binary_owned, BinaryOp};
 use super::kernels::conv::Conv2d;
 use super::kernels::depthwise::DepthwiseConv2d;
 use super::kernels::fully_connected::FullyConnected;
@@ -80,6 +80,7 @@ impl Kernel {
         matches!(
             self,
             Kernel::Activation(_)
+                | Kernel::Binary { .. }
                 | Kernel::Logistic
                 | Kernel::Prelu { .. }
                 | Kernel::Reshape { .. }
@@ -107,10 +108,16 @@ impl Kernel {
             Kernel::DepthwiseConv2d(k) => k.run(first()?),
             Kernel::FullyConnected(k) => k.run(first()?),
             Kernel::Pool(k) => k.run(first()?),
-            Kernel::Binary { op, activation } => {
-                let b = inputs.get(1).ok_or("missing second input")?;
-                binary(*op, first()?, b, *activation)
-            }
+            Kernel::Binary { op, activation } => match owned {
+                Some(a) => {
+                    let b = inputs.first().ok_or("missing second input")?;
+                    binary_owned(*op, a, b, *activation)
+                }
+                None => {
+                    let b = inputs.get(1).ok_or("missing second input")?;
+                    binary(*op, first()?, b, *activation)
+                }
+            },
             Kernel::Prelu { alpha } => {
                 let mut a = take(owned)?;
                 if alpha.is_empty() || a.len() % alpha.len() != 0 {
@@ -350,14 +357,14 @@ pub fn build(
                 Some(_) => Some(bias(ctx, def, 2, units)?),
                 None => None,
             };
-            Kernel::FullyConnected(FullyConnected {
-                weights: w.data.clone(),
-                bias,
+            Kernel::FullyConnected(FullyConnected::new(
+                &w.data,
+                bias.as_deref(),
                 units,
                 inputs,
-                keep_num_dims: fb(t.boolean(2, false, "keep_num_dims"))?,
-                activation: activation(&t, 0)?,
-            })
+                fb(t.boolean(2, false, "keep_num_dims"))?,
+                activation(&t, 0)?,
+            ))
         }
         op::MAX_POOL_2D | op::AVERAGE_POOL_2D => {
             let t = options(def)?;

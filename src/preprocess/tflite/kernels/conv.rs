@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use super::activation::Activation;
-use super::gemm::matmul_bt;
+use super::packed_gemm::{matmul_packed, PackedWeights};
 use super::taps::{accumulate_row, TapTiles, Window};
 use crate::preprocess::tflite::array::Array;
 use crate::preprocess::tflite::padding::{axis_window, source_index, AxisWindow, Padding};
@@ -26,8 +26,16 @@ pub struct Conv2d {
     pub dilation: (usize, usize),
     pub padding: Padding,
     pub activation: Activation,
-    /// Per output channel, its filter laid out for the SIMD tap kernel (narrow convs only).
-    narrow: Vec<TapTiles>,
+    /// The filter laid out for the kernel that runs it.
+    prepared: Prepared,
+}
+
+#[derive(Debug, Clone)]
+enum Prepared {
+    /// Per output channel, its filter as per-tap tiles (few output channels).
+    Narrow(Vec<TapTiles>),
+    /// OHWI rows packed for the GEMM over im2col (or, for 1×1, the input itself).
+    Packed(PackedWeights),
 }
 
 impl Conv2d {
@@ -47,13 +55,16 @@ impl Conv2d {
             out_channels * kernel_h * kernel_w * in_channels,
             "filter size"
         );
-        let narrow = if out_channels < NARROW_OUTPUT {
-            weights
-                .chunks_exact(kernel_h * kernel_w * in_channels)
-                .map(|filter| TapTiles::new(filter, in_channels))
-                .collect()
+        let patch = kernel_h * kernel_w * in_channels;
+        let prepared = if out_channels < NARROW_OUTPUT {
+            Prepared::Narrow(
+                weights
+                    .chunks_exact(patch)
+                    .map(|filter| TapTiles::new(filter, in_channels))
+                    .collect(),
+            )
         } else {
-            Vec::new()
+            Prepared::Packed(PackedWeights::new(&weights, &bias, out_channels, patch))
         };
         Conv2d {
             weights,
@@ -66,7 +77,7 @@ impl Conv2d {
             dilation,
             padding,
             activation,
-            narrow,
+            prepared,
         }
     }
 
@@ -104,7 +115,14 @@ impl Conv2d {
     /// Very few output channels (segmentation / score heads): a GEMM with a 1-wide output
     /// wastes its micro-kernel and im2col costs more than the math. Each output channel is
     /// accumulated per input channel with the depthwise tap kernel, then summed over channels.
-    fn narrow(&self, input: &Array, wy: AxisWindow, wx: AxisWindow, out: &mut [f32]) {
+    fn narrow(
+        &self,
+        filters: &[TapTiles],
+        input: &Array,
+        wy: AxisWindow,
+        wx: AxisWindow,
+        out: &mut [f32],
+    ) {
         let (_, h, w, c) = input.nhwc().expect("checked by run");
         let (oh, ow, oc) = (wy.out, wx.out, self.out_channels);
         let window = Window {
@@ -122,7 +140,7 @@ impl Conv2d {
                 let (b, oy) = (row / oh, row % oh);
                 let image = &input.data[b * h * w * c..][..h * w * c];
                 let mut partial = vec![0.0f32; ow * c];
-                for (o, tiles) in self.narrow.iter().enumerate() {
+                for (o, tiles) in filters.iter().enumerate() {
                     partial.fill(0.0);
                     accumulate_row(&mut partial, image, oy, &window, tiles);
                     for (px, sums) in dst.chunks_exact_mut(oc).zip(partial.chunks_exact(c)) {
@@ -169,36 +187,24 @@ impl Conv2d {
             )
         })?;
         let (oh, ow) = (wy.out, wx.out);
-        let k = self.kernel_h * self.kernel_w * c;
         let m = batch * oh * ow;
         let mut out = vec![0.0f32; m * self.out_channels];
         let pointwise = self.kernel_h == 1 && self.kernel_w == 1 && self.stride == (1, 1);
-        let bias = Some(&self.bias[..]);
-        if self.out_channels < NARROW_OUTPUT {
-            self.narrow(input, wy, wx, &mut out);
-        } else if pointwise {
-            matmul_bt(
-                &input.data,
-                &self.weights,
-                bias,
+        match &self.prepared {
+            Prepared::Narrow(filters) => {
+                self.narrow(filters, input, wy, wx, &mut out);
+                self.activation.apply(&mut out);
+            }
+            Prepared::Packed(weights) if pointwise => {
+                matmul_packed(&input.data, weights, self.activation, &mut out)
+            }
+            Prepared::Packed(weights) => matmul_packed(
+                &self.im2col(input, wy, wx),
+                weights,
+                self.activation,
                 &mut out,
-                m,
-                k,
-                self.out_channels,
-            );
-        } else {
-            let cols = self.im2col(input, wy, wx);
-            matmul_bt(
-                &cols,
-                &self.weights,
-                bias,
-                &mut out,
-                m,
-                k,
-                self.out_channels,
-            );
+            ),
         }
-        self.activation.apply(&mut out);
         Ok(Array::new(vec![batch, oh, ow, self.out_channels], out))
     }
 }
