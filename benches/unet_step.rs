@@ -37,7 +37,10 @@ fn torch_timings(sizes: &[usize], runs: usize) -> Vec<TorchTiming> {
     let output = match output {
         Ok(o) if o.status.success() => o,
         Ok(o) => {
-            eprintln!("torch reference failed: {}", String::from_utf8_lossy(&o.stderr));
+            eprintln!(
+                "torch reference failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
             return Vec::new();
         }
         Err(e) => {
@@ -68,7 +71,10 @@ fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    let runs: usize = std::env::var("UNET_BENCH_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+    let runs: usize = std::env::var("UNET_BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
 
     // Torch first, in its own process, so the two never compete for the cores.
     let torch = torch_timings(&sizes, runs);

@@ -2,15 +2,19 @@
 //! full `N × N` score matrix.
 //!
 //! At SD1.5's first block with 64×64 latents and batch 2 the full matrix is
-//! 2·8 heads × 4096 × 4096 × 4 B = 1 GiB (3 GiB with cross-frame keys); computed in chunks it
-//! stays within [`AttentionBudget`]. Queries are processed in chunks whose score block fits the
-//! budget; every query row still sees all keys at once, so the result is the same softmax as the
-//! unchunked one. Only when even a few query rows cannot hold a full key row (very long key
-//! sequences) are keys chunked too, with a running (online) softmax as in flash attention.
+//! 2·8 heads × 4096 × 4096 × 4 B = 1 GiB (3 GiB with cross-frame keys). On the CPU in f32 the
+//! fused kernel of `fused_attention` computes it in L2-sized blocks (a few MiB in all). Elsewhere
+//! candle ops run on blocks bounded by [`AttentionBudget`]: queries are processed in chunks whose
+//! score block fits the budget, every query row still seeing all keys at once, so the result is
+//! the same softmax as the unchunked one; only when even a few query rows cannot hold a full key
+//! row (very long key sequences) are keys chunked too, with a running (online) softmax as in
+//! flash attention.
 
-use candle_core::{Result, Tensor, D};
+use candle_core::{DType, Result, Tensor, D};
 
-/// Upper bound on the number of f32 attention scores materialised at once.
+use super::fused_attention::{fused_attention, FusedBlocks};
+
+/// Upper bound on the number of f32 attention scores materialised at once (over all threads).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AttentionBudget {
     pub max_scores: usize,
@@ -94,7 +98,8 @@ pub fn merge_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
 }
 
 /// Multi-head attention on projected tensors: `q` `(b, n_q, heads·d)`, `k`/`v`
-/// `(b, n_k, heads·d)` → `(b, n_q, heads·d)`, with scale `1/√d`.
+/// `(b, n_k, heads·d)` → `(b, n_q, heads·d)`, with scale `1/√d`. On CPU in f32 this runs the
+/// fused kernel; otherwise candle ops on budget-sized blocks.
 pub fn multi_head_attention(
     q: &Tensor,
     k: &Tensor,
@@ -105,6 +110,11 @@ pub fn multi_head_attention(
     let (_, n_q, inner) = q.dims3()?;
     if heads == 0 || inner % heads != 0 {
         candle_core::bail!("attention: {heads} heads do not divide {inner} channels");
+    }
+    let all_f32 = [q, k, v].iter().all(|t| t.dtype() == DType::F32);
+    if q.device().is_cpu() && all_f32 {
+        let blocks = FusedBlocks::for_budget(n_q, k.dim(1)?, budget);
+        return fused_attention(q, k, v, heads, blocks);
     }
     let head_dim = inner / heads;
     let q = split_heads(&(q * (1.0 / (head_dim as f64).sqrt()))?, heads)?;

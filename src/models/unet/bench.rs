@@ -36,7 +36,14 @@ pub const SD15_UNET_CONFIG: &str = r#"{
 struct RandomWeights;
 
 impl candle_nn::var_builder::SimpleBackend for RandomWeights {
-    fn get(&self, shape: Shape, name: &str, _: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        _: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         let dims = shape.dims();
         let t = if dims.len() == 1 {
             if name.ends_with("weight") {
@@ -94,21 +101,34 @@ pub fn peak_rss_bytes() -> Option<u64> {
 
 /// Builds the SD1.5 UNet with random weights.
 pub fn random_sd15_unet() -> Result<UNet2DConditionModel> {
-    let config: UNetConfig = serde_json::from_str(SD15_UNET_CONFIG).map_err(|source| super::UNetError::ConfigParse {
-        path: "<built-in SD1.5 config>".into(),
-        source,
-    })?;
+    let config: UNetConfig =
+        serde_json::from_str(SD15_UNET_CONFIG).map_err(|source| super::UNetError::ConfigParse {
+            path: "<built-in SD1.5 config>".into(),
+            source,
+        })?;
     config.validate()?;
     UNet2DConditionModel::load(random_var_builder(), &config)
 }
 
 /// Times `runs` UNet steps (after one warm-up step) at `batch` × 4 × `latent_size`² with 77 text
 /// tokens.
-pub fn time_unet_step(unet: &UNet2DConditionModel, batch: usize, latent_size: usize, runs: usize) -> Result<StepTiming> {
+pub fn time_unet_step(
+    unet: &UNet2DConditionModel,
+    batch: usize,
+    latent_size: usize,
+    runs: usize,
+) -> Result<StepTiming> {
     let dev = Device::Cpu;
     let config = unet.config();
-    let sample = Tensor::randn(0f32, 1.0, (batch, config.in_channels, latent_size, latent_size), &dev)?;
-    let cross_dim = config.cross_attention_dim.resolve(config.block_out_channels.len(), "cross_attention_dim")?[0];
+    let sample = Tensor::randn(
+        0f32,
+        1.0,
+        (batch, config.in_channels, latent_size, latent_size),
+        &dev,
+    )?;
+    let cross_dim = config
+        .cross_attention_dim
+        .resolve(config.block_out_channels.len(), "cross_attention_dim")?[0];
     let ehs = Tensor::randn(0f32, 1.0, (batch, 77, cross_dim), &dev)?;
     let extras = UNetExtras::default();
     unet.forward(&sample, 500.0, &ehs, &extras)?;

@@ -1,10 +1,15 @@
-//! Small building blocks shared by every UNet part: weight loading helpers and a fused
-//! group normalisation. Kept in one place so faster kernels can replace them without touching
+//! Small building blocks shared by every UNet part: weight loading helpers (conv and linear
+//! layers live in `conv.rs` / `linear.rs`) and a fused group normalisation. Kept in one place so faster kernels can replace them without touching
 //! the model code.
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, VarBuilder};
+
+pub(crate) use super::conv::Conv2d;
+pub(crate) use super::linear::Linear;
 use rayon::prelude::*;
+
+use super::kernels::{affine_row, shifted_sums};
 
 /// `nn.Conv2d` with bias, diffusers key layout (`weight`, `bias`).
 pub(crate) fn conv2d(
@@ -15,42 +20,32 @@ pub(crate) fn conv2d(
     stride: usize,
     padding: usize,
 ) -> Result<Conv2d> {
-    let cfg = Conv2dConfig {
-        padding,
-        stride,
-        ..Default::default()
-    };
-    candle_nn::conv2d(in_channels, out_channels, kernel, cfg, vb)
+    Conv2d::load(vb, in_channels, out_channels, kernel, stride, padding)
 }
 
 /// `nn.Linear`.
 pub(crate) fn linear(vb: VarBuilder, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
-    if bias {
-        candle_nn::linear(in_dim, out_dim, vb)
+    let weight = vb.get((out_dim, in_dim), "weight")?;
+    let bias = if bias {
+        Some(vb.get(out_dim, "bias")?)
     } else {
-        candle_nn::linear_no_bias(in_dim, out_dim, vb)
-    }
+        None
+    };
+    Linear::new(weight, bias)
 }
 
 /// A 1×1 `nn.Conv2d` loaded as the equivalent `nn.Linear` over channels (weight `(out, in, 1, 1)`
-/// reshaped to `(out, in)`), for use on `(batch, tokens, channels)` tensors.
+/// reshaped to `(out, in)`).
 pub(crate) fn conv1x1_as_linear(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Linear> {
     let weight = vb
         .get((out_dim, in_dim, 1, 1), "weight")?
         .reshape((out_dim, in_dim))?;
-    let bias = vb.get(out_dim, "bias")?;
-    Ok(Linear::new(weight, Some(bias)))
+    Linear::new(weight, Some(vb.get(out_dim, "bias")?))
 }
 
 /// `nn.LayerNorm` with affine weights.
 pub(crate) fn layer_norm(vb: VarBuilder, dim: usize, eps: f64) -> Result<LayerNorm> {
     candle_nn::layer_norm(dim, eps, vb)
-}
-
-/// Applies a module to `(b, n, c)` tokens; candle's `Linear` only avoids a broadcast matmul for
-/// contiguous input.
-pub(crate) fn apply_tokens<M: Module>(m: &M, x: &Tensor) -> Result<Tensor> {
-    m.forward(&x.contiguous()?)
 }
 
 /// `nn.GroupNorm(groups, channels, eps, affine=True)` on `(b, c, ...)` tensors, optionally
@@ -160,25 +155,18 @@ impl CustomOp3 for GroupNormOp {
             .for_each(|(i, (dst, src))| {
                 let first_channel = (i % self.groups) * per_group;
                 let n = src.len() as f64;
-                let mean = src.iter().map(|&v| v as f64).sum::<f64>() / n;
-                let var = src.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
-                let rstd = 1.0 / (var + self.eps).sqrt();
+                // Two passes (mean, then squared deviations) for an accurate variance.
+                let (sum, _) = shifted_sums(src, 0.0);
+                let mean = sum / n;
+                let (dev, dev_sq) = shifted_sums(src, mean as f32);
+                let var = (dev_sq - dev * dev / n) / n;
+                let rstd = 1.0 / (var.max(0.0) + self.eps).sqrt();
                 for (c, (dst, src)) in dst.chunks_mut(spatial).zip(src.chunks(spatial)).enumerate()
                 {
-                    let scale = (w[first_channel + c] as f64 * rstd) as f32;
-                    let shift = (b[first_channel + c] as f64
-                        - mean * w[first_channel + c] as f64 * rstd)
-                        as f32;
-                    if self.silu {
-                        for (d, &s) in dst.iter_mut().zip(src) {
-                            let y = s * scale + shift;
-                            *d = y / (1.0 + (-y).exp());
-                        }
-                    } else {
-                        for (d, &s) in dst.iter_mut().zip(src) {
-                            *d = s * scale + shift;
-                        }
-                    }
+                    let w = w[first_channel + c] as f64;
+                    let scale = (w * rstd) as f32;
+                    let shift = (b[first_channel + c] as f64 - mean * w * rstd) as f32;
+                    affine_row(src, dst, scale, shift, self.silu);
                 }
             });
         debug_assert_eq!(out.len(), batch * channels * spatial);

@@ -1,9 +1,9 @@
 //! `ResnetBlock2D` (diffusers, `time_embedding_norm="default"`, SiLU) and the down/upsamplers.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
-use super::layers::{conv2d, linear, GroupNorm};
+use super::layers::{conv2d, linear, Conv2d, GroupNorm, Linear};
 
 /// GroupNorm → SiLU → conv → + time embedding → GroupNorm → SiLU → conv, plus a (1×1 conv when
 /// the channel count changes) shortcut.
@@ -62,19 +62,19 @@ impl ResnetBlock2D {
     /// `temb_act` is `silu(time_embedding)`, `(batch, temb_channels)`; it is the same for every
     /// resnet of a forward pass, so the caller activates it once.
     pub(crate) fn forward(&self, x: &Tensor, temb_act: &Tensor) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
-        let t = self
-            .time_emb_proj
-            .forward(temb_act)?
-            .unsqueeze(2)?
-            .unsqueeze(3)?;
-        let h = h.broadcast_add(&t)?;
-        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
+        // The time embedding is added by the conv itself, as a per-sample bias.
+        let t = self.time_emb_proj.forward(temb_act)?;
+        let h = self
+            .conv1
+            .forward_with_offset(&self.norm1.forward_silu(x)?, Some(&t))?;
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(x)?,
             None => x.clone(),
         };
-        let out = (shortcut + h)?;
+        // conv2 adds the shortcut while writing its output.
+        let out = self
+            .conv2
+            .forward_fused(&self.norm2.forward_silu(&h)?, None, Some(&shortcut))?;
         if self.output_scale_factor == 1.0 {
             Ok(out)
         } else {

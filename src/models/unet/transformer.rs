@@ -1,14 +1,16 @@
 //! diffusers `Attention` (default processor), `FeedForward` (GEGLU), `BasicTransformerBlock`
 //! and the spatial `Transformer2DModel` that wraps them.
 
-use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_core::{DType, Module, Result, Storage, Tensor, D};
+use candle_nn::{LayerNorm, VarBuilder};
 
 use super::attention::multi_head_attention;
 use super::config::TransformerSpec;
-use super::layers::{apply_tokens, conv1x1_as_linear, layer_norm, linear, GroupNorm};
+use super::kernels::geglu_row;
+use super::layers::{conv1x1_as_linear, layer_norm, linear, GroupNorm, Linear};
 use super::ForwardContext;
 use crate::models::attention_hook::{KeyValues, SelfAttentionCall};
+use rayon::prelude::*;
 
 /// Multi-head attention with `to_q`/`to_k`/`to_v` (no bias) and `to_out.0` (bias).
 #[derive(Debug, Clone)]
@@ -42,22 +44,29 @@ impl Attention {
         })
     }
 
-    /// Cross-attention to `context` `(b, tokens, context_dim)`.
+    /// `residual + attention(x → context)`, with `context` `(b, tokens, context_dim)`.
     pub(crate) fn forward_cross(
         &self,
         x: &Tensor,
         context: &Tensor,
+        residual: &Tensor,
         ctx: &ForwardContext,
     ) -> Result<Tensor> {
         let q = self.to_q.forward(x)?;
-        let k = apply_tokens(&self.to_k, context)?;
-        let v = apply_tokens(&self.to_v, context)?;
+        let k = self.to_k.forward(context)?;
+        let v = self.to_v.forward(context)?;
         let out = multi_head_attention(&q, &k, &v, self.heads, ctx.budget)?;
-        self.to_out.forward(&out)
+        self.to_out.forward_add(&out, Some(residual))
     }
 
-    /// Self-attention, with the keys/values a [`SelfAttentionHook`](crate::models::attention_hook::SelfAttentionHook) decides on.
-    pub(crate) fn forward_self(&self, x: &Tensor, ctx: &ForwardContext) -> Result<Tensor> {
+    /// `residual + self-attention(x)`, with the keys/values a
+    /// [`SelfAttentionHook`](crate::models::attention_hook::SelfAttentionHook) decides on.
+    pub(crate) fn forward_self(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+        ctx: &ForwardContext,
+    ) -> Result<Tensor> {
         let q = self.to_q.forward(x)?;
         let k = self.to_k.forward(x)?;
         let v = self.to_v.forward(x)?;
@@ -88,7 +97,7 @@ impl Attention {
             }
         };
         let out = multi_head_attention(&q, &k, &v, self.heads, ctx.budget)?;
-        self.to_out.forward(&out)
+        self.to_out.forward_add(&out, Some(residual))
     }
 
     fn check_hook_kv(&self, own: &Tensor, keys: &Tensor, values: &Tensor) -> Result<()> {
@@ -124,13 +133,37 @@ impl FeedForward {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// `residual + ff(x)`.
+    fn forward(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
         let h = self.proj_in.forward(x)?;
-        let value = h.narrow(D::Minus1, 0, self.inner)?;
-        // diffusers' GELU here is the exact (erf) one, not the tanh approximation.
-        let gate = h.narrow(D::Minus1, self.inner, self.inner)?.gelu_erf()?;
-        self.proj_out.forward(&(value * gate)?)
+        self.proj_out
+            .forward_add(&geglu(&h, self.inner)?, Some(residual))
     }
+}
+
+/// `value · gelu(gate)` for `h = [value, gate]` along the last dimension. diffusers' GELU here is
+/// the exact (erf) one, not the tanh approximation.
+fn geglu(h: &Tensor, inner: usize) -> Result<Tensor> {
+    if h.device().is_cpu() && h.dtype() == DType::F32 {
+        let h = h.contiguous()?;
+        let mut dims = h.dims().to_vec();
+        let (storage, layout) = h.storage_and_layout();
+        let (Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets())
+        else {
+            candle_core::bail!("geglu: contiguous CPU input expected");
+        };
+        let src = &cpu.as_slice::<f32>()?[start..end];
+        let mut out = vec![0f32; src.len() / 2];
+        out.par_chunks_mut(inner)
+            .zip(src.par_chunks(2 * inner))
+            .with_min_len(16)
+            .for_each(|(o, h)| geglu_row(h, o));
+        *dims.last_mut().expect("rank >= 1") = inner;
+        return Tensor::from_vec(out, dims, h.device());
+    }
+    let value = h.narrow(D::Minus1, 0, inner)?;
+    let gate = h.narrow(D::Minus1, inner, inner)?.gelu_erf()?;
+    value * gate
 }
 
 /// Pre-norm transformer block: self-attention, cross-attention, feed-forward, each residual.
@@ -179,20 +212,19 @@ impl BasicTransformerBlock {
     }
 
     fn forward(&self, x: &Tensor, ctx: &ForwardContext) -> Result<Tensor> {
+        // Residual adds happen inside the output projections.
         let n = self.norm1.forward(x)?;
-        let a = if self.only_cross_attention {
+        let x = if self.only_cross_attention {
             self.attn1
-                .forward_cross(&n, ctx.encoder_hidden_states, ctx)?
+                .forward_cross(&n, ctx.encoder_hidden_states, x, ctx)?
         } else {
-            self.attn1.forward_self(&n, ctx)?
+            self.attn1.forward_self(&n, x, ctx)?
         };
-        let x = (a + x)?;
-        let a =
-            self.attn2
-                .forward_cross(&self.norm2.forward(&x)?, ctx.encoder_hidden_states, ctx)?;
-        let x = (a + x)?;
-        let f = self.ff.forward(&self.norm3.forward(&x)?)?;
-        f + x
+        let n = self.norm2.forward(&x)?;
+        let x = self
+            .attn2
+            .forward_cross(&n, ctx.encoder_hidden_states, &x, ctx)?;
+        self.ff.forward(&self.norm3.forward(&x)?, &x)
     }
 }
 
@@ -246,19 +278,14 @@ impl Transformer2DModel {
     }
 
     pub(crate) fn forward(&self, x: &Tensor, ctx: &ForwardContext) -> Result<Tensor> {
-        let (b, c, h, w) = x.dims4()?;
-        let tokens = self
-            .norm
-            .forward(x)?
-            .reshape((b, c, h * w))?
-            .transpose(1, 2)?;
-        let mut t = apply_tokens(&self.proj_in, &tokens)?;
+        // The projections read/write channels-first layouts directly (no transposes) and
+        // proj_out adds the residual.
+        let mut t = self
+            .proj_in
+            .forward_from_channels_first(&self.norm.forward(x)?)?;
         for block in &self.blocks {
             t = block.forward(&t, ctx)?;
         }
-        let out = self.proj_out.forward(&t)?;
-        // Back to channels-first while adding the residual: one strided pass.
-        let out = (out.transpose(1, 2)? + x.reshape((b, c, h * w))?)?;
-        out.reshape((b, c, h, w))
+        self.proj_out.forward_to_channels_first_add(&t, x)
     }
 }

@@ -1,14 +1,14 @@
 //! `UNet2DConditionModel` (SD1.x / SD2.x, including 9-channel inpainting models).
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Conv2d, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::attention::AttentionBudget;
 use super::blocks::{DownBlock, MidBlock, UpBlock};
 use super::config::{MidBlockPolicy, UNetConfig};
 use super::embeddings::{timestep_features, TimestepEmbedding};
 use super::error::{Result, UNetError};
-use super::layers::{conv2d, GroupNorm};
+use super::layers::{conv2d, Conv2d, GroupNorm};
 use super::ForwardContext;
 use crate::models::attention_hook::{LayerOutputHook, SelfAttentionHook};
 

@@ -1,0 +1,276 @@
+//! Fused CPU attention kernel (f32): for each (batch, head, query block) the scores are computed
+//! into a small per-thread buffer that stays in L2 cache, softmaxed there, multiplied by V and
+//! written straight into the `(b, n, heads·d)` output. Heads are read in place through gemm's
+//! strides (no split/merge copies), the `N × N` matrix never exists, and key blocks beyond the
+//! buffer are merged with an online softmax.
+
+use candle_core::{Result, Tensor};
+use gemm::{gemm, Parallelism};
+use rayon::prelude::*;
+
+use super::attention::AttentionBudget;
+use super::cpu::{with_cpu_f32, SharedMut};
+use super::kernels::{exp_sum_inplace, row_max, scale_inplace};
+
+/// Scores per thread buffer: 1 MiB, well inside this machine class's 2 MiB L2.
+const SCRATCH_SCORES: usize = 1 << 18;
+/// Query rows per block at most: enough work units for every thread even at small sizes.
+const MAX_QUERY_BLOCK: usize = 128;
+/// Query rows per block at least, when keys are blocked: keeps the matmuls efficient.
+const MIN_QUERY_BLOCK: usize = 64;
+
+/// Block sizes of the fused kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FusedBlocks {
+    pub queries: usize,
+    pub keys: usize,
+}
+
+impl FusedBlocks {
+    /// Per-thread buffers of at most `SCRATCH_SCORES` scores, and the whole process within
+    /// `budget`.
+    pub fn for_budget(n_q: usize, n_k: usize, budget: AttentionBudget) -> Self {
+        let threads = rayon::current_num_threads().max(1);
+        let scratch = (budget.max_scores / threads).clamp(1, SCRATCH_SCORES);
+        let keys = n_k.clamp(1, (scratch / MIN_QUERY_BLOCK.min(n_q.max(1))).max(1));
+        let queries = (scratch / keys).clamp(1, MAX_QUERY_BLOCK).min(n_q.max(1));
+        Self { queries, keys }
+    }
+}
+
+/// `softmax(q kᵀ / √d) v` per head for `q` `(b, n_q, heads·d)`, `k`/`v` `(b, n_k, heads·d)`
+/// (f32, CPU) → `(b, n_q, heads·d)`.
+pub fn fused_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    blocks: FusedBlocks,
+) -> Result<Tensor> {
+    let (b, n_q, inner) = q.dims3()?;
+    let (kb, n_k, k_inner) = k.dims3()?;
+    if kb != b || k_inner != inner || v.dims3()? != (b, n_k, inner) {
+        candle_core::bail!(
+            "fused attention: q {:?}, k {:?}, v {:?} do not fit",
+            q.dims(),
+            k.dims(),
+            v.dims()
+        );
+    }
+    if heads == 0 || inner % heads != 0 || n_k == 0 {
+        candle_core::bail!("fused attention: {heads} heads, {inner} channels, {n_k} keys");
+    }
+    let d = inner / heads;
+    let scale = 1.0 / (d as f32).sqrt();
+    let (qc, kc) = (blocks.queries.max(1), blocks.keys.max(1));
+    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+    let mut out = vec![0f32; b * n_q * inner];
+    let out_ptr = SharedMut::new(&mut out);
+    let q_blocks = n_q.div_ceil(qc);
+    with_cpu_f32(&q, "attention q", |q| {
+        with_cpu_f32(&k, "attention k", |k| {
+            with_cpu_f32(&v, "attention v", |v| {
+                (0..b * heads * q_blocks).into_par_iter().for_each_init(
+                    || Scratch::new(qc, kc.min(n_k)),
+                    |scratch, unit| {
+                        let (bh, qb) = (unit / q_blocks, unit % q_blocks);
+                        let (bi, hi) = (bh / heads, bh % heads);
+                        let q0 = qb * qc;
+                        let rows = qc.min(n_q - q0);
+                        let q_off = (bi * n_q + q0) * inner + hi * d;
+                        let kv_off = bi * n_k * inner + hi * d;
+                        // SAFETY: every unit owns rows q0..q0+rows, columns hi·d..(hi+1)·d of
+                        // batch bi; units never overlap and `out` outlives the loop.
+                        let o = unsafe { out_ptr.at(q_off) };
+                        let block = HeadBlock {
+                            q: &q[q_off..],
+                            k: &k[kv_off..],
+                            v: &v[kv_off..],
+                            rows,
+                            n_k,
+                            d,
+                            stride: inner,
+                            scale,
+                            key_block: kc,
+                        };
+                        unsafe { block.run(o, scratch) };
+                    },
+                );
+                Ok(())
+            })
+        })
+    })?;
+    Tensor::from_vec(out, (b, n_q, inner), q.device())
+}
+
+struct Scratch {
+    scores: Vec<f32>,
+    max: Vec<f32>,
+    sum: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(rows: usize, keys: usize) -> Self {
+        Self {
+            scores: vec![0.0; rows * keys],
+            max: vec![0.0; rows],
+            sum: vec![0.0; rows],
+        }
+    }
+}
+
+/// One head's query block; all matrices are row-major with row stride `stride`.
+struct HeadBlock<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    rows: usize,
+    n_k: usize,
+    d: usize,
+    stride: usize,
+    scale: f32,
+    key_block: usize,
+}
+
+impl HeadBlock<'_> {
+    /// Writes the block's output at `o` (row stride `stride`).
+    ///
+    /// # Safety
+    /// `o` must point to `rows` writable rows of `d` values at stride `stride`, used by no one else.
+    unsafe fn run(&self, o: *mut f32, scratch: &mut Scratch) {
+        let (rows, d, s) = (self.rows, self.d, self.stride as isize);
+        let max = &mut scratch.max[..rows];
+        let sum = &mut scratch.sum[..rows];
+        for k0 in (0..self.n_k).step_by(self.key_block) {
+            let keys = self.key_block.min(self.n_k - k0);
+            let scores = &mut scratch.scores[..rows * keys];
+            // scores = scale · Q Kᵀ: Kᵀ's column j is key row k0 + j.
+            gemm(
+                rows,
+                keys,
+                d,
+                scores.as_mut_ptr(),
+                1,
+                keys as isize,
+                false,
+                self.q.as_ptr(),
+                1,
+                s,
+                self.k.as_ptr().add(k0 * self.stride),
+                s,
+                1,
+                0.0,
+                self.scale,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            );
+            let first = k0 == 0;
+            for r in 0..rows {
+                let row = &mut scores[r * keys..(r + 1) * keys];
+                let block_max = row_max(row);
+                let new_max = if first {
+                    block_max
+                } else {
+                    max[r].max(block_max)
+                };
+                let block_sum = exp_sum_inplace(row, new_max);
+                if first {
+                    sum[r] = block_sum;
+                } else {
+                    // Rescale what earlier key blocks accumulated to the new maximum.
+                    let correction = (max[r] - new_max).exp();
+                    sum[r] = sum[r] * correction + block_sum;
+                    scale_inplace(
+                        std::slice::from_raw_parts_mut(o.offset(r as isize * s), d),
+                        correction,
+                    );
+                }
+                max[r] = new_max;
+            }
+            // O (+)= P V
+            gemm(
+                rows,
+                d,
+                keys,
+                o,
+                1,
+                s,
+                !first,
+                scores.as_ptr(),
+                1,
+                keys as isize,
+                self.v.as_ptr().add(k0 * self.stride),
+                1,
+                s,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            );
+        }
+        for r in 0..rows {
+            scale_inplace(
+                std::slice::from_raw_parts_mut(o.offset(r as isize * s), d),
+                1.0 / sum[r],
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, D};
+
+    fn reference(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Tensor {
+        let split = |t: &Tensor| super::super::attention::split_heads(t, heads).unwrap();
+        let d = q.dim(2).unwrap() / heads;
+        let scores =
+            (split(q).matmul(&split(k).t().unwrap()).unwrap() / (d as f64).sqrt()).unwrap();
+        let p = candle_nn::ops::softmax(&scores, D::Minus1).unwrap();
+        super::super::attention::merge_heads(&p.matmul(&split(v)).unwrap(), heads).unwrap()
+    }
+
+    #[test]
+    fn matches_reference_for_every_block_shape() {
+        let dev = Device::Cpu;
+        let (b, n_q, n_k, heads, d) = (2, 45, 70, 3, 8);
+        let q = (Tensor::randn(0f32, 1.0, (b, n_q, heads * d), &dev).unwrap() * 2.0).unwrap();
+        let k = (Tensor::randn(0f32, 1.0, (b, n_k, heads * d), &dev).unwrap() * 2.0).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (b, n_k, heads * d), &dev).unwrap();
+        let expected = reference(&q, &k, &v, heads);
+        for (queries, keys) in [(n_q, n_k), (7, n_k), (n_q, 16), (5, 9), (1, 1), (128, 4096)] {
+            let out = fused_attention(&q, &k, &v, heads, FusedBlocks { queries, keys }).unwrap();
+            let err: f32 = (out - &expected)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert!(err < 2e-5, "blocks ({queries}, {keys}): {err}");
+        }
+    }
+
+    #[test]
+    fn blocks_stay_small() {
+        let big = AttentionBudget::default();
+        let b = FusedBlocks::for_budget(4096, 4096, big);
+        assert!(b.queries * b.keys <= SCRATCH_SCORES && b.keys == 4096 && b.queries >= 32);
+        let b = FusedBlocks::for_budget(4096, 12288, big);
+        assert!(b.queries * b.keys <= SCRATCH_SCORES && b.queries >= MIN_QUERY_BLOCK);
+        let b = FusedBlocks::for_budget(4096, 77, big);
+        assert_eq!((b.queries, b.keys), (MAX_QUERY_BLOCK, 77));
+        let b = FusedBlocks::for_budget(10, 10, AttentionBudget { max_scores: 4 });
+        assert!(
+            b.queries * b.keys * rayon::current_num_threads() <= 4 * rayon::current_num_threads()
+        );
+    }
+}
