@@ -1,5 +1,6 @@
 //! models
 pub mod clip;
+pub mod conv3x3;
 pub mod loading;
 pub mod tokenizer;
 pub mod vae;
