@@ -115,3 +115,23 @@ fn wrong_channel_count_is_an_error() {
     let err = vae.decode(&r["image"]).unwrap_err().to_string();
     assert!(err.contains("expects 4 channels"), "{err}");
 }
+
+#[test]
+fn chunked_mid_block_attention_equals_unchunked() {
+    let r = reference();
+    // 16×24 latents = 384 attention tokens; 7-row chunks split them unevenly.
+    let whole = load_vae().with_attention_chunk_rows(usize::MAX);
+    let chunked = load_vae().with_attention_chunk_rows(7);
+    let a = whole.decode(&r["latents"]).unwrap();
+    let b = chunked.decode(&r["latents"]).unwrap();
+    assert!(max_abs_diff(&a, &b) < 1e-5);
+    assert_close("decode (chunked attention)", &b, &r["decode"]);
+    let a = whole.encode(&r["image"]).unwrap();
+    let b = chunked.encode(&r["image"]).unwrap();
+    assert!(max_abs_diff(&a.mean, &b.mean) < 1e-5);
+    assert_close(
+        "encode.mean (chunked attention)",
+        &b.mean,
+        &r["encode.mean"],
+    );
+}

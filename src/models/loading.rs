@@ -549,7 +549,8 @@ fn hub_hint(
     };
     let mut hint = format!(
         "Why: {why}.\nTo get them, on a machine with network access run\n  huggingface-cli download {repo}{revision_flag} {}\n\
-         which fills the cache (copy it here and set HF_HOME, or HF_HUB_CACHE={}), or add `--local-dir DIR` and set the preset's model to DIR.",
+         That fills the Hugging Face cache, read here from {} (set HF_HOME or HF_HUB_CACHE to use another one); \
+         or add `--local-dir DIR` to the command and set the preset's model to DIR.",
         missing.join(" "),
         cache_dir.display()
     );

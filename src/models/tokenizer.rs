@@ -128,7 +128,7 @@ impl TokenizerSettings {
         }
         // transformers writes ~1e30 for "no limit"; CLIP's position table is 77 long.
         if let Some(n) = json.get("model_max_length").and_then(Value::as_f64) {
-            if n >= 2.0 && n <= 1e6 {
+            if (2.0..=1e6).contains(&n) {
                 self.max_length = n as usize;
             }
         }
