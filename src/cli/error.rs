@@ -32,8 +32,6 @@ pub enum CliError {
     OutputExists { path: PathBuf },
     #[error("{}: cannot write output: {reason}", path.display())]
     OutputUnwritable { path: PathBuf, reason: String },
-    #[error("{}: the input has no frames{}", path.display(), detail)]
-    NoFrames { path: PathBuf, detail: String },
     #[error("`rotoscope {command}` is not yet available in this build ({area})")]
     NotYetAvailable {
         command: &'static str,
@@ -87,7 +85,10 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         }
         if let Some(e) = cause.downcast_ref::<PipelineError>() {
             match e {
-                PipelineError::InputEndedEarly { .. } => return EXIT_BAD_INPUT,
+                // An input with fewer frames than it declares, or none at all.
+                PipelineError::InputEndedEarly { .. } | PipelineError::NoFrames => {
+                    return EXIT_BAD_INPUT
+                }
                 // The stage's own error (next in the chain) decides.
                 PipelineError::Decode { .. }
                 | PipelineError::Preprocess { .. }

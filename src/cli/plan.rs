@@ -41,17 +41,9 @@ pub fn read_options(preset: &Preset) -> ReadOptions {
 
 /// The frames `--frames` selects from a clip described by `whole`; `None` = all of them.
 pub fn frame_range(
-    input: &Path,
     whole: &VideoInfo,
     frames: Option<FrameSelection>,
 ) -> anyhow::Result<Option<Range<u64>>> {
-    if whole.frame_count == 0 {
-        return Err(CliError::NoFrames {
-            path: input.to_path_buf(),
-            detail: String::new(),
-        }
-        .into());
-    }
     let Some(selection) = frames else {
         return Ok(None);
     };
@@ -68,7 +60,7 @@ pub fn frame_range(
 pub fn run(args: PlanArgs) -> anyhow::Result<()> {
     let preset = load_preset(&args.preset, &PresetOverrides::default())?;
     let whole = probe_with(&args.input, &read_options(&preset))?;
-    let range = frame_range(&args.input, &whole, args.frames)?.unwrap_or(0..whole.frame_count);
+    let range = frame_range(&whole, args.frames)?.unwrap_or(0..whole.frame_count);
     let plan = plan_for_preset((range.end - range.start) as usize, &preset)
         .with_context(|| format!("planning batches for {}", args.preset.display()))?;
     let (width, height) = preset.render_size(whole.width, whole.height);

@@ -156,17 +156,10 @@ fn open_input(
     let mut options = read_options(preset);
     if frames.is_some() {
         let whole = probe_with(input, &options)?;
-        options.frames = frame_range(input, &whole, frames)?;
+        options.frames = frame_range(&whole, frames)?;
     }
-    let reader = VideoReader::open_with(input, options)?;
-    if reader.info().frame_count == 0 {
-        return Err(CliError::NoFrames {
-            path: input.to_path_buf(),
-            detail: String::new(),
-        }
-        .into());
-    }
-    Ok(reader)
+    // The video module refuses inputs without frames (VideoError::ZeroFrames).
+    Ok(VideoReader::open_with(input, options)?)
 }
 
 /// Refuse outputs we must not write before any decoding work starts.

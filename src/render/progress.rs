@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use serde::Serialize;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -73,9 +73,15 @@ impl BarProgress {
     pub fn with_target(target: ProgressDrawTarget) -> Self {
         let multi = MultiProgress::with_draw_target(target);
         let style = ProgressStyle::with_template(
-            "{prefix:>10} [{bar:32}] {pos:>6}/{len:<6} {per_sec:>10} eta {eta}",
+            "{prefix:>10} [{bar:32}] {pos:>6}/{len:<6} {rate:>12}  eta {eta}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key(
+            "rate",
+            |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.1} frames/s", state.per_sec());
+            },
+        )
         .progress_chars("=> ");
         let bars = Stage::ALL.map(|stage| {
             let bar = multi.add(ProgressBar::new(0));

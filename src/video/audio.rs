@@ -27,7 +27,9 @@ use ffmpeg_next::frame;
 use ffmpeg_next::Packet;
 
 use super::error::VideoError;
-use super::input::{absolute, codec_name, open_input, pick_audio_stream, pick_video_stream};
+use super::input::{
+    absolute, codec_name, open_input, pick_audio_stream, pick_video_stream, read_packet,
+};
 use super::timing::TimeBase;
 
 /// What happened to the source's audio.
@@ -163,7 +165,6 @@ impl AudioTrack {
                 out_index,
             )
         };
-        drop(stream);
         ignore_other_streams(&mut input, in_index);
         if trim_start && origin_secs > 1.0 {
             // Start reading shortly before the range instead of at the top of the file.
@@ -233,11 +234,10 @@ impl AudioTrack {
         if self.exhausted {
             return Ok(None);
         }
-        let mut packet = Packet::empty();
         loop {
-            match packet.read(&mut self.input) {
-                Ok(()) if packet.stream() == self.in_index => return Ok(Some(packet)),
-                Ok(()) => continue,
+            match read_packet(&mut self.input) {
+                Ok(packet) if packet.stream() == self.in_index => return Ok(Some(packet)),
+                Ok(_) => continue,
                 Err(ffmpeg_next::Error::Eof) => {
                     self.exhausted = true;
                     return Ok(None);

@@ -23,11 +23,10 @@ use ffmpeg_next::ffi;
 use ffmpeg_next::format::context::Input;
 use ffmpeg_next::format::Pixel;
 use ffmpeg_next::frame;
-use ffmpeg_next::Packet;
 
 use super::error::VideoError;
 use super::frame::Frame;
-use super::input::open_input;
+use super::input::{open_input, read_packet};
 use super::orientation::Orientation;
 use super::probe::{plan, scan, ReadPlan, StreamScan, VideoInfo};
 use super::rational::Rational;
@@ -133,7 +132,6 @@ impl VideoReader {
             })?;
         let mut context = codec::Context::from_parameters(stream.parameters())
             .map_err(|e| VideoError::ffmpeg(&scan.path, "setting up the video decoder", e))?;
-        drop(stream);
         let threads = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
@@ -205,15 +203,26 @@ impl VideoReader {
             }
             match self.decode_next()? {
                 Some(slot) => {
-                    if self.seeked && !self.grid.is_holding() && slot > self.plan.range.start as i64
-                    {
-                        // The seek overshot the range start; decode from the beginning.
-                        return self.restart_without_seek();
+                    if self.seeked && !self.grid.is_holding() {
+                        // Some demuxers (MPEG-TS, ...) seek to the nearest timestamp, not
+                        // to a keyframe: pictures before the first keyframe would be
+                        // missing their references.
+                        if !self.decoded.is_key() {
+                            continue;
+                        }
+                        if slot > self.plan.range.start as i64 {
+                            // The seek overshot the range start; decode from the beginning.
+                            return self.restart_without_seek();
+                        }
                     }
                     self.pending = self.grid.push(slot);
                     self.incoming = true;
                 }
                 None => {
+                    if self.seeked && !self.grid.is_holding() {
+                        // The seek landed past the last keyframe before the range.
+                        return self.restart_without_seek();
+                    }
                     self.check_complete()?;
                     self.pending = self.grid.finish();
                     self.state = State::Done;
@@ -304,10 +313,9 @@ impl VideoReader {
 
     /// Sends the next packet of our stream to the decoder (or end of stream).
     fn feed(&mut self) -> Result<(), VideoError> {
-        let mut packet = Packet::empty();
         loop {
-            match packet.read(&mut self.input) {
-                Ok(()) => {
+            match read_packet(&mut self.input) {
+                Ok(packet) => {
                     // A packet cut short by the end of the file is flagged corrupt; the
                     // scan left it out of the frame count, so it is not decoded either.
                     if packet.stream() != self.scan.stream_index || packet.is_corrupt() {
@@ -430,7 +438,7 @@ fn ignore_other_streams(input: &mut Input, keep: usize) {
 
 fn frame_is_discarded(frame: &frame::Video) -> bool {
     // SAFETY: reading a plain field of a valid frame.
-    unsafe { ((*frame.as_ptr()).flags & ffi::AV_FRAME_FLAG_DISCARD as i32) != 0 }
+    unsafe { ((*frame.as_ptr()).flags & ffi::AV_FRAME_FLAG_DISCARD) != 0 }
 }
 
 impl std::fmt::Debug for VideoReader {

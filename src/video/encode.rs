@@ -178,7 +178,6 @@ impl Mp4Writer {
         stream.set_parameters(&encoder);
         stream.set_time_base(encoder_time_base);
         stream.set_avg_frame_rate(ffmpeg_next::Rational(fps.num as i32, fps.den as i32));
-        drop(stream);
 
         let mut audio = match &settings.audio_source {
             Some(source) => {
@@ -411,7 +410,7 @@ fn open_muxer(temp: &Path, target: &Path) -> Result<Output, VideoError> {
                 ffmpeg_next::Error::from(ret),
             ));
         }
-        let ret = ffi::avio_open(&mut (*ctx).pb, url.as_ptr(), ffi::AVIO_FLAG_WRITE as i32);
+        let ret = ffi::avio_open(&mut (*ctx).pb, url.as_ptr(), ffi::AVIO_FLAG_WRITE);
         if ret < 0 {
             ffi::avformat_free_context(ctx);
             return Err(VideoError::Unwritable {

@@ -221,11 +221,20 @@ pub(crate) fn codec_name(stream: &Stream) -> String {
     stream.parameters().id().name().to_string()
 }
 
+/// The next packet of `input`, in a fresh `Packet`. (Reusing one with ffmpeg-next's
+/// `Packet::read` leaks the previous packet's data: `av_read_frame` overwrites it without
+/// releasing it.)
+pub(crate) fn read_packet(input: &mut Input) -> Result<ffmpeg_next::Packet, ffmpeg_next::Error> {
+    let mut packet = ffmpeg_next::Packet::empty();
+    packet.read(input)?;
+    Ok(packet)
+}
+
 /// Reads the raw `flags` of a packet (ffmpeg-next does not expose DISCARD).
 pub(crate) fn packet_is_discarded(packet: &ffmpeg_next::Packet) -> bool {
     use ffmpeg_next::packet::Ref;
     // SAFETY: reading a plain field of a valid packet.
-    unsafe { ((*packet.as_ptr()).flags & ffi::AV_PKT_FLAG_DISCARD as i32) != 0 }
+    unsafe { ((*packet.as_ptr()).flags & ffi::AV_PKT_FLAG_DISCARD) != 0 }
 }
 
 /// `path` made absolute for messages and sibling paths, without touching the file system.
@@ -241,7 +250,7 @@ mod tests {
     fn boxed(kind: &[u8; 4], payload_len: usize) -> Vec<u8> {
         let mut v = ((payload_len + 8) as u32).to_be_bytes().to_vec();
         v.extend_from_slice(kind);
-        v.extend(std::iter::repeat(0u8).take(payload_len));
+        v.extend(std::iter::repeat_n(0u8, payload_len));
         v
     }
 

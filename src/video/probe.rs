@@ -12,12 +12,12 @@ use std::path::{Path, PathBuf};
 use ffmpeg_next::codec::packet::side_data::Type as SideDataType;
 use ffmpeg_next::format::context::Input;
 use ffmpeg_next::media;
-use ffmpeg_next::Packet;
 
 use super::decode::ReadOptions;
 use super::error::VideoError;
 use super::input::{
     absolute, codec_name, describe_streams, open_input, packet_is_discarded, pick_video_stream,
+    read_packet,
 };
 use super::orientation::Orientation;
 use super::rational::{choose_output_fps, Rational};
@@ -213,7 +213,6 @@ pub(crate) fn scan(path: &Path) -> Result<StreamScan, VideoError> {
     let has_audio = input
         .streams()
         .any(|s| s.parameters().medium() == media::Type::Audio);
-    drop(stream);
 
     let counts = count_packets(&mut input, stream_index);
     let (format_start, format_duration) = format_extent(&input);
@@ -356,16 +355,15 @@ fn count_packets(input: &mut Input, stream_index: usize) -> PacketCounts {
             .unwrap_or(TimeBase { num: 1, den: 1 })
         })
         .collect();
-    let mut packet = Packet::empty();
     loop {
-        match packet.read(input) {
-            Ok(()) => {}
+        let packet = match read_packet(input) {
+            Ok(packet) => packet,
             Err(ffmpeg_next::Error::Eof) => break,
             Err(e) => {
                 counts.read_error = Some(e);
                 break;
             }
-        }
+        };
         let index = packet.stream();
         let ts = packet.pts().or(packet.dts());
         if let (Some(ts), Some(tb)) = (ts, stream_bases.get(index)) {

@@ -141,7 +141,7 @@ impl FromStr for Rational {
             Rational::new(num, den).ok_or_else(|| err("numerator and denominator must be > 0"))?
         } else {
             let value: f64 = trimmed.parse().map_err(|_| err("not a number"))?;
-            if !(value > 0.0) {
+            if value.is_nan() || value <= 0.0 {
                 return Err(err("must be > 0"));
             }
             if value.fract() == 0.0 && value <= u32::MAX as f64 {
@@ -160,7 +160,7 @@ impl FromStr for Rational {
     }
 }
 
-/// The standard rate within [`SNAP_TOLERANCE`] of `value`, if any.
+/// The standard rate within 0.2 % of `value`, if any.
 pub fn snap_to_standard(value: f64) -> Option<Rational> {
     STANDARD_RATES
         .iter()
@@ -176,7 +176,7 @@ pub fn snap_to_standard(value: f64) -> Option<Rational> {
 /// Whether a rate read from a container can be believed (not 0/0, not a time base).
 pub fn is_plausible_rate(rate: Rational) -> bool {
     let v = rate.as_f64();
-    v >= 0.1 && v <= MAX_FPS
+    (0.1..=MAX_FPS).contains(&v)
 }
 
 /// Output rate for a stream: its average rate, else its base rate, else the rate measured

@@ -132,7 +132,7 @@ impl Scaler {
                 key.dst.1 as i32,
                 key.dst.2 as i32,
                 key.dst.0.into(),
-                flags as i32,
+                flags,
                 ptr::null_mut(),
                 ptr::null_mut(),
                 ptr::null(),

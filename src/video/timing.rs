@@ -148,7 +148,7 @@ mod tests {
         for (i, &s) in slots.iter().enumerate() {
             let copies = grid.push(s);
             if let Some(h) = held {
-                out.extend(std::iter::repeat(h).take(copies as usize));
+                out.extend(std::iter::repeat_n(h, copies as usize));
             }
             held = Some(i);
             if grid.is_complete() {
@@ -157,7 +157,7 @@ mod tests {
         }
         let copies = grid.finish();
         if let Some(h) = held {
-            out.extend(std::iter::repeat(h).take(copies as usize));
+            out.extend(std::iter::repeat_n(h, copies as usize));
         }
         out
     }
