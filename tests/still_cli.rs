@@ -256,8 +256,20 @@ fn still_rejects_bad_inputs() {
     ]);
     assert_failure(&run, 2, &["controlnets[0]", "softedge", "openpose"]);
 
+    // Without any ControlNet the poses would be ignored.
+    let text = std::fs::read_to_string(preset_path("still_ddim.yaml")).unwrap();
+    let cut = text.find("controlnets:").unwrap();
+    let plain = dir.path().join("plain.yaml");
+    std::fs::write(
+        &plain,
+        text[..cut].replace("../pipeline", &fixture("").display().to_string()),
+    )
+    .unwrap();
+    let run = still(&["--pose", pose, "-p", plain.to_str().unwrap(), "-o", out_arg]);
+    assert_failure(&run, 2, &["no ControlNet", "openpose"]);
+
     assert!(!out.exists());
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
 }
 
 #[test]

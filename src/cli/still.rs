@@ -232,8 +232,17 @@ fn scheduler_kind(preset: &Preset) -> anyhow::Result<SchedulerKind> {
         .with_context(|| format!("sampler.scheduler {name} has no implementation"))
 }
 
-/// `still` has pose images only: every ControlNet of the preset must take them.
+/// `still` has pose images only: the preset needs ControlNets, and every one must take them.
 fn check_controlnets(preset: &Preset, preset_path: &Path) -> Result<(), CliError> {
+    if preset.controlnets.is_empty() {
+        return Err(CliError::BadFlag {
+            flag: "-p",
+            value: preset_path.display().to_string(),
+            reason: "the preset has no ControlNet, so the poses would be ignored; \
+                     `still` needs an openpose ControlNet"
+                .into(),
+        });
+    }
     for (i, spec) in preset.controlnets.iter().enumerate() {
         if spec.kind != ControlKind::Openpose {
             return Err(CliError::BadFlag {

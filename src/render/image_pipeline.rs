@@ -222,17 +222,8 @@ impl StableDiffusion {
         }
         check_image("init image", init_image(init), 3, width, height)?;
         for (k, control) in controls.iter().enumerate() {
-            check_image(
-                if k == 0 {
-                    "control image"
-                } else {
-                    "control image (further ControlNet)"
-                },
-                Some(&control.image),
-                3,
-                width,
-                height,
-            )?;
+            let what = format!("control image of ControlNet {k}");
+            check_image(&what, Some(&control.image), 3, width, height)?;
         }
         let unet_channels = self.unet.config().in_channels;
         let inpainting_unet = unet_channels == self.vae.config().latent_channels * 2 + 1;
