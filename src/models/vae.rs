@@ -15,6 +15,8 @@ use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
 use serde::Deserialize;
 
+use super::conv3x3::{conv3x3, Upsample2xConv3x3};
+
 /// Errors while reading a VAE config or building the model from weights.
 #[derive(Debug, thiserror::Error)]
 pub enum VaeError {
@@ -298,7 +300,7 @@ impl Conv3x3 {
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        super::conv3x3::conv3x3(xs, &self.weight, Some(&self.bias))
+        conv3x3(xs, &self.weight, Some(&self.bias))
     }
 }
 
@@ -510,7 +512,7 @@ impl DownEncoderBlock {
 #[derive(Debug)]
 struct UpDecoderBlock {
     resnets: Vec<ResnetBlock>,
-    upsample: Option<Conv3x3>,
+    upsample: Option<Upsample2xConv3x3>,
 }
 
 impl UpDecoderBlock {
@@ -529,7 +531,11 @@ impl UpDecoderBlock {
             })
             .collect::<Result<Vec<_>>>()?;
         let upsample = if add_upsample {
-            Some(Conv3x3::new(out_c, out_c, vb.pp("upsamplers.0.conv"))?)
+            let vb = vb.pp("upsamplers.0.conv");
+            Some(Upsample2xConv3x3::new(
+                &vb.get((out_c, out_c, 3, 3), "weight")?,
+                &vb.get(out_c, "bias")?,
+            )?)
         } else {
             None
         };
@@ -542,10 +548,8 @@ impl UpDecoderBlock {
             xs = resnet.forward(&xs)?;
         }
         match &self.upsample {
-            Some(conv) => {
-                let (_, _, h, w) = xs.dims4()?;
-                conv.forward(&xs.upsample_nearest2d(2 * h, 2 * w)?)
-            }
+            // diffusers' Upsample2D: nearest 2× then a 3×3 conv, fused here.
+            Some(conv) => conv.forward(&xs),
             None => Ok(xs),
         }
     }
