@@ -141,11 +141,7 @@ impl DepthwiseConv2d {
                 } else {
                     self.accumulate_row_multiplied(dst, image, oy, &window);
                 }
-                if self.activation != Activation::None {
-                    for v in dst.iter_mut() {
-                        *v = self.activation.apply_scalar(*v);
-                    }
-                }
+                self.activation.apply_serial(dst);
             });
         Ok(Array::new(vec![batch, oh, ow, oc], out))
     }
