@@ -80,7 +80,7 @@ fn decode_constant(t: &TensorDef) -> Result<Option<Constant>, String> {
         TensorType::Int64 => (8, false),
         other => return Err(format!("constant of type {other:?} is not supported")),
     };
-    if t.data.len() % width != 0 {
+    if !t.data.len().is_multiple_of(width) {
         return Err(format!(
             "{} bytes of data is not a whole number of {width}-byte elements",
             t.data.len()

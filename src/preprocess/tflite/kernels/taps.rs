@@ -38,7 +38,7 @@ impl TapTiles {
     /// `weights` is `[taps][channels]`.
     pub fn new(weights: &[f32], channels: usize) -> Self {
         assert!(
-            channels > 0 && weights.len() % channels == 0,
+            channels > 0 && weights.len().is_multiple_of(channels),
             "weights do not split into taps"
         );
         let lcm = |a: usize, b: usize| a / gcd(a, b) * b;
@@ -158,7 +158,7 @@ fn interior_stride1<S: Simd>(
     let vectors = len / lanes;
     let tile_vectors = tiles.tile_len / lanes;
     // (input run, weight tile) per valid tap, as vectors.
-    let mut taps: Vec<(&[S::f32s], &[S::f32s])> = Vec::with_capacity(rows.len() * kw);
+    let mut taps: Vec<Tap<'_, S>> = Vec::with_capacity(rows.len() * kw);
     for &(ky, src_row) in rows {
         for kx in 0..kw {
             let first = x_lo + kx * g.dilation.1 - g.x.pad_before;
@@ -194,12 +194,15 @@ fn interior_stride1<S: Simd>(
     }
 }
 
+/// One filter tap as vectors: (input run, weight tile).
+type Tap<'a, S> = (&'a [<S as Simd>::f32s], &'a [<S as Simd>::f32s]);
+
 /// `out[i] += Σ_taps src[j + i] · w[phase + i]` for `i < B`, accumulators in registers.
 #[inline(always)]
 fn block<S: Simd, const B: usize>(
     simd: S,
     out: &mut [S::f32s],
-    taps: &[(&[S::f32s], &[S::f32s])],
+    taps: &[Tap<'_, S>],
     j: usize,
     phase: usize,
 ) {
@@ -229,7 +232,7 @@ fn interior_strided<S: Simd>(
     let c = tiles.channels;
     let kw = g.kernel.1;
     let vectors = c / S::F32_LANES;
-    let mut taps: Vec<(&[S::f32s], &[S::f32s])> = Vec::with_capacity(rows.len() * kw);
+    let mut taps: Vec<Tap<'_, S>> = Vec::with_capacity(rows.len() * kw);
     for ox in x_lo..x_hi {
         taps.clear();
         for &(ky, src_row) in rows {
