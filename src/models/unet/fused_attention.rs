@@ -212,10 +212,10 @@ impl HeadBlock<'_> {
                 Parallelism::None,
             );
         }
-        for r in 0..rows {
+        for (r, &total) in sum.iter().enumerate() {
             scale_inplace(
                 std::slice::from_raw_parts_mut(o.offset(r as isize * s), d),
-                1.0 / sum[r],
+                1.0 / total,
             );
         }
     }
