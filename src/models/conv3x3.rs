@@ -47,23 +47,55 @@ fn check_weight(x: &Tensor, weight: &Tensor) -> Result<(usize, usize)> {
     Ok((c_in, c_out))
 }
 
-fn bias_or_zeros(bias: Option<&Tensor>, c_out: usize, device: &Device) -> Result<Tensor> {
-    match bias {
-        Some(b) => b.contiguous(),
-        None => Tensor::zeros(c_out, DType::F32, device),
-    }
-}
-
 /// `conv2d(x, weight, bias, stride=1, padding=1)` for `x: [B, Cin, H, W]`,
 /// `weight: [Cout, Cin, 3, 3]`; non-f32 or non-CPU tensors go to candle's conv2d.
 pub fn conv3x3(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    conv3x3_impl(x, weight, bias, None)
+}
+
+/// `conv3x3(x, weight, bias) + residual`, the residual added while the output is written
+/// (a resnet's skip connection without another full-size pass and allocation).
+pub fn conv3x3_add(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    residual: &Tensor,
+) -> Result<Tensor> {
+    conv3x3_impl(x, weight, bias, Some(residual))
+}
+
+fn conv3x3_impl(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+) -> Result<Tensor> {
     let (_, c_out) = check_weight(x, weight)?;
-    if !is_cpu_f32(&[x, weight]) {
-        return add_channel_bias(x.conv2d(weight, 1, 1, 1, 1)?, bias);
+    let mut tensors = vec![x, weight];
+    tensors.extend(residual);
+    if !is_cpu_f32(&tensors) {
+        let out = add_channel_bias(x.conv2d(weight, 1, 1, 1, 1)?, bias)?;
+        return match residual {
+            Some(r) => out + r,
+            None => Ok(out),
+        };
     }
-    let bias = bias_or_zeros(bias, c_out, x.device())?;
+    let (batch, _, h, w) = x.dims4()?;
+    let residual = match residual {
+        Some(r) if r.dims() == [batch, c_out, h, w] => r.contiguous()?,
+        Some(r) => candle_core::bail!(
+            "3×3 conv: residual shape {:?} differs from the output's {:?}",
+            r.dims(),
+            [batch, c_out, h, w]
+        ),
+        None => Tensor::zeros(0, DType::F32, x.device())?,
+    };
+    let bias = match bias {
+        Some(b) => b.flatten_all()?.to_vec1::<f32>()?,
+        None => vec![0.0; c_out],
+    };
     x.contiguous()?
-        .apply_op3_no_bwd(&weight.contiguous()?, &bias, &Conv3x3)
+        .apply_op3_no_bwd(&weight.contiguous()?, &residual, &Conv3x3 { bias })
 }
 
 /// Nearest 2× upsampling followed by a 3×3 conv (diffusers' `Upsample2D` with a conv), with the
@@ -250,7 +282,10 @@ fn rows_per_block(batch: usize, h: usize, padded_w: usize, c_out: usize) -> usiz
     h.div_ceil(blocks).max(1)
 }
 
-struct Conv3x3;
+/// Operands: input, weight, and the residual to add (empty for none).
+struct Conv3x3 {
+    bias: Vec<f32>,
+}
 
 impl CustomOp3 for Conv3x3 {
     fn name(&self) -> &'static str {
@@ -263,12 +298,13 @@ impl CustomOp3 for Conv3x3 {
         xl: &Layout,
         ws: &CpuStorage,
         wl: &Layout,
-        bs: &CpuStorage,
-        bl: &Layout,
+        rs: &CpuStorage,
+        rl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let x = slice_of(xs, xl)?;
         let w = slice_of(ws, wl)?;
-        let bias = slice_of(bs, bl)?;
+        let residual = slice_of(rs, rl)?;
+        let bias = &self.bias;
         let (batch, c_in, h, width) = xl.shape().dims4()?;
         let (c_out, _, _, _) = wl.shape().dims4()?;
         let padded = PaddedPlanes::new(x, h, width);
@@ -304,8 +340,15 @@ impl CustomOp3 for Conv3x3 {
                         // SAFETY: rows y0..y0+r of batch item b belong to this task only.
                         let dst =
                             unsafe { std::slice::from_raw_parts_mut(out_ptr.at(start), width) };
-                        for (d, s) in dst.iter_mut().zip(src) {
-                            *d = s + bias[o];
+                        if residual.is_empty() {
+                            for (d, s) in dst.iter_mut().zip(src) {
+                                *d = s + bias[o];
+                            }
+                        } else {
+                            let skip = &residual[start..start + width];
+                            for ((d, s), r) in dst.iter_mut().zip(src).zip(skip) {
+                                *d = s + bias[o] + r;
+                            }
                         }
                     }
                 }
@@ -444,6 +487,19 @@ mod tests {
         check(2, 16, 4, 33, 9);
         check(1, 4, 4, 1, 1);
         check(3, 7, 5, 2, 40);
+    }
+
+    #[test]
+    fn residual_is_added() {
+        let x = random((2, 5, 6, 7), 1.0);
+        let weight = random((4, 5, 3, 3), 0.2);
+        let bias = Tensor::randn(0f32, 0.5, 4, &Device::Cpu).unwrap();
+        let residual = random((2, 4, 6, 7), 1.0);
+        let want = (reference(&x, &weight, &bias) + &residual).unwrap();
+        let got = conv3x3_add(&x, &weight, Some(&bias), &residual).unwrap();
+        assert!(max_diff(&got, &want) < 1e-4);
+        let wrong = random((2, 4, 6, 6), 1.0);
+        assert!(conv3x3_add(&x, &weight, Some(&bias), &wrong).is_err());
     }
 
     #[test]

@@ -12,10 +12,11 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
+use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
 use serde::Deserialize;
 
-use super::conv3x3::{conv3x3, Upsample2xConv3x3};
+use super::conv3x3::{conv3x3, conv3x3_add, Upsample2xConv3x3};
+use super::group_norm::GroupNorm;
 
 /// Errors while reading a VAE config or building the model from weights.
 #[derive(Debug, thiserror::Error)]
@@ -302,6 +303,11 @@ impl Conv3x3 {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         conv3x3(xs, &self.weight, Some(&self.bias))
     }
+
+    /// `forward(xs) + residual`, added while the output is written.
+    fn forward_add(&self, xs: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        conv3x3_add(xs, &self.weight, Some(&self.bias), residual)
+    }
 }
 
 /// The encoder's stride-2 downsampling conv (input padded by the caller).
@@ -336,22 +342,22 @@ impl ResnetBlock {
             None
         };
         Ok(Self {
-            norm1: candle_nn::group_norm(groups, in_c, eps, vb.pp("norm1"))?,
+            norm1: GroupNorm::load(vb.pp("norm1"), groups, in_c, eps)?,
             conv1: Conv3x3::new(in_c, out_c, vb.pp("conv1"))?,
-            norm2: candle_nn::group_norm(groups, out_c, eps, vb.pp("norm2"))?,
+            norm2: GroupNorm::load(vb.pp("norm2"), groups, out_c, eps)?,
             conv2: Conv3x3::new(out_c, out_c, vb.pp("conv2"))?,
             conv_shortcut,
         })
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let h = self.norm1.forward(xs)?.silu()?;
+        let h = self.norm1.forward_silu(xs)?;
         let h = self.conv1.forward(&h)?;
-        let h = self.norm2.forward(&h)?.silu()?;
-        let h = self.conv2.forward(&h)?;
+        let h = self.norm2.forward_silu(&h)?;
+        // The skip connection is added by conv2 as it writes its output.
         match &self.conv_shortcut {
-            Some(conv) => conv.forward(xs)? + h,
-            None => xs + h,
+            Some(conv) => self.conv2.forward_add(&h, &conv.forward(xs)?),
+            None => self.conv2.forward_add(&h, xs),
         }
     }
 }
@@ -392,7 +398,7 @@ impl SpatialAttention {
             ("query", "key", "value", "proj_attn")
         };
         Ok(Self {
-            group_norm: candle_nn::group_norm(groups, channels, 1e-6, vb.pp("group_norm"))?,
+            group_norm: GroupNorm::load(vb.pp("group_norm"), groups, channels, 1e-6)?,
             to_q: projection(channels, vb.pp(q))?,
             to_k: projection(channels, vb.pp(k))?,
             to_v: projection(channels, vb.pp(v))?,
@@ -592,7 +598,7 @@ impl Encoder {
                 cfg.mid_block_add_attention,
                 vb.pp("mid_block"),
             )?,
-            conv_norm_out: candle_nn::group_norm(groups, last, 1e-6, vb.pp("conv_norm_out"))?,
+            conv_norm_out: GroupNorm::load(vb.pp("conv_norm_out"), groups, last, 1e-6)?,
             conv_out: Conv3x3::new(last, 2 * cfg.latent_channels, vb.pp("conv_out"))?,
         })
     }
@@ -603,7 +609,7 @@ impl Encoder {
             xs = block.forward(&xs)?;
         }
         let xs = self.mid_block.forward(&xs)?;
-        let xs = self.conv_norm_out.forward(&xs)?.silu()?;
+        let xs = self.conv_norm_out.forward_silu(&xs)?;
         self.conv_out.forward(&xs)
     }
 }
@@ -644,7 +650,7 @@ impl Decoder {
                 vb.pp("mid_block"),
             )?,
             up_blocks,
-            conv_norm_out: candle_nn::group_norm(groups, first, 1e-6, vb.pp("conv_norm_out"))?,
+            conv_norm_out: GroupNorm::load(vb.pp("conv_norm_out"), groups, first, 1e-6)?,
             conv_out: Conv3x3::new(first, cfg.out_channels, vb.pp("conv_out"))?,
         })
     }
@@ -655,7 +661,7 @@ impl Decoder {
         for block in &self.up_blocks {
             xs = block.forward(&xs)?;
         }
-        let xs = self.conv_norm_out.forward(&xs)?.silu()?;
+        let xs = self.conv_norm_out.forward_silu(&xs)?;
         self.conv_out.forward(&xs)
     }
 }
