@@ -182,6 +182,8 @@ fn sum_shifted_generic(x: &[f32], shift: f32) -> (f64, f64) {
         let mut acc_sq = [0f32; LANES];
         let mut lanes = run.chunks_exact(LANES);
         for chunk in &mut lanes {
+            // A fixed-size array lets the compiler drop bounds checks and vectorise.
+            let chunk: &[f32; LANES] = chunk.try_into().expect("chunks_exact yields LANES");
             for i in 0..LANES {
                 let d = chunk[i] - shift;
                 acc[i] += d;
