@@ -3,6 +3,7 @@ pub mod attention_hook;
 pub mod clip;
 pub mod controlnet;
 pub mod conv3x3;
+pub mod group_norm;
 pub mod loading;
 pub mod tokenizer;
 pub mod unet;
