@@ -4,13 +4,15 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
 
 use super::array::Array;
 use super::builtin;
 use super::error::TfliteError;
-use super::ops::{self, Constant, Context, Node};
+use super::ops::{self, Constant, Context, Kernel, Node};
+use super::padding::Padding;
 use super::schema::{self, OpCode, TensorDef, TensorType};
 use super::sparsity;
 
@@ -19,6 +21,14 @@ use super::sparsity;
 pub struct TensorInfo {
     pub name: String,
     pub shape: Vec<usize>,
+}
+
+/// Wall time of one executed operator (see [`TfliteModel::profile`]).
+#[derive(Debug, Clone)]
+pub struct OpTiming {
+    pub index: usize,
+    pub op: String,
+    pub elapsed: Duration,
 }
 
 /// A loaded TFLite model, ready to run.
@@ -70,7 +80,7 @@ fn decode_constant(t: &TensorDef) -> Result<Option<Constant>, String> {
         TensorType::Int64 => (8, false),
         other => return Err(format!("constant of type {other:?} is not supported")),
     };
-    if t.data.len() % width != 0 {
+    if !t.data.len().is_multiple_of(width) {
         return Err(format!(
             "{} bytes of data is not a whole number of {width}-byte elements",
             t.data.len()
@@ -117,6 +127,56 @@ fn decode_constant(t: &TensorDef) -> Result<Option<Constant>, String> {
         shape: t.shape.clone(),
         values,
     }))
+}
+
+/// Folds each zero PAD of the two spatial dims into the VALID CONV_2D / DEPTHWISE_CONV_2D
+/// that is its only reader: the layer then reads zeros outside its input itself, which saves
+/// writing and re-reading the padded copy (MediaPipe's models pad before every strided conv).
+fn fold_spatial_pads(mut nodes: Vec<Node>, graph_outputs: &[usize]) -> Vec<Node> {
+    let mut readers = std::collections::HashMap::<usize, usize>::new();
+    for node in &nodes {
+        for &i in &node.inputs {
+            *readers.entry(i).or_default() += 1;
+        }
+    }
+    let mut folded = vec![false; nodes.len()];
+    for i in 0..nodes.len() {
+        let Kernel::Pad { paddings } = &nodes[i].kernel else {
+            continue;
+        };
+        let [(0, 0), y, x, (0, 0)] = paddings[..] else {
+            continue;
+        };
+        let padded = nodes[i].output;
+        if graph_outputs.contains(&padded) || readers.get(&padded) != Some(&1) {
+            continue;
+        }
+        let Some(j) = nodes.iter().position(|n| n.inputs.first() == Some(&padded)) else {
+            continue;
+        };
+        let explicit = match &mut nodes[j].kernel {
+            Kernel::Conv2d(conv)
+                if conv.padding == Padding::Valid && conv.explicit_padding.is_none() =>
+            {
+                &mut conv.explicit_padding
+            }
+            Kernel::DepthwiseConv2d(conv)
+                if conv.padding == Padding::Valid && conv.explicit_padding.is_none() =>
+            {
+                &mut conv.explicit_padding
+            }
+            _ => continue,
+        };
+        *explicit = Some([y, x]);
+        nodes[j].inputs[0] = nodes[i].inputs[0];
+        folded[i] = true;
+    }
+    nodes
+        .into_iter()
+        .zip(folded)
+        .filter(|(_, f)| !f)
+        .map(|(n, _)| n)
+        .collect()
 }
 
 impl TfliteModel {
@@ -225,6 +285,7 @@ impl TfliteModel {
             }
         }
 
+        let nodes = fold_spatial_pads(nodes, &def.outputs);
         let info = |ids: &[usize]| -> Vec<TensorInfo> {
             ids.iter()
                 .map(|&i| TensorInfo {
@@ -270,8 +331,40 @@ impl TfliteModel {
         &self.output_info
     }
 
+    /// The value of a float tensor known at load time (a weight, or a folded DENSIFY /
+    /// DEQUANTIZE result), looked up by tensor name.
+    pub fn constant(&self, tensor_name: &str) -> Option<&Array> {
+        let id = self.tensor_names.iter().position(|n| n == tensor_name)?;
+        match &self.constants[id] {
+            Some(Constant::Float(a)) => Some(a.as_ref()),
+            _ => None,
+        }
+    }
+
     /// Runs the model on f32 arrays (one per input, shapes as in [`Self::inputs`]).
     pub fn run_arrays(&self, inputs: Vec<Array>) -> Result<Vec<Array>, TfliteError> {
+        self.execute(inputs, |_, _| {})
+    }
+
+    /// Runs the model like [`Self::run_arrays`] and reports each executed operator with its
+    /// wall time (operator kinds and indices as in the file; folded operators are absent).
+    pub fn profile(&self, inputs: Vec<Array>) -> Result<Vec<OpTiming>, TfliteError> {
+        let mut timings = Vec::with_capacity(self.nodes.len());
+        self.execute(inputs, |node, elapsed| {
+            timings.push(OpTiming {
+                index: node.index,
+                op: node.name.clone(),
+                elapsed,
+            })
+        })?;
+        Ok(timings)
+    }
+
+    fn execute(
+        &self,
+        inputs: Vec<Array>,
+        mut on_node: impl FnMut(&Node, Duration),
+    ) -> Result<Vec<Array>, TfliteError> {
         let bad = |detail: String| TfliteError::BadInput {
             path: self.path.clone(),
             detail,
@@ -310,6 +403,7 @@ impl TfliteModel {
             } else {
                 None
             };
+            let start = Instant::now();
             let result = {
                 let mut values = Vec::with_capacity(node.inputs.len());
                 for (k, &id) in node.inputs.iter().enumerate() {
@@ -325,6 +419,7 @@ impl TfliteModel {
                 }
                 node.kernel.run(&values, owned).map_err(invalid)?
             };
+            on_node(node, start.elapsed());
             slots[node.output] = Some(result);
             for &id in &node.inputs {
                 if self.last_use[id] == n {

@@ -8,7 +8,7 @@ use super::array::Array;
 use super::builtin as op;
 use super::flatbuffer::{self, Table};
 use super::kernels::activation::{self, Activation};
-use super::kernels::binary::{binary, BinaryOp};
+use super::kernels::binary::{binary, binary_owned, BinaryOp};
 use super::kernels::conv::Conv2d;
 use super::kernels::depthwise::DepthwiseConv2d;
 use super::kernels::fully_connected::FullyConnected;
@@ -80,6 +80,7 @@ impl Kernel {
         matches!(
             self,
             Kernel::Activation(_)
+                | Kernel::Binary { .. }
                 | Kernel::Logistic
                 | Kernel::Prelu { .. }
                 | Kernel::Reshape { .. }
@@ -107,10 +108,16 @@ impl Kernel {
             Kernel::DepthwiseConv2d(k) => k.run(first()?),
             Kernel::FullyConnected(k) => k.run(first()?),
             Kernel::Pool(k) => k.run(first()?),
-            Kernel::Binary { op, activation } => {
-                let b = inputs.get(1).ok_or("missing second input")?;
-                binary(*op, first()?, b, *activation)
-            }
+            Kernel::Binary { op, activation } => match owned {
+                Some(a) => {
+                    let b = inputs.first().ok_or("missing second input")?;
+                    binary_owned(*op, a, b, *activation)
+                }
+                None => {
+                    let b = inputs.get(1).ok_or("missing second input")?;
+                    binary(*op, first()?, b, *activation)
+                }
+            },
             Kernel::Prelu { alpha } => {
                 let mut a = take(owned)?;
                 if alpha.is_empty() || a.len() % alpha.len() != 0 {
@@ -281,24 +288,21 @@ pub fn build(
             let [o, kh, kw, i] = w.shape[..] else {
                 return Err(format!("filter shape {:?} is not OHWI", w.shape));
             };
-            Kernel::Conv2d(Conv2d {
-                weights: w.data.clone(),
-                bias: bias(ctx, def, 2, o)?,
-                out_channels: o,
-                kernel_h: kh,
-                kernel_w: kw,
-                in_channels: i,
-                padding: padding(&t)?,
-                stride: (
+            Kernel::Conv2d(Conv2d::new(
+                w.data.clone(),
+                bias(ctx, def, 2, o)?,
+                (o, kh, kw, i),
+                (
                     positive(&t, 2, 0, "stride_h")?,
                     positive(&t, 1, 0, "stride_w")?,
                 ),
-                dilation: (
+                (
                     positive(&t, 5, 1, "dilation_h_factor")?,
                     positive(&t, 4, 1, "dilation_w_factor")?,
                 ),
-                activation: activation(&t, 3)?,
-            })
+                padding(&t)?,
+                activation(&t, 3)?,
+            ))
         }
         op::DEPTHWISE_CONV_2D => {
             let t = options(def)?;
@@ -319,24 +323,23 @@ pub fn build(
                     "{oc} output channels are not a multiple of {in_channels} input channels"
                 ));
             }
-            Kernel::DepthwiseConv2d(DepthwiseConv2d {
-                weights: w.data.clone(),
-                bias: bias(ctx, def, 2, oc)?,
-                kernel_h: kh,
-                kernel_w: kw,
-                multiplier: oc / in_channels,
-                out_channels: oc,
-                padding: padding(&t)?,
-                stride: (
+            Kernel::DepthwiseConv2d(DepthwiseConv2d::new(
+                w.data.clone(),
+                bias(ctx, def, 2, oc)?,
+                (kh, kw),
+                oc / in_channels,
+                oc,
+                (
                     positive(&t, 2, 0, "stride_h")?,
                     positive(&t, 1, 0, "stride_w")?,
                 ),
-                dilation: (
+                (
                     positive(&t, 6, 1, "dilation_h_factor")?,
                     positive(&t, 5, 1, "dilation_w_factor")?,
                 ),
-                activation: activation(&t, 4)?,
-            })
+                padding(&t)?,
+                activation(&t, 4)?,
+            ))
         }
         op::FULLY_CONNECTED => {
             let t = options(def)?;
@@ -354,14 +357,14 @@ pub fn build(
                 Some(_) => Some(bias(ctx, def, 2, units)?),
                 None => None,
             };
-            Kernel::FullyConnected(FullyConnected {
-                weights: w.data.clone(),
-                bias,
+            Kernel::FullyConnected(FullyConnected::new(
+                &w.data,
+                bias.as_deref(),
                 units,
                 inputs,
-                keep_num_dims: fb(t.boolean(2, false, "keep_num_dims"))?,
-                activation: activation(&t, 0)?,
-            })
+                fb(t.boolean(2, false, "keep_num_dims"))?,
+                activation(&t, 0)?,
+            ))
         }
         op::MAX_POOL_2D | op::AVERAGE_POOL_2D => {
             let t = options(def)?;

@@ -51,6 +51,92 @@ pub fn axis_window(
     })
 }
 
+/// One spatial axis of a windowed op whose input had an explicit zero PAD folded into it:
+/// VALID over the padded extent, reading zeros for the `before` / `after` cells.
+pub fn explicit_axis_window(
+    input: usize,
+    before: usize,
+    after: usize,
+    filter: usize,
+    stride: usize,
+    dilation: usize,
+) -> Option<AxisWindow> {
+    let padded = axis_window(
+        Padding::Valid,
+        input + before + after,
+        filter,
+        stride,
+        dilation,
+    )?;
+    Some(AxisWindow {
+        out: padded.out,
+        pad_before: before,
+        pad_after: after,
+    })
+}
+
+/// The two spatial windows of a layer, from its padding mode or from explicit padding
+/// `[(top, bottom), (left, right)]` when a PAD was folded into it.
+#[allow(clippy::too_many_arguments)]
+pub fn spatial_windows(
+    padding: Padding,
+    explicit: Option<[(usize, usize); 2]>,
+    (h, w): (usize, usize),
+    (kh, kw): (usize, usize),
+    stride: (usize, usize),
+    dilation: (usize, usize),
+) -> Result<(AxisWindow, AxisWindow), String> {
+    let windows = match explicit {
+        Some([(top, bottom), (left, right)]) => (
+            explicit_axis_window(h, top, bottom, kh, stride.0, dilation.0),
+            explicit_axis_window(w, left, right, kw, stride.1, dilation.1),
+        ),
+        None => (
+            axis_window(padding, h, kh, stride.0, dilation.0),
+            axis_window(padding, w, kw, stride.1, dilation.1),
+        ),
+    };
+    match windows {
+        (Some(y), Some(x)) => Ok((y, x)),
+        _ => Err(format!("filter {kh}x{kw} does not fit input {h}x{w}")),
+    }
+}
+
+/// Input index read by output index `out` at filter tap `tap`, or `None` in the padding.
+#[inline]
+pub fn source_index(
+    out: usize,
+    tap: usize,
+    stride: usize,
+    dilation: usize,
+    pad_before: usize,
+    input: usize,
+) -> Option<usize> {
+    (out * stride + tap * dilation)
+        .checked_sub(pad_before)
+        .filter(|&i| i < input)
+}
+
+/// The output indices `lo..hi` whose input index for filter tap `tap` lies inside the input.
+pub fn valid_outputs(
+    tap: usize,
+    stride: usize,
+    dilation: usize,
+    pad_before: usize,
+    input: usize,
+    output: usize,
+) -> (usize, usize) {
+    // out * stride + tap * dilation - pad_before in [0, input)
+    let offset = tap * dilation;
+    let lo = pad_before.saturating_sub(offset).div_ceil(stride);
+    let hi = if input + pad_before > offset {
+        (input + pad_before - offset).div_ceil(stride)
+    } else {
+        0
+    };
+    (lo.min(output), hi.min(output).max(lo.min(output)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +163,54 @@ mod tests {
         assert_eq!(axis_window(Padding::Same, 10, 3, 1, 2), w(10, 2, 2));
         // window smaller than stride: no padding needed.
         assert_eq!(axis_window(Padding::Same, 8, 1, 2, 1), w(4, 0, 0));
+    }
+
+    #[test]
+    fn valid_output_ranges_match_source_index() {
+        for (input, stride, dilation, pad_before, output) in [
+            (8, 1, 1, 1, 8),
+            (9, 2, 1, 2, 5),
+            (7, 3, 2, 0, 3),
+            (5, 2, 1, 3, 5),
+        ] {
+            for tap in 0..4 {
+                let (lo, hi) = valid_outputs(tap, stride, dilation, pad_before, input, output);
+                for out in 0..output {
+                    let inside =
+                        source_index(out, tap, stride, dilation, pad_before, input).is_some();
+                    assert_eq!(
+                        inside,
+                        (lo..hi).contains(&out),
+                        "tap {tap} out {out} in {input} s{stride} d{dilation} p{pad_before}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn explicit_padding_is_valid_over_the_padded_input() {
+        // PAD 1 before / 2 after a 7-wide input, then a VALID 3-tap stride-2 window.
+        let w = explicit_axis_window(7, 1, 2, 3, 2, 1).unwrap();
+        assert_eq!(
+            w,
+            AxisWindow {
+                out: 4,
+                pad_before: 1,
+                pad_after: 2
+            }
+        );
+        let (y, x) = spatial_windows(
+            Padding::Valid,
+            Some([(0, 0), (1, 2)]),
+            (5, 7),
+            (3, 3),
+            (1, 2),
+            (1, 1),
+        )
+        .unwrap();
+        assert_eq!((y.out, x.out), (3, 4));
+        assert!(spatial_windows(Padding::Valid, None, (2, 2), (3, 3), (1, 1), (1, 1)).is_err());
     }
 
     #[test]

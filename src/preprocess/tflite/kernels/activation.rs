@@ -1,5 +1,6 @@
 //! Fused activation functions (`ActivationFunctionType`) and the standalone activation ops.
 
+use pulp::Arch;
 use rayon::prelude::*;
 
 /// Elements per parallel task for cheap elementwise loops.
@@ -27,24 +28,52 @@ impl Activation {
     }
 
     pub fn apply(self, data: &mut [f32]) {
-        if self == Activation::None {
-            return;
+        match self {
+            Activation::None => {}
+            Activation::Relu => map_in_place(data, |x| x.max(0.0)),
+            Activation::ReluN1To1 => map_in_place(data, |x| x.clamp(-1.0, 1.0)),
+            Activation::Relu6 => map_in_place(data, |x| x.clamp(0.0, 6.0)),
+            Activation::Tanh => map_in_place(data, f32::tanh),
         }
-        data.par_chunks_mut(ELEMENTWISE_CHUNK).for_each(|chunk| {
-            for x in chunk {
-                *x = self.apply_scalar(*x);
-            }
-        });
     }
+}
+
+impl Activation {
+    /// Like [`Self::apply`] on the calling thread (for data already inside a parallel task).
+    pub fn apply_serial(self, data: &mut [f32]) {
+        match self {
+            Activation::None => {}
+            Activation::Relu => map_serial(data, |x| x.max(0.0)),
+            Activation::ReluN1To1 => map_serial(data, |x| x.clamp(-1.0, 1.0)),
+            Activation::Relu6 => map_serial(data, |x| x.clamp(0.0, 6.0)),
+            Activation::Tanh => map_serial(data, f32::tanh),
+        }
+    }
+}
+
+fn map_serial(data: &mut [f32], f: impl Fn(f32) -> f32) {
+    Arch::new().dispatch(|| {
+        for x in data.iter_mut() {
+            *x = f(*x);
+        }
+    })
+}
+
+/// `x = f(x)` over `data`, in parallel chunks, each compiled for the CPU's widest SIMD
+/// instruction set (pulp dispatch) so simple `f`s auto-vectorise.
+pub fn map_in_place(data: &mut [f32], f: impl Fn(f32) -> f32 + Sync + Send + Copy) {
+    data.par_chunks_mut(ELEMENTWISE_CHUNK).for_each(|chunk| {
+        Arch::new().dispatch(|| {
+            for x in chunk.iter_mut() {
+                *x = f(*x);
+            }
+        })
+    });
 }
 
 /// LOGISTIC: 1 / (1 + e^-x).
 pub fn logistic(data: &mut [f32]) {
-    data.par_chunks_mut(ELEMENTWISE_CHUNK).for_each(|chunk| {
-        for x in chunk {
-            *x = 1.0 / (1.0 + (-*x).exp());
-        }
-    });
+    map_in_place(data, |x| 1.0 / (1.0 + (-x).exp()));
 }
 
 /// PRELU with `alpha` broadcast over the trailing dims of `data` (alpha's length divides
@@ -53,13 +82,13 @@ pub fn prelu(data: &mut [f32], alpha: &[f32]) {
     let period = alpha.len();
     let chunk = (ELEMENTWISE_CHUNK / period).max(1) * period;
     data.par_chunks_mut(chunk).for_each(|chunk| {
-        for row in chunk.chunks_exact_mut(period) {
-            for (x, a) in row.iter_mut().zip(alpha) {
-                if *x < 0.0 {
-                    *x *= a;
+        Arch::new().dispatch(|| {
+            for row in chunk.chunks_exact_mut(period) {
+                for (x, &a) in row.iter_mut().zip(alpha) {
+                    *x = if *x < 0.0 { *x * a } else { *x };
                 }
             }
-        }
+        })
     });
 }
 

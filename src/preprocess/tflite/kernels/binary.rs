@@ -1,5 +1,6 @@
 //! Elementwise binary ops with NumPy-style broadcasting (ADD, MUL, SUB, ...).
 
+use pulp::Arch;
 use rayon::prelude::*;
 
 use super::activation::{Activation, ELEMENTWISE_CHUNK};
@@ -54,19 +55,50 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
         .collect()
 }
 
-pub fn binary(op: BinaryOp, a: &Array, b: &Array, activation: Activation) -> Result<Array, String> {
-    let shape = broadcast_shape(&a.shape, &b.shape)?;
-    let data = if a.shape == b.shape {
-        let mut out = a.data.clone();
-        out.par_chunks_mut(ELEMENTWISE_CHUNK)
-            .zip(b.data.par_chunks(ELEMENTWISE_CHUNK))
-            .for_each(|(o, y)| {
-                for (x, &y) in o.iter_mut().zip(y) {
-                    *x = activation.apply_scalar(op.apply(*x, y));
+/// `a = op(a, b)` elementwise for equal shapes, each chunk compiled for the CPU's widest
+/// SIMD set so the loop vectorises.
+fn zip_in_place(a: &mut [f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send + Copy) {
+    a.par_chunks_mut(ELEMENTWISE_CHUNK)
+        .zip(b.par_chunks(ELEMENTWISE_CHUNK))
+        .for_each(|(x, y)| {
+            Arch::new().dispatch(|| {
+                for (x, &y) in x.iter_mut().zip(y) {
+                    *x = f(*x, y);
                 }
-            });
-        out
-    } else {
+            })
+        });
+}
+
+/// `op(a, b)` with broadcasting. When `a` is given up by its owner (`owned`), equal shapes
+/// are computed in its buffer.
+pub fn binary_owned(
+    op: BinaryOp,
+    a: Array,
+    b: &Array,
+    activation: Activation,
+) -> Result<Array, String> {
+    if a.shape != b.shape {
+        return binary(op, &a, b, activation);
+    }
+    let mut a = a;
+    match op {
+        BinaryOp::Add => zip_in_place(&mut a.data, &b.data, |x, y| x + y),
+        BinaryOp::Sub => zip_in_place(&mut a.data, &b.data, |x, y| x - y),
+        BinaryOp::Mul => zip_in_place(&mut a.data, &b.data, |x, y| x * y),
+        BinaryOp::Div => zip_in_place(&mut a.data, &b.data, |x, y| x / y),
+        BinaryOp::Maximum => zip_in_place(&mut a.data, &b.data, f32::max),
+        BinaryOp::Minimum => zip_in_place(&mut a.data, &b.data, f32::min),
+    }
+    activation.apply(&mut a.data);
+    Ok(a)
+}
+
+pub fn binary(op: BinaryOp, a: &Array, b: &Array, activation: Activation) -> Result<Array, String> {
+    if a.shape == b.shape {
+        return binary_owned(op, a.clone(), b, activation);
+    }
+    let shape = broadcast_shape(&a.shape, &b.shape)?;
+    let data = {
         let rank = shape.len();
         // Strides of each operand in the output index space (0 along broadcast dims).
         let operand_strides = |s: &[usize]| {

@@ -5,8 +5,9 @@
 use rayon::prelude::*;
 
 use super::activation::Activation;
+use super::taps::{accumulate_row, TapTiles, Window};
 use crate::preprocess::tflite::array::Array;
-use crate::preprocess::tflite::padding::{axis_window, Padding};
+use crate::preprocess::tflite::padding::{source_index, spatial_windows, Padding};
 
 #[derive(Debug, Clone)]
 pub struct DepthwiseConv2d {
@@ -20,10 +21,70 @@ pub struct DepthwiseConv2d {
     pub stride: (usize, usize),
     pub dilation: (usize, usize),
     pub padding: Padding,
+    /// `[(top, bottom), (left, right)]` zero padding of a PAD folded into this layer
+    /// (overrides `padding`).
+    pub explicit_padding: Option<[(usize, usize); 2]>,
     pub activation: Activation,
+    /// The weights laid out for the SIMD row kernel (multiplier 1).
+    tiles: TapTiles,
 }
 
 impl DepthwiseConv2d {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        weights: Vec<f32>,
+        bias: Vec<f32>,
+        kernel: (usize, usize),
+        multiplier: usize,
+        out_channels: usize,
+        stride: (usize, usize),
+        dilation: (usize, usize),
+        padding: Padding,
+        activation: Activation,
+    ) -> Self {
+        let tiles = TapTiles::new(&weights, out_channels);
+        DepthwiseConv2d {
+            weights,
+            bias,
+            kernel_h: kernel.0,
+            kernel_w: kernel.1,
+            multiplier,
+            out_channels,
+            stride,
+            dilation,
+            padding,
+            explicit_padding: None,
+            activation,
+            tiles,
+        }
+    }
+
+    /// Depth multiplier > 1: output channel `o` reads input channel `o / multiplier`.
+    fn accumulate_row_multiplied(&self, dst: &mut [f32], image: &[f32], oy: usize, g: &Window) {
+        let c = self.out_channels / self.multiplier;
+        for ky in 0..self.kernel_h {
+            let Some(iy) = source_index(oy, ky, g.stride.0, g.dilation.0, g.y.pad_before, g.h)
+            else {
+                continue;
+            };
+            for kx in 0..self.kernel_w {
+                let taps = &self.weights[(ky * self.kernel_w + kx) * self.out_channels..]
+                    [..self.out_channels];
+                for (ox, px) in dst.chunks_exact_mut(self.out_channels).enumerate() {
+                    let Some(ix) =
+                        source_index(ox, kx, g.stride.1, g.dilation.1, g.x.pad_before, g.w)
+                    else {
+                        continue;
+                    };
+                    let src = &image[(iy * g.w + ix) * c..][..c];
+                    for (o, (acc, &t)) in px.iter_mut().zip(taps).enumerate() {
+                        *acc += src[o / self.multiplier] * t;
+                    }
+                }
+            }
+        }
+    }
+
     pub fn run(&self, input: &Array) -> Result<Array, String> {
         let (batch, h, w, c) = input
             .nhwc()
@@ -34,36 +95,25 @@ impl DepthwiseConv2d {
                 self.multiplier, self.out_channels
             ));
         }
-        let wy = axis_window(
+        let (wy, wx) = spatial_windows(
             self.padding,
-            h,
-            self.kernel_h,
-            self.stride.0,
-            self.dilation.0,
-        )
-        .ok_or_else(|| {
-            format!(
-                "filter {}x{} does not fit input {h}x{w}",
-                self.kernel_h, self.kernel_w
-            )
-        })?;
-        let wx = axis_window(
-            self.padding,
-            w,
-            self.kernel_w,
-            self.stride.1,
-            self.dilation.1,
-        )
-        .ok_or_else(|| {
-            format!(
-                "filter {}x{} does not fit input {h}x{w}",
-                self.kernel_h, self.kernel_w
-            )
-        })?;
+            self.explicit_padding,
+            (h, w),
+            (self.kernel_h, self.kernel_w),
+            self.stride,
+            self.dilation,
+        )?;
         let (oh, ow, oc) = (wy.out, wx.out, self.out_channels);
         let mut out = vec![0.0f32; batch * oh * ow * oc];
-        let (sy, sx) = self.stride;
-        let (dy, dx) = self.dilation;
+        let window = Window {
+            h,
+            w,
+            kernel: (self.kernel_h, self.kernel_w),
+            stride: self.stride,
+            dilation: self.dilation,
+            y: wy,
+            x: wx,
+        };
         out.par_chunks_mut(ow * oc)
             .enumerate()
             .for_each(|(row, dst)| {
@@ -71,37 +121,13 @@ impl DepthwiseConv2d {
                 for px in dst.chunks_exact_mut(oc) {
                     px.copy_from_slice(&self.bias);
                 }
-                for ky in 0..self.kernel_h {
-                    let iy = (oy * sy + ky * dy) as isize - wy.pad_before as isize;
-                    if iy < 0 || iy >= h as isize {
-                        continue;
-                    }
-                    let src_row = &input.data[((b * h + iy as usize) * w) * c..][..w * c];
-                    for kx in 0..self.kernel_w {
-                        let taps = &self.weights[(ky * self.kernel_w + kx) * oc..][..oc];
-                        for (ox, px) in dst.chunks_exact_mut(oc).enumerate() {
-                            let ix = (ox * sx + kx * dx) as isize - wx.pad_before as isize;
-                            if ix < 0 || ix >= w as isize {
-                                continue;
-                            }
-                            let src = &src_row[ix as usize * c..][..c];
-                            if self.multiplier == 1 {
-                                for ((acc, &x), &t) in px.iter_mut().zip(src).zip(taps) {
-                                    *acc += x * t;
-                                }
-                            } else {
-                                for (o, (acc, &t)) in px.iter_mut().zip(taps).enumerate() {
-                                    *acc += src[o / self.multiplier] * t;
-                                }
-                            }
-                        }
-                    }
+                let image = &input.data[b * h * w * c..][..h * w * c];
+                if self.multiplier == 1 {
+                    accumulate_row(dst, image, oy, &window, &self.tiles);
+                } else {
+                    self.accumulate_row_multiplied(dst, image, oy, &window);
                 }
-                if self.activation != Activation::None {
-                    for v in dst.iter_mut() {
-                        *v = self.activation.apply_scalar(*v);
-                    }
-                }
+                self.activation.apply_serial(dst);
             });
         Ok(Array::new(vec![batch, oh, ow, oc], out))
     }
@@ -118,8 +144,15 @@ mod tests {
     /// Direct evaluation of the definition.
     fn naive(d: &DepthwiseConv2d, input: &Array) -> Array {
         let (batch, h, w, c) = input.nhwc().unwrap();
-        let wy = axis_window(d.padding, h, d.kernel_h, d.stride.0, d.dilation.0).unwrap();
-        let wx = axis_window(d.padding, w, d.kernel_w, d.stride.1, d.dilation.1).unwrap();
+        let (wy, wx) = spatial_windows(
+            d.padding,
+            d.explicit_padding,
+            (h, w),
+            (d.kernel_h, d.kernel_w),
+            d.stride,
+            d.dilation,
+        )
+        .unwrap();
         let mut out = Array::zeros(vec![batch, wy.out, wx.out, d.out_channels]);
         for b in 0..batch {
             for oy in 0..wy.out {
@@ -160,18 +193,17 @@ mod tests {
         ] {
             let c = 4;
             let oc = c * multiplier;
-            let d = DepthwiseConv2d {
-                weights: wave(k * k * oc, 0.9),
-                bias: wave(oc, 2.1),
-                kernel_h: k,
-                kernel_w: k,
+            let d = DepthwiseConv2d::new(
+                wave(k * k * oc, 0.9),
+                wave(oc, 2.1),
+                (k, k),
                 multiplier,
-                out_channels: oc,
+                oc,
                 stride,
                 dilation,
                 padding,
-                activation: Activation::Relu,
-            };
+                Activation::Relu,
+            );
             let input = Array::new(vec![1, 11, 10, c], wave(11 * 10 * c, 0.21));
             let fast = d.run(&input).unwrap();
             let slow = naive(&d, &input);
@@ -181,6 +213,37 @@ mod tests {
                     (a - b).abs() < 1e-5,
                     "k{k} {stride:?} m{multiplier}: {a} vs {b}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn explicit_padding_equals_valid_on_zero_padded_input() {
+        for (c, k, stride) in [(8, 3, (1, 1)), (32, 5, (2, 2)), (24, 3, (2, 2))] {
+            let mut d = DepthwiseConv2d::new(
+                wave(k * k * c, 0.9),
+                wave(c, 2.1),
+                (k, k),
+                1,
+                c,
+                stride,
+                (1, 1),
+                Padding::Valid,
+                Activation::Relu6,
+            );
+            let input = Array::new(vec![1, 12, 11, c], wave(12 * 11 * c, 0.21));
+            let pads = [(1, 2), (2, 2)];
+            let padded = crate::preprocess::tflite::kernels::shape::pad(
+                &input,
+                &[(0, 0), pads[0], pads[1], (0, 0)],
+            )
+            .unwrap();
+            let want = d.run(&padded).unwrap();
+            d.explicit_padding = Some(pads);
+            let got = d.run(&input).unwrap();
+            assert_eq!(got.shape, want.shape);
+            for (a, b) in got.data.iter().zip(&want.data) {
+                assert!((a - b).abs() < 1e-5, "c{c} k{k} {stride:?}: {a} vs {b}");
             }
         }
     }

@@ -1,14 +1,12 @@
 //! FULLY_CONNECTED: `[M, K] · Wᵀ + b` with TFLite's `[N, K]` weight layout.
 
 use super::activation::Activation;
-use super::gemm::matmul_bt;
+use super::packed_gemm::{matmul_packed, PackedWeights};
 use crate::preprocess::tflite::array::Array;
 
 #[derive(Debug, Clone)]
 pub struct FullyConnected {
-    /// `[units][inputs]`.
-    pub weights: Vec<f32>,
-    pub bias: Option<Vec<f32>>,
+    weights: PackedWeights,
     pub units: usize,
     pub inputs: usize,
     pub keep_num_dims: bool,
@@ -16,8 +14,28 @@ pub struct FullyConnected {
 }
 
 impl FullyConnected {
+    /// `weights` is `[units][inputs]`; a missing bias is zero.
+    pub fn new(
+        weights: &[f32],
+        bias: Option<&[f32]>,
+        units: usize,
+        inputs: usize,
+        keep_num_dims: bool,
+        activation: Activation,
+    ) -> Self {
+        let zeros = vec![0.0; units];
+        let weights = PackedWeights::new(weights, bias.unwrap_or(&zeros), units, inputs);
+        FullyConnected {
+            weights,
+            units,
+            inputs,
+            keep_num_dims,
+            activation,
+        }
+    }
+
     pub fn run(&self, input: &Array) -> Result<Array, String> {
-        if self.inputs == 0 || input.len() % self.inputs != 0 {
+        if self.inputs == 0 || !input.len().is_multiple_of(self.inputs) {
             return Err(format!(
                 "input of shape {:?} does not split into rows of {}",
                 input.shape, self.inputs
@@ -25,16 +43,7 @@ impl FullyConnected {
         }
         let rows = input.len() / self.inputs;
         let mut out = vec![0.0f32; rows * self.units];
-        matmul_bt(
-            &input.data,
-            &self.weights,
-            self.bias.as_deref(),
-            &mut out,
-            rows,
-            self.inputs,
-            self.units,
-        );
-        self.activation.apply(&mut out);
+        matmul_packed(&input.data, &self.weights, self.activation, &mut out);
         let shape = if self.keep_num_dims && input.shape.last() == Some(&self.inputs) {
             let mut s = input.shape.clone();
             *s.last_mut().expect("non-empty shape") = self.units;
@@ -52,14 +61,14 @@ mod tests {
 
     #[test]
     fn dense_layer() {
-        let fc = FullyConnected {
-            weights: vec![1.0, 2.0, 3.0, -1.0, 0.0, 1.0],
-            bias: Some(vec![0.5, -10.0]),
-            units: 2,
-            inputs: 3,
-            keep_num_dims: false,
-            activation: Activation::Relu,
-        };
+        let fc = FullyConnected::new(
+            &[1.0, 2.0, 3.0, -1.0, 0.0, 1.0],
+            Some(&[0.5, -10.0]),
+            2,
+            3,
+            false,
+            Activation::Relu,
+        );
         let out = fc
             .run(&Array::new(vec![1, 1, 1, 3], vec![1.0, 1.0, 2.0]))
             .unwrap();
