@@ -157,36 +157,44 @@ impl PoseEstimator {
             Some(roi::pose_landmarks_to_roi(&body.auxiliary, size)),
             detected,
         );
+        if detected {
+            // A (re)detected person: look for the hands right away.
+            state.left_hand.search_now();
+            state.right_hand.search_now();
+        }
 
-        let (left_hand, right_hand) = match &self.hands {
-            Some((palm, model)) => (
-                self.track_hand(
-                    image,
-                    &body,
-                    Side::Left,
-                    &mut state.left_hand,
-                    palm,
-                    model,
-                    stats,
-                )?,
-                self.track_hand(
-                    image,
-                    &body,
-                    Side::Right,
-                    &mut state.right_hand,
-                    palm,
-                    model,
-                    stats,
-                )?,
-            ),
-            None => (None, None),
+        // The hands and the face only depend on the body: run them side by side.
+        let TrackState {
+            left_hand: left_track,
+            right_hand: right_track,
+            face: face_track,
+            ..
+        } = state;
+        let mut left_stats = TrackingStats::default();
+        let mut right_stats = TrackingStats::default();
+        let mut face_stats = TrackingStats::default();
+        let hand = |side, track: &mut PartTrack, stats: &mut TrackingStats| match &self.hands {
+            Some((palm, model)) => self.track_hand(image, &body, side, track, palm, model, stats),
+            None => Ok(None),
         };
-        let face = match &self.face {
-            Some((detector, model)) => {
-                self.track_face(image, &body, &mut state.face, detector, model, stats)?
-            }
-            None => None,
-        };
+        let ((left_hand, right_hand), face) = rayon::join(
+            || {
+                rayon::join(
+                    || hand(Side::Left, left_track, &mut left_stats),
+                    || hand(Side::Right, right_track, &mut right_stats),
+                )
+            },
+            || match &self.face {
+                Some((detector, model)) => {
+                    self.track_face(image, &body, face_track, detector, model, &mut face_stats)
+                }
+                None => Ok(None),
+            },
+        );
+        for part in [left_stats, right_stats, face_stats] {
+            stats.add(&part);
+        }
+        let (left_hand, right_hand, face) = (left_hand?, right_hand?, face?);
         Ok(Some(FrameLandmarks {
             body,
             left_hand,
@@ -234,7 +242,9 @@ impl PoseEstimator {
                 return Ok(Some(h));
             }
         }
-        if body.landmarks[wrist].score < WRIST_VISIBILITY_FOR_HAND {
+        if body.landmarks[wrist].score < WRIST_VISIBILITY_FOR_HAND
+            || !track.should_search(self.settings.hand_search_every)
+        {
             track.update(None, false);
             return Ok(None);
         }

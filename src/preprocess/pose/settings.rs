@@ -9,6 +9,7 @@
 //!     min_confidence: 0.5     # keypoints less confident than this are missing
 //!     redetect_below: 0.5     # a tracked part whose presence drops below is re-detected
 //!     redetect_every: 0       # also re-detect every N frames (0 = only when tracking fails)
+//!     hand_search_every: 4    # while a hand is lost, look for it every N frames (1 = always)
 //!     smoothing:
 //!       enabled: true
 //!       min_cutoff: 0.05      # One-Euro parameters (MediaPipe's pose defaults)
@@ -29,6 +30,10 @@ pub struct PoseSettings {
     pub min_confidence: f32,
     pub redetect_below: f32,
     pub redetect_every: u32,
+    /// A palm search costs about as much as the body model; while a hand is not tracked
+    /// (hidden, out of frame) it runs only every N frames, and at once when the person is
+    /// (re)detected. 1 searches on every frame, as MediaPipe Holistic does.
+    pub hand_search_every: u32,
     pub smoothing: SmoothingSettings,
 }
 
@@ -41,6 +46,7 @@ impl Default for PoseSettings {
             min_confidence: 0.5,
             redetect_below: 0.5,
             redetect_every: 0,
+            hand_search_every: 4,
             smoothing: SmoothingSettings::default(),
         }
     }

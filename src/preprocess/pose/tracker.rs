@@ -17,6 +17,8 @@ pub struct PartTrack {
     roi: Option<NormRect>,
     /// Frames since this part was last found by a detector.
     since_detection: u32,
+    /// Frames since this part was lost (0 while tracked or before the first search).
+    lost_frames: u32,
 }
 
 impl PartTrack {
@@ -32,6 +34,11 @@ impl PartTrack {
     /// (`detected` when a detector ran for it), `None` if it was lost.
     pub fn update(&mut self, next_roi: Option<NormRect>, detected: bool) {
         self.roi = next_roi;
+        self.lost_frames = if next_roi.is_some() {
+            0
+        } else {
+            self.lost_frames + 1
+        };
         self.since_detection = if detected || next_roi.is_none() {
             0
         } else {
@@ -41,6 +48,17 @@ impl PartTrack {
 
     pub fn is_tracking(&self) -> bool {
         self.roi.is_some()
+    }
+
+    /// While lost, whether to search on this frame: on the first frame after losing it and
+    /// then every `every` frames (`every` ≤ 1: every frame).
+    pub fn should_search(&self, every: u32) -> bool {
+        every <= 1 || self.lost_frames % every == 0
+    }
+
+    /// Search on the next frame whatever the interval (the person was just re-detected).
+    pub fn search_now(&mut self) {
+        self.lost_frames = 0;
     }
 }
 
@@ -70,6 +88,19 @@ pub struct TrackingStats {
     pub body_landmark_runs: u64,
     pub hand_landmark_runs: u64,
     pub face_landmark_runs: u64,
+}
+
+impl TrackingStats {
+    /// Adds another set of counts (from parts processed in parallel).
+    pub fn add(&mut self, other: &TrackingStats) {
+        self.frames += other.frames;
+        self.person_detections += other.person_detections;
+        self.palm_detections += other.palm_detections;
+        self.face_detections += other.face_detections;
+        self.body_landmark_runs += other.body_landmark_runs;
+        self.hand_landmark_runs += other.hand_landmark_runs;
+        self.face_landmark_runs += other.face_landmark_runs;
+    }
 }
 
 /// Whether a tracked hand still belongs to the body's wrist: its wrist landmark must lie
@@ -128,6 +159,27 @@ mod tests {
         }
         // Frames 0, 4, 8 detect.
         assert_eq!(detections, 3);
+    }
+
+    #[test]
+    fn lost_part_is_searched_every_n_frames() {
+        let mut t = PartTrack::default();
+        let mut searched = vec![];
+        for frame in 0..9 {
+            let search = t.should_search(4);
+            searched.push(search);
+            t.update(None, search);
+            if frame == 5 {
+                t.search_now();
+            }
+        }
+        assert_eq!(
+            searched,
+            [true, false, false, false, true, false, true, false, false]
+        );
+        // Found again: tracking, and a later loss searches at once.
+        t.update(Some(rect(0.5)), true);
+        assert!(t.should_search(4));
     }
 
     #[test]
