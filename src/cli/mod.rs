@@ -1,1 +1,86 @@
-//! cli
+//! The command line (DESIGN §5): one file per subcommand, each with its clap `Args` struct
+//! and a `run` function. To add a subcommand: create `src/cli/NAME.rs` with
+//! `pub struct NameArgs` (`#[derive(clap::Args)]`) and `pub fn run(args: NameArgs) ->
+//! anyhow::Result<()>`, add a variant to [`Command`] and a line to [`run`].
+//! Errors follow the exit-code policy in [`error`].
+
+pub mod args;
+pub mod batch;
+pub mod error;
+pub mod models;
+pub mod plan;
+pub mod preprocess;
+pub mod render;
+pub mod score;
+pub mod still;
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::preset::{Preset, PresetOverrides};
+
+pub use error::{exit_code, CliError, EXIT_BAD_INPUT, EXIT_FAILURE};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rotoscope",
+    version,
+    about = "Turn motion clips into frame-consistent styled animation (SD1.5 + ControlNet, CPU)",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Render a clip in a preset's style (MP4 with the source's audio, or a PNG sequence)
+    Render(render::RenderArgs),
+    /// Render one character in given poses (one image per pose, or a grid)
+    Still(still::StillArgs),
+    /// Write pose and soft-edge maps (PNG) and OpenPose JSON for every frame
+    Preprocess(preprocess::PreprocessArgs),
+    /// Show how a clip would be split into batches, with a memory and time estimate
+    Plan(plan::PlanArgs),
+    /// Temporal-consistency metrics of an output against its input
+    Score(score::ScoreArgs),
+    /// Run many (input, preset, output) jobs from a YAML file, resumably
+    Batch(batch::BatchArgs),
+    /// Download or list the models presets refer to
+    Models(models::ModelsArgs),
+}
+
+/// Run a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Render(args) => render::run(args),
+        Command::Still(args) => still::run(args),
+        Command::Preprocess(args) => preprocess::run(args),
+        Command::Plan(args) => plan::run(args),
+        Command::Score(args) => score::run(args),
+        Command::Batch(args) => batch::run(args),
+        Command::Models(args) => models::run(args),
+    }
+}
+
+/// Load `-p PRESET` (a file, or a bundled preset's name) and apply command-line overrides.
+pub fn load_preset(name_or_path: &Path, overrides: &PresetOverrides) -> anyhow::Result<Preset> {
+    let preset = Preset::resolve(name_or_path)?;
+    let origin = name_or_path.display().to_string();
+    preset
+        .with_overrides(overrides, &origin)
+        .context("applying command-line overrides")
+}
+
+/// Write to stdout; a reader that went away (`| head`) is not an error.
+pub fn print_stdout(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing to stdout"),
+    }
+}

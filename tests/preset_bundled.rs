@@ -1,0 +1,94 @@
+//! Every preset in presets/ parses, and the bundled copies compiled into the binary are
+//! the same files.
+
+use std::path::Path;
+
+use rotoscope::preset::{self, ControlKind, Preset};
+
+fn preset_files() -> Vec<std::path::PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("presets");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("presets/ directory")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_preset_file_parses_and_validates() {
+    let files = preset_files();
+    assert!(
+        files.len() >= 3,
+        "expected at least 3 presets, found {files:?}"
+    );
+    for file in files {
+        let p = Preset::load(&file).unwrap_or_else(|e| panic!("{e}"));
+        p.validate(&file.display().to_string()).unwrap();
+        assert!(
+            !p.prompt.trim().is_empty(),
+            "{}: empty prompt",
+            file.display()
+        );
+        let stem = file.file_stem().unwrap().to_string_lossy().into_owned();
+        assert_eq!(
+            p.name.as_deref(),
+            Some(stem.as_str()),
+            "{}: name",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn required_styles_are_bundled_with_real_sd15_models() {
+    for name in ["anime", "watercolor", "lineart-ink"] {
+        let text = preset::bundled(name).unwrap_or_else(|| panic!("{name} not bundled"));
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("presets/{name}.yaml"));
+        assert_eq!(
+            text,
+            std::fs::read_to_string(&file).unwrap(),
+            "{name}: bundled copy differs"
+        );
+        let p = Preset::from_yaml(text, name).unwrap();
+        assert_eq!(p.model.base, "stable-diffusion-v1-5/stable-diffusion-v1-5");
+        let model_of = |kind| {
+            p.controlnets
+                .iter()
+                .find(|c| c.kind == kind)
+                .map(|c| c.model.as_str())
+        };
+        assert_eq!(
+            model_of(ControlKind::Openpose),
+            Some("lllyasviel/control_v11p_sd15_openpose")
+        );
+        assert_eq!(
+            model_of(ControlKind::Softedge),
+            Some("lllyasviel/control_v11p_sd15_softedge")
+        );
+        assert!(!p.negative_prompt.is_empty());
+        assert!(p.batch.frames < 200 && p.batch.overlap < p.batch.frames);
+    }
+    let names: Vec<_> = Preset::bundled_names().collect();
+    assert_eq!(names, ["anime", "watercolor", "lineart-ink"]);
+}
+
+#[test]
+fn resolve_prefers_an_existing_file_over_a_bundled_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("anime");
+    std::fs::write(&file, "model: {base: local/model}\nprompt: mine\n").unwrap();
+    assert_eq!(Preset::resolve(&file).unwrap().prompt, "mine");
+    assert_eq!(
+        Preset::resolve(Path::new("anime")).unwrap().name.as_deref(),
+        Some("anime")
+    );
+    let err = Preset::resolve(Path::new("no-such-style"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no-such-style") && err.contains("anime, watercolor, lineart-ink"),
+        "{err}"
+    );
+}
