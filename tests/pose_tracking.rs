@@ -6,10 +6,11 @@
 //! in every frame (see tests/pose_photo.rs for how the base positions were checked).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use image::{Rgb, RgbImage};
 use rotoscope::preprocess::openpose::keypoints::{BodyPart, Keypoint};
-use rotoscope::preprocess::pose::{PoseEstimator, PoseSettings};
+use rotoscope::preprocess::pose::{PoseEstimator, PoseSettings, PoseTracker};
 
 fn models_dir() -> PathBuf {
     std::env::var_os("ROTOSCOPE_MODELS")
@@ -111,7 +112,7 @@ fn tracked_keypoints_follow_motion_and_skip_detection() {
         .to_rgb8();
     let dir = require(models_dir().join("mediapipe"));
     let est = PoseEstimator::new(&dir, &PoseSettings::default()).unwrap();
-    let mut tracker = est.tracker(25.0);
+    let mut tracker = PoseTracker::new(Arc::new(est), 25.0);
 
     const FRAMES: usize = 12;
     for t in 0..FRAMES {
@@ -163,7 +164,7 @@ fn lost_person_is_redetected() {
         ..PoseSettings::default()
     };
     let est = PoseEstimator::new(&dir, &settings).unwrap();
-    let mut tracker = est.tracker(25.0);
+    let mut tracker = PoseTracker::new(Arc::new(est), 25.0);
     let grey = RgbImage::from_pixel(512, 512, Rgb([120, 120, 120]));
 
     let frames = [&photo, &photo, &grey, &photo, &photo];
@@ -186,7 +187,7 @@ fn lost_person_is_redetected() {
         ..PoseSettings::default()
     };
     let est = PoseEstimator::new(&dir, &settings).unwrap();
-    let mut tracker = est.tracker(25.0);
+    let mut tracker = PoseTracker::new(Arc::new(est), 25.0);
     for _ in 0..4 {
         assert_eq!(tracker.next(&photo).unwrap().people.len(), 1);
     }

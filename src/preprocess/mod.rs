@@ -1,4 +1,5 @@
 //! preprocess
+pub mod cache;
 pub mod openpose;
 pub mod pose;
 pub mod tflite;

@@ -14,6 +14,7 @@
 //! * single person, like Holistic: the best person detection is tracked.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use image::RgbImage;
 
@@ -98,20 +99,6 @@ impl PoseEstimator {
         let mut stats = TrackingStats::default();
         let found = self.process(image, &mut state, &mut stats)?;
         Ok(self.to_pose_frame(image.dimensions(), found))
-    }
-
-    /// A tracker for a video at `fps` frames per second.
-    pub fn tracker(&self, fps: f64) -> PoseTracker<'_> {
-        let params = self.settings.smoothing.params();
-        let smoother = || KeypointSmoother::new(params, fps);
-        PoseTracker {
-            estimator: self,
-            state: TrackState::default(),
-            stats: TrackingStats::default(),
-            fps,
-            frame: 0,
-            smoothers: [smoother(), smoother(), smoother(), smoother()],
-        }
     }
 
     /// Runs the pipeline on one frame, updating the tracks.
@@ -351,8 +338,8 @@ fn face_next_roi(f: &FaceLandmarks, size: (u32, u32)) -> NormRect {
 }
 
 /// Video-mode estimation: call [`PoseTracker::next`] with the frames in order.
-pub struct PoseTracker<'a> {
-    estimator: &'a PoseEstimator,
+pub struct PoseTracker {
+    estimator: Arc<PoseEstimator>,
     state: TrackState,
     stats: TrackingStats,
     fps: f64,
@@ -361,7 +348,25 @@ pub struct PoseTracker<'a> {
     smoothers: [KeypointSmoother; 4],
 }
 
-impl PoseTracker<'_> {
+impl PoseTracker {
+    /// A tracker for a video at `fps` frames per second (the rate the smoothing assumes).
+    pub fn new(estimator: Arc<PoseEstimator>, fps: f64) -> Self {
+        let params = estimator.settings.smoothing.params();
+        let smoother = || KeypointSmoother::new(params, fps);
+        PoseTracker {
+            estimator,
+            state: TrackState::default(),
+            stats: TrackingStats::default(),
+            fps,
+            frame: 0,
+            smoothers: [smoother(), smoother(), smoother(), smoother()],
+        }
+    }
+
+    pub fn estimator(&self) -> &PoseEstimator {
+        &self.estimator
+    }
+
     /// Keypoints of the next frame.
     pub fn next(&mut self, image: &RgbImage) -> Result<PoseFrame, PoseError> {
         let found = self
