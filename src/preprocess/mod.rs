@@ -2,4 +2,5 @@
 pub mod cache;
 pub mod openpose;
 pub mod pose;
+pub mod softedge;
 pub mod tflite;
