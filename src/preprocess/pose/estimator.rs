@@ -64,6 +64,24 @@ impl PoseEstimator {
     /// installs them in `$ROTOSCOPE_MODELS/mediapipe`).
     pub fn new(models_dir: &Path, settings: &PoseSettings) -> Result<Self, PoseError> {
         settings.validate()?;
+        let mut needed = vec![DetectorKind::Person.file_name(), super::body::MODEL_FILE];
+        if settings.hands {
+            needed.extend([DetectorKind::Palm.file_name(), super::hands::MODEL_FILE]);
+        }
+        if settings.face {
+            needed.extend([DetectorKind::Face.file_name(), super::face::MODEL_FILE]);
+        }
+        let missing: Vec<String> = needed
+            .iter()
+            .filter(|f| !models_dir.join(f).is_file())
+            .map(|f| f.to_string())
+            .collect();
+        if !missing.is_empty() {
+            return Err(PoseError::MissingModels {
+                dir: models_dir.to_path_buf(),
+                files: missing,
+            });
+        }
         let hands = if settings.hands {
             Some((
                 Detector::load(models_dir, DetectorKind::Palm)?,
@@ -365,6 +383,14 @@ impl PoseTracker {
 
     pub fn estimator(&self) -> &PoseEstimator {
         &self.estimator
+    }
+
+    /// Forgets tracks and smoothing history (the next frame does not follow the last one).
+    pub fn reset(&mut self) {
+        self.state.reset();
+        for s in &mut self.smoothers {
+            s.reset();
+        }
     }
 
     /// Keypoints of the next frame.

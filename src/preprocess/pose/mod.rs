@@ -20,6 +20,7 @@ pub mod hands;
 pub mod roi;
 pub mod settings;
 pub mod smoothing;
+pub mod stage;
 pub mod tracker;
 
 pub use estimator::{PoseEstimator, PoseTracker};
@@ -38,6 +39,8 @@ pub struct NormLandmark {
 pub enum PoseError {
     #[error("pose model {path} is missing: run scripts/fetch-models.sh (installs the MediaPipe models into $ROTOSCOPE_MODELS/mediapipe)")]
     MissingModel { path: PathBuf },
+    #[error("pose models missing from {}: {}; run scripts/fetch-models.sh (installs them into $ROTOSCOPE_MODELS/mediapipe)", dir.display(), files.join(", "))]
+    MissingModels { dir: PathBuf, files: Vec<String> },
     #[error(transparent)]
     Model(#[from] TfliteError),
     #[error("{path}: not the expected MediaPipe model: {detail}")]
