@@ -2,7 +2,10 @@
 pub mod attention_hook;
 pub mod clip;
 pub mod controlnet;
+pub mod embeddings;
 pub mod loading;
+pub mod model_stack;
+pub mod lora;
 pub mod single_file;
 pub mod tokenizer;
 pub mod unet;

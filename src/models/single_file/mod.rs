@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 pub use checkpoint::{Contents, SingleFileCheckpoint, TextEncoderKind};
 pub use infer::Family;
-pub use weights::{Patch, TensorFile, WeightMap, WeightSource};
+pub use weights::{is_pickle_path, Patch, TensorFile, WeightMap, WeightSource};
 
 use crate::models::clip::ClipTextConfig;
 use crate::models::controlnet::ControlNetConfig;
