@@ -9,6 +9,7 @@ pub mod loading;
 pub mod model_stack;
 pub mod lora;
 pub mod single_file;
+pub mod motion;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;
