@@ -136,14 +136,17 @@ pub fn keypoint_bounds(points: &[Keypoint]) -> Option<Rect> {
     })
 }
 
-/// The square around `bounds`: its longer side grown by `padding` of itself on each side
-/// (`side = long · (1 + 2·padding)`), at least `min_side`, centred on the bounds.
-pub fn padded_square(bounds: &Rect, padding: f32, min_side: f32) -> SquareBox {
+/// The square around `bounds`, centred on them: their longer side grown by `padding` of
+/// itself on each side (`long · (1 + 2·padding)`), but at least `long + 2·min_margin` (room
+/// for the mask around the part) and at least `min_side`.
+pub fn padded_square(bounds: &Rect, padding: f32, min_margin: f32, min_side: f32) -> SquareBox {
     let long = bounds.width.max(bounds.height);
     SquareBox {
         cx: bounds.x + bounds.width * 0.5,
         cy: bounds.y + bounds.height * 0.5,
-        side: (long * (1.0 + 2.0 * padding)).max(min_side),
+        side: (long * (1.0 + 2.0 * padding))
+            .max(long + 2.0 * min_margin)
+            .max(min_side),
     }
 }
 
@@ -205,7 +208,20 @@ pub fn detail_size(width: u32, height: u32, resolution: u32, multiple: u32) -> (
 pub struct RegionGeometry {
     /// See [`padded_square`].
     pub padding: f32,
+    /// How far the mask reaches past the keypoints: `mask_grow` × their longer extent plus
+    /// `mask_reach` pixels. The crop leaves room for it (and one pixel more).
+    pub mask_grow: f32,
+    pub mask_reach: f32,
     pub min_side: f32,
+}
+
+impl RegionGeometry {
+    /// The crop square for keypoints with these bounds.
+    pub fn square(&self, bounds: &Rect) -> SquareBox {
+        let long = bounds.width.max(bounds.height);
+        let margin = self.mask_grow * long + self.mask_reach + 1.0;
+        padded_square(bounds, self.padding, margin, self.min_side)
+    }
 }
 
 /// One part of one person found in one frame, in the pixels of the frame being detailed.
@@ -272,7 +288,7 @@ pub fn region_candidates(
             out.push(RegionCandidate {
                 kind,
                 person: person_index,
-                square: padded_square(&bounds, geometry.padding, geometry.min_side),
+                square: geometry.square(&bounds),
                 bounds,
                 points,
             });
@@ -321,9 +337,11 @@ mod tests {
             width: 20.0,
             height: 40.0,
         };
-        let s = padded_square(&b, 0.25, 8.0);
+        let s = padded_square(&b, 0.25, 0.0, 8.0);
         assert_eq!((s.cx, s.cy), (20.0, 40.0));
         assert_eq!(s.side, 40.0 * 1.5);
+        // Room for the mask wins over a small padding.
+        assert_eq!(padded_square(&b, 0.25, 15.0, 8.0).side, 70.0);
         // A single-pixel-sized part gets the minimum side.
         let dot = Rect {
             x: 5.0,
@@ -331,7 +349,15 @@ mod tests {
             width: 1.0,
             height: 0.0,
         };
-        assert_eq!(padded_square(&dot, 0.3, 24.0).side, 24.0);
+        assert_eq!(padded_square(&dot, 0.3, 2.0, 24.0).side, 24.0);
+        // The geometry leaves room for mask growth + reach + 1 pixel on each side.
+        let g = RegionGeometry {
+            padding: 0.1,
+            mask_grow: 0.25,
+            mask_reach: 9.0,
+            min_side: 8.0,
+        };
+        assert_eq!(g.square(&b).side, 40.0 + 2.0 * (10.0 + 9.0 + 1.0));
     }
 
     #[test]
@@ -471,6 +497,8 @@ mod tests {
         };
         let geometry = RegionGeometry {
             padding: 0.5,
+            mask_grow: 0.0,
+            mask_reach: 0.0,
             min_side: 4.0,
         };
         let c = region_candidates(&pose, 200, 100, |_| Some(geometry));

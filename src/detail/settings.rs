@@ -11,6 +11,7 @@
 //!     steps: 20               # scheduler steps for strength 1 (denoise × steps run)
 //!     cfg_scale: 7.0
 //!     padding: 0.3            # crop = keypoint box grown by 30 % of its side on each side
+//!                             # (more if the mask below needs the room)
 //!     mask_grow: 0.1          # mask = keypoint hull grown by 10 % of the keypoint box
 //!     min_size: 32            # smallest crop side in frame pixels
 //!     resolution: 512         # long side of the crop while detailing (multiple of 8)
@@ -66,7 +67,8 @@ pub struct RegionSettings {
     pub denoise: f32,
     pub steps: u32,
     pub cfg_scale: f32,
-    /// The crop's side is the keypoints' longer extent × (1 + 2 · padding).
+    /// The crop's side is the keypoints' longer extent × (1 + 2 · padding), or more when the
+    /// mask (grown and feathered) needs the room.
     pub padding: f32,
     /// The mask reaches `mask_grow` × the keypoints' longer extent past their hull.
     pub mask_grow: f32,
@@ -114,6 +116,8 @@ impl RegionSettings {
     pub fn geometry(&self) -> RegionGeometry {
         RegionGeometry {
             padding: self.padding,
+            mask_grow: self.mask_grow,
+            mask_reach: self.feather as f32,
             min_side: self.min_size as f32,
         }
     }
