@@ -88,6 +88,9 @@ pub struct Preset {
     pub output: OutputSettings,
     #[serde(default)]
     pub preprocess: PreprocessSettings,
+    /// Face and hand detailing (off by default), see [`crate::detail::DetailSettings`].
+    #[serde(default)]
+    pub detail: crate::detail::DetailSettings,
 }
 
 /// Where a model comes from: a hub id (`owner/name`), a diffusers folder or a single file.
@@ -462,6 +465,9 @@ impl Preset {
         check_crf(self.output.crf).map_err(|m| invalid("output.crf".into(), m))?;
         check_encoder_preset(&self.output.encoder_preset)
             .map_err(|m| invalid("output.encoder_preset".into(), m))?;
+        self.detail
+            .validate()
+            .map_err(|(field, m)| invalid(format!("detail.{field}"), m))?;
         Ok(())
     }
 
@@ -682,7 +688,10 @@ fn check_encoder_preset(name: &str) -> Result<(), String> {
 /// Deserialize a number and apply `rule` *inside* the YAML scalar's visitor, so that the
 /// error gets the value's own line, column and field path (a check after deserializing
 /// would only get the enclosing mapping's position).
-fn checked<'de, D, T>(deserializer: D, rule: fn(T) -> Result<(), String>) -> Result<T, D::Error>
+pub(crate) fn checked<'de, D, T>(
+    deserializer: D,
+    rule: fn(T) -> Result<(), String>,
+) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Number,
@@ -691,7 +700,7 @@ where
 }
 
 /// The numeric field types presets use, with lossless conversions from YAML numbers.
-trait Number: Copy + fmt::Display {
+pub(crate) trait Number: Copy + fmt::Display {
     const EXPECTING: &'static str;
     fn from_u64(v: u64) -> Option<Self>;
     fn from_i64(v: i64) -> Option<Self>;
