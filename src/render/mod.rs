@@ -6,5 +6,8 @@ pub mod image_pipeline;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;
+pub mod resume;
 pub mod sampler;
+pub mod sd_renderer;
 pub mod stages;
+pub mod temporal;
