@@ -15,6 +15,8 @@ use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
 use serde::Deserialize;
 
+use super::conv3x3::{conv3x3, Upsample2xConv3x3};
+
 /// Errors while reading a VAE config or building the model from weights.
 #[derive(Debug, thiserror::Error)]
 pub enum VaeError {
@@ -281,19 +283,34 @@ pub fn attention_chunk_rows(batch: usize, keys: usize) -> usize {
     (ATTENTION_SCORE_BUDGET / (batch.max(1) * keys.max(1))).max(1)
 }
 
-fn conv3x3(
-    in_c: usize,
-    out_c: usize,
-    stride: usize,
-    padding: usize,
-    vb: VarBuilder,
-) -> Result<Conv2d> {
+/// A 3×3, stride-1, padding-1 convolution with bias, run by the GEMM kernel in
+/// [`super::conv3x3`] (candle's CPU conv2d is several times slower at these sizes).
+#[derive(Debug)]
+struct Conv3x3 {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Conv3x3 {
+    fn new(in_c: usize, out_c: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get((out_c, in_c, 3, 3), "weight")?,
+            bias: vb.get(out_c, "bias")?,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        conv3x3(xs, &self.weight, Some(&self.bias))
+    }
+}
+
+/// The encoder's stride-2 downsampling conv (input padded by the caller).
+fn strided_conv3x3(channels: usize, vb: VarBuilder) -> Result<Conv2d> {
     let cfg = Conv2dConfig {
-        padding,
-        stride,
+        stride: 2,
         ..Default::default()
     };
-    candle_nn::conv2d(in_c, out_c, 3, cfg, vb)
+    candle_nn::conv2d(channels, channels, 3, cfg, vb)
 }
 
 fn conv1x1(in_c: usize, out_c: usize, vb: VarBuilder) -> Result<Conv2d> {
@@ -304,9 +321,9 @@ fn conv1x1(in_c: usize, out_c: usize, vb: VarBuilder) -> Result<Conv2d> {
 #[derive(Debug)]
 struct ResnetBlock {
     norm1: GroupNorm,
-    conv1: Conv2d,
+    conv1: Conv3x3,
     norm2: GroupNorm,
-    conv2: Conv2d,
+    conv2: Conv3x3,
     conv_shortcut: Option<Conv2d>,
 }
 
@@ -320,9 +337,9 @@ impl ResnetBlock {
         };
         Ok(Self {
             norm1: candle_nn::group_norm(groups, in_c, eps, vb.pp("norm1"))?,
-            conv1: conv3x3(in_c, out_c, 1, 1, vb.pp("conv1"))?,
+            conv1: Conv3x3::new(in_c, out_c, vb.pp("conv1"))?,
             norm2: candle_nn::group_norm(groups, out_c, eps, vb.pp("norm2"))?,
-            conv2: conv3x3(out_c, out_c, 1, 1, vb.pp("conv2"))?,
+            conv2: Conv3x3::new(out_c, out_c, vb.pp("conv2"))?,
             conv_shortcut,
         })
     }
@@ -341,18 +358,13 @@ impl ResnetBlock {
 
 /// Loads a q/k/v/out projection, accepting the 1×1-conv-shaped weights of old checkpoints.
 fn projection(channels: usize, vb: VarBuilder) -> Result<Linear> {
-    let weight = vb.get_unchecked("weight")?;
-    let weight = match weight.rank() {
-        4 => weight.flatten_from(1)?,
-        _ => weight,
+    let weight = match vb.get((channels, channels), "weight") {
+        Ok(weight) => weight,
+        Err(linear_err) => match vb.get((channels, channels, 1, 1), "weight") {
+            Ok(conv) => conv.flatten_from(1)?,
+            Err(_) => return Err(linear_err),
+        },
     };
-    if weight.dims() != [channels, channels] {
-        candle_core::bail!(
-            "{}.weight has shape {:?}, expected [{channels}, {channels}]",
-            vb.prefix(),
-            weight.dims()
-        );
-    }
     let bias = vb.get(channels, "bias")?;
     Ok(Linear::new(weight, Some(bias)))
 }
@@ -473,7 +485,7 @@ impl DownEncoderBlock {
             })
             .collect::<Result<Vec<_>>>()?;
         let downsample = if add_downsample {
-            Some(conv3x3(out_c, out_c, 2, 0, vb.pp("downsamplers.0.conv"))?)
+            Some(strided_conv3x3(out_c, vb.pp("downsamplers.0.conv"))?)
         } else {
             None
         };
@@ -500,7 +512,7 @@ impl DownEncoderBlock {
 #[derive(Debug)]
 struct UpDecoderBlock {
     resnets: Vec<ResnetBlock>,
-    upsample: Option<Conv2d>,
+    upsample: Option<Upsample2xConv3x3>,
 }
 
 impl UpDecoderBlock {
@@ -519,7 +531,11 @@ impl UpDecoderBlock {
             })
             .collect::<Result<Vec<_>>>()?;
         let upsample = if add_upsample {
-            Some(conv3x3(out_c, out_c, 1, 1, vb.pp("upsamplers.0.conv"))?)
+            let vb = vb.pp("upsamplers.0.conv");
+            Some(Upsample2xConv3x3::new(
+                &vb.get((out_c, out_c, 3, 3), "weight")?,
+                &vb.get(out_c, "bias")?,
+            )?)
         } else {
             None
         };
@@ -532,10 +548,8 @@ impl UpDecoderBlock {
             xs = resnet.forward(&xs)?;
         }
         match &self.upsample {
-            Some(conv) => {
-                let (_, _, h, w) = xs.dims4()?;
-                conv.forward(&xs.upsample_nearest2d(2 * h, 2 * w)?)
-            }
+            // diffusers' Upsample2D: nearest 2× then a 3×3 conv, fused here.
+            Some(conv) => conv.forward(&xs),
             None => Ok(xs),
         }
     }
@@ -543,18 +557,18 @@ impl UpDecoderBlock {
 
 #[derive(Debug)]
 struct Encoder {
-    conv_in: Conv2d,
+    conv_in: Conv3x3,
     down_blocks: Vec<DownEncoderBlock>,
     mid_block: MidBlock,
     conv_norm_out: GroupNorm,
-    conv_out: Conv2d,
+    conv_out: Conv3x3,
 }
 
 impl Encoder {
     fn new(cfg: &VaeConfig, vb: VarBuilder) -> Result<Self> {
         let channels = &cfg.block_out_channels;
         let groups = cfg.norm_num_groups;
-        let conv_in = conv3x3(cfg.in_channels, channels[0], 1, 1, vb.pp("conv_in"))?;
+        let conv_in = Conv3x3::new(cfg.in_channels, channels[0], vb.pp("conv_in"))?;
         let down_blocks = (0..channels.len())
             .map(|i| {
                 let in_c = if i == 0 { channels[0] } else { channels[i - 1] };
@@ -579,7 +593,7 @@ impl Encoder {
                 vb.pp("mid_block"),
             )?,
             conv_norm_out: candle_nn::group_norm(groups, last, 1e-6, vb.pp("conv_norm_out"))?,
-            conv_out: conv3x3(last, 2 * cfg.latent_channels, 1, 1, vb.pp("conv_out"))?,
+            conv_out: Conv3x3::new(last, 2 * cfg.latent_channels, vb.pp("conv_out"))?,
         })
     }
 
@@ -596,11 +610,11 @@ impl Encoder {
 
 #[derive(Debug)]
 struct Decoder {
-    conv_in: Conv2d,
+    conv_in: Conv3x3,
     mid_block: MidBlock,
     up_blocks: Vec<UpDecoderBlock>,
     conv_norm_out: GroupNorm,
-    conv_out: Conv2d,
+    conv_out: Conv3x3,
 }
 
 impl Decoder {
@@ -622,7 +636,7 @@ impl Decoder {
             .collect::<Result<Vec<_>>>()?;
         let first = cfg.block_out_channels[0];
         Ok(Self {
-            conv_in: conv3x3(cfg.latent_channels, reversed[0], 1, 1, vb.pp("conv_in"))?,
+            conv_in: Conv3x3::new(cfg.latent_channels, reversed[0], vb.pp("conv_in"))?,
             mid_block: MidBlock::new(
                 reversed[0],
                 groups,
@@ -631,7 +645,7 @@ impl Decoder {
             )?,
             up_blocks,
             conv_norm_out: candle_nn::group_norm(groups, first, 1e-6, vb.pp("conv_norm_out"))?,
-            conv_out: conv3x3(first, cfg.out_channels, 1, 1, vb.pp("conv_out"))?,
+            conv_out: Conv3x3::new(first, cfg.out_channels, vb.pp("conv_out"))?,
         })
     }
 
