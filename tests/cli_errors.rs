@@ -243,8 +243,7 @@ fn bad_flag_values() {
 
 #[test]
 fn later_subcommands_say_they_are_not_available_yet() {
-    let cases: [&[&str]; 4] = [
-        &["preprocess", "in.mp4", "-o", "maps"],
+    let cases: [&[&str]; 3] = [
         &["batch", "jobs.yaml"],
         &["models", "fetch"],
         &["models", "list"],
