@@ -243,10 +243,8 @@ fn bad_flag_values() {
 
 #[test]
 fn later_subcommands_say_they_are_not_available_yet() {
-    let cases: [&[&str]; 6] = [
-        &["still", "--pose", "p.png", "-p", "anime", "-o", "x.png"],
+    let cases: [&[&str]; 4] = [
         &["preprocess", "in.mp4", "-o", "maps"],
-        &["score", "a.mp4", "b.mp4"],
         &["batch", "jobs.yaml"],
         &["models", "fetch"],
         &["models", "list"],

@@ -78,6 +78,6 @@ fn check_against(file: &str, kernel: NormalKernel) {
             }
         }
     }
-    assert!(checked > 30_000);
+    assert!(checked > 20_000, "only {checked} values checked");
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }

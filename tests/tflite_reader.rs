@@ -51,7 +51,7 @@ fn pose_detection_sparse_weights_densify_like_tflite() {
         // float16 -> f32 is exact, so the dense values must be identical.
         assert_eq!(got.data, want, "{name}");
         assert!(
-            want.iter().any(|&v| v == 0.0) && want.iter().any(|&v| v != 0.0),
+            want.contains(&0.0) && want.iter().any(|&v| v != 0.0),
             "{name} should be sparse"
         );
     }

@@ -12,8 +12,11 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
+use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
 use serde::Deserialize;
+
+use super::conv3x3::{Conv3x3, Upsample2xConv3x3};
+use super::group_norm::GroupNorm;
 
 /// Errors while reading a VAE config or building the model from weights.
 #[derive(Debug, thiserror::Error)]
@@ -281,19 +284,13 @@ pub fn attention_chunk_rows(batch: usize, keys: usize) -> usize {
     (ATTENTION_SCORE_BUDGET / (batch.max(1) * keys.max(1))).max(1)
 }
 
-fn conv3x3(
-    in_c: usize,
-    out_c: usize,
-    stride: usize,
-    padding: usize,
-    vb: VarBuilder,
-) -> Result<Conv2d> {
+/// The encoder's stride-2 downsampling conv (input padded by the caller).
+fn strided_conv3x3(channels: usize, vb: VarBuilder) -> Result<Conv2d> {
     let cfg = Conv2dConfig {
-        padding,
-        stride,
+        stride: 2,
         ..Default::default()
     };
-    candle_nn::conv2d(in_c, out_c, 3, cfg, vb)
+    candle_nn::conv2d(channels, channels, 3, cfg, vb)
 }
 
 fn conv1x1(in_c: usize, out_c: usize, vb: VarBuilder) -> Result<Conv2d> {
@@ -304,9 +301,9 @@ fn conv1x1(in_c: usize, out_c: usize, vb: VarBuilder) -> Result<Conv2d> {
 #[derive(Debug)]
 struct ResnetBlock {
     norm1: GroupNorm,
-    conv1: Conv2d,
+    conv1: Conv3x3,
     norm2: GroupNorm,
-    conv2: Conv2d,
+    conv2: Conv3x3,
     conv_shortcut: Option<Conv2d>,
 }
 
@@ -319,40 +316,35 @@ impl ResnetBlock {
             None
         };
         Ok(Self {
-            norm1: candle_nn::group_norm(groups, in_c, eps, vb.pp("norm1"))?,
-            conv1: conv3x3(in_c, out_c, 1, 1, vb.pp("conv1"))?,
-            norm2: candle_nn::group_norm(groups, out_c, eps, vb.pp("norm2"))?,
-            conv2: conv3x3(out_c, out_c, 1, 1, vb.pp("conv2"))?,
+            norm1: GroupNorm::load(vb.pp("norm1"), groups, in_c, eps)?,
+            conv1: Conv3x3::load(vb.pp("conv1"), in_c, out_c)?,
+            norm2: GroupNorm::load(vb.pp("norm2"), groups, out_c, eps)?,
+            conv2: Conv3x3::load(vb.pp("conv2"), out_c, out_c)?,
             conv_shortcut,
         })
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let h = self.norm1.forward(xs)?.silu()?;
+        let h = self.norm1.forward_silu(xs)?;
         let h = self.conv1.forward(&h)?;
-        let h = self.norm2.forward(&h)?.silu()?;
-        let h = self.conv2.forward(&h)?;
+        let h = self.norm2.forward_silu(&h)?;
+        // The skip connection is added by conv2 as it writes its output.
         match &self.conv_shortcut {
-            Some(conv) => conv.forward(xs)? + h,
-            None => xs + h,
+            Some(conv) => self.conv2.forward_add(&h, &conv.forward(xs)?),
+            None => self.conv2.forward_add(&h, xs),
         }
     }
 }
 
 /// Loads a q/k/v/out projection, accepting the 1×1-conv-shaped weights of old checkpoints.
 fn projection(channels: usize, vb: VarBuilder) -> Result<Linear> {
-    let weight = vb.get_unchecked("weight")?;
-    let weight = match weight.rank() {
-        4 => weight.flatten_from(1)?,
-        _ => weight,
+    let weight = match vb.get((channels, channels), "weight") {
+        Ok(weight) => weight,
+        Err(linear_err) => match vb.get((channels, channels, 1, 1), "weight") {
+            Ok(conv) => conv.flatten_from(1)?,
+            Err(_) => return Err(linear_err),
+        },
     };
-    if weight.dims() != [channels, channels] {
-        candle_core::bail!(
-            "{}.weight has shape {:?}, expected [{channels}, {channels}]",
-            vb.prefix(),
-            weight.dims()
-        );
-    }
     let bias = vb.get(channels, "bias")?;
     Ok(Linear::new(weight, Some(bias)))
 }
@@ -380,7 +372,7 @@ impl SpatialAttention {
             ("query", "key", "value", "proj_attn")
         };
         Ok(Self {
-            group_norm: candle_nn::group_norm(groups, channels, 1e-6, vb.pp("group_norm"))?,
+            group_norm: GroupNorm::load(vb.pp("group_norm"), groups, channels, 1e-6)?,
             to_q: projection(channels, vb.pp(q))?,
             to_k: projection(channels, vb.pp(k))?,
             to_v: projection(channels, vb.pp(v))?,
@@ -473,7 +465,7 @@ impl DownEncoderBlock {
             })
             .collect::<Result<Vec<_>>>()?;
         let downsample = if add_downsample {
-            Some(conv3x3(out_c, out_c, 2, 0, vb.pp("downsamplers.0.conv"))?)
+            Some(strided_conv3x3(out_c, vb.pp("downsamplers.0.conv"))?)
         } else {
             None
         };
@@ -500,7 +492,7 @@ impl DownEncoderBlock {
 #[derive(Debug)]
 struct UpDecoderBlock {
     resnets: Vec<ResnetBlock>,
-    upsample: Option<Conv2d>,
+    upsample: Option<Upsample2xConv3x3>,
 }
 
 impl UpDecoderBlock {
@@ -519,7 +511,11 @@ impl UpDecoderBlock {
             })
             .collect::<Result<Vec<_>>>()?;
         let upsample = if add_upsample {
-            Some(conv3x3(out_c, out_c, 1, 1, vb.pp("upsamplers.0.conv"))?)
+            let vb = vb.pp("upsamplers.0.conv");
+            Some(Upsample2xConv3x3::new(
+                &vb.get((out_c, out_c, 3, 3), "weight")?,
+                &vb.get(out_c, "bias")?,
+            )?)
         } else {
             None
         };
@@ -532,10 +528,8 @@ impl UpDecoderBlock {
             xs = resnet.forward(&xs)?;
         }
         match &self.upsample {
-            Some(conv) => {
-                let (_, _, h, w) = xs.dims4()?;
-                conv.forward(&xs.upsample_nearest2d(2 * h, 2 * w)?)
-            }
+            // diffusers' Upsample2D: nearest 2× then a 3×3 conv, fused here.
+            Some(conv) => conv.forward(&xs),
             None => Ok(xs),
         }
     }
@@ -543,18 +537,18 @@ impl UpDecoderBlock {
 
 #[derive(Debug)]
 struct Encoder {
-    conv_in: Conv2d,
+    conv_in: Conv3x3,
     down_blocks: Vec<DownEncoderBlock>,
     mid_block: MidBlock,
     conv_norm_out: GroupNorm,
-    conv_out: Conv2d,
+    conv_out: Conv3x3,
 }
 
 impl Encoder {
     fn new(cfg: &VaeConfig, vb: VarBuilder) -> Result<Self> {
         let channels = &cfg.block_out_channels;
         let groups = cfg.norm_num_groups;
-        let conv_in = conv3x3(cfg.in_channels, channels[0], 1, 1, vb.pp("conv_in"))?;
+        let conv_in = Conv3x3::load(vb.pp("conv_in"), cfg.in_channels, channels[0])?;
         let down_blocks = (0..channels.len())
             .map(|i| {
                 let in_c = if i == 0 { channels[0] } else { channels[i - 1] };
@@ -578,8 +572,8 @@ impl Encoder {
                 cfg.mid_block_add_attention,
                 vb.pp("mid_block"),
             )?,
-            conv_norm_out: candle_nn::group_norm(groups, last, 1e-6, vb.pp("conv_norm_out"))?,
-            conv_out: conv3x3(last, 2 * cfg.latent_channels, 1, 1, vb.pp("conv_out"))?,
+            conv_norm_out: GroupNorm::load(vb.pp("conv_norm_out"), groups, last, 1e-6)?,
+            conv_out: Conv3x3::load(vb.pp("conv_out"), last, 2 * cfg.latent_channels)?,
         })
     }
 
@@ -589,18 +583,18 @@ impl Encoder {
             xs = block.forward(&xs)?;
         }
         let xs = self.mid_block.forward(&xs)?;
-        let xs = self.conv_norm_out.forward(&xs)?.silu()?;
+        let xs = self.conv_norm_out.forward_silu(&xs)?;
         self.conv_out.forward(&xs)
     }
 }
 
 #[derive(Debug)]
 struct Decoder {
-    conv_in: Conv2d,
+    conv_in: Conv3x3,
     mid_block: MidBlock,
     up_blocks: Vec<UpDecoderBlock>,
     conv_norm_out: GroupNorm,
-    conv_out: Conv2d,
+    conv_out: Conv3x3,
 }
 
 impl Decoder {
@@ -622,7 +616,7 @@ impl Decoder {
             .collect::<Result<Vec<_>>>()?;
         let first = cfg.block_out_channels[0];
         Ok(Self {
-            conv_in: conv3x3(cfg.latent_channels, reversed[0], 1, 1, vb.pp("conv_in"))?,
+            conv_in: Conv3x3::load(vb.pp("conv_in"), cfg.latent_channels, reversed[0])?,
             mid_block: MidBlock::new(
                 reversed[0],
                 groups,
@@ -630,8 +624,8 @@ impl Decoder {
                 vb.pp("mid_block"),
             )?,
             up_blocks,
-            conv_norm_out: candle_nn::group_norm(groups, first, 1e-6, vb.pp("conv_norm_out"))?,
-            conv_out: conv3x3(first, cfg.out_channels, 1, 1, vb.pp("conv_out"))?,
+            conv_norm_out: GroupNorm::load(vb.pp("conv_norm_out"), groups, first, 1e-6)?,
+            conv_out: Conv3x3::load(vb.pp("conv_out"), first, cfg.out_channels)?,
         })
     }
 
@@ -641,7 +635,7 @@ impl Decoder {
         for block in &self.up_blocks {
             xs = block.forward(&xs)?;
         }
-        let xs = self.conv_norm_out.forward(&xs)?.silu()?;
+        let xs = self.conv_norm_out.forward_silu(&xs)?;
         self.conv_out.forward(&xs)
     }
 }

@@ -1,6 +1,6 @@
 //! preprocess
+pub mod cache;
 pub mod openpose;
 pub mod pose;
-pub mod tflite;
-
 pub mod softedge;
+pub mod tflite;

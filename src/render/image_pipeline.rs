@@ -24,7 +24,7 @@ use crate::schedulers::{self, SchedulerConfig, SchedulerError, SchedulerKind};
 
 /// Errors of loading or running the image pipeline.
 #[derive(Debug, thiserror::Error)]
-pub enum PipelineError {
+pub enum ImagePipelineError {
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error("UNet / ControlNet: {0}")]
@@ -56,8 +56,8 @@ pub enum PipelineError {
     Invalid(String),
 }
 
-fn tensor_err(context: &'static str) -> impl Fn(candle_core::Error) -> PipelineError {
-    move |source| PipelineError::Tensor { context, source }
+fn tensor_err(context: &'static str) -> impl Fn(candle_core::Error) -> ImagePipelineError {
+    move |source| ImagePipelineError::Tensor { context, source }
 }
 
 /// The models of one Stable Diffusion checkpoint.
@@ -115,8 +115,8 @@ impl StableDiffusion {
         files: &DiffusersPipelineFiles,
         scheduler_config: SchedulerConfig,
         device: &Device,
-    ) -> Result<Self, PipelineError> {
-        let missing = |component| PipelineError::MissingComponent {
+    ) -> Result<Self, ImagePipelineError> {
+        let missing = |component| ImagePipelineError::MissingComponent {
             model: files.source.clone(),
             component,
         };
@@ -163,8 +163,8 @@ impl StableDiffusion {
         prompt: &str,
         negative_prompt: &str,
         guidance: bool,
-    ) -> Result<TextConditioning, PipelineError> {
-        let encode = |text: &str| -> Result<Tensor, PipelineError> {
+    ) -> Result<TextConditioning, ImagePipelineError> {
+        let encode = |text: &str| -> Result<Tensor, ImagePipelineError> {
             let ids = self.tokenizer.encode_padded(text)?;
             self.text_encoder
                 .encode_ids(&[ids], &self.device, 0)
@@ -186,7 +186,7 @@ impl StableDiffusion {
         &self,
         image: &Tensor,
         generator: &mut TorchGenerator,
-    ) -> Result<Tensor, PipelineError> {
+    ) -> Result<Tensor, ImagePipelineError> {
         let dist = self.vae.encode(image).map_err(tensor_err("VAE encode"))?;
         let noise = generator.randn(dist.mean.dims(), DType::F32, &self.device)?;
         let sample = dist.sample(&noise).map_err(tensor_err("VAE sample"))?;
@@ -194,7 +194,7 @@ impl StableDiffusion {
     }
 
     /// Latents to an image in [0, 1] (diffusers' decode + `postprocess(..., "np")`).
-    pub fn decode_latents(&self, latents: &Tensor) -> Result<Tensor, PipelineError> {
+    pub fn decode_latents(&self, latents: &Tensor) -> Result<Tensor, ImagePipelineError> {
         let scaled = (latents / self.vae.scaling_factor()).map_err(tensor_err("VAE scaling"))?;
         let decoded = self.vae.decode(&scaled).map_err(tensor_err("VAE decode"))?;
         decoded
@@ -212,32 +212,23 @@ impl StableDiffusion {
         controls: &[ControlInput],
         attention_hook: Option<&dyn SelfAttentionHook>,
         on_step: &mut dyn FnMut(StepProgress),
-    ) -> Result<GeneratedImage, PipelineError> {
+    ) -> Result<GeneratedImage, ImagePipelineError> {
         let factor = self.latent_factor();
         let (width, height) = (settings.width, settings.height);
         if width == 0 || height == 0 || width % factor != 0 || height % factor != 0 {
-            return Err(PipelineError::Invalid(format!(
+            return Err(ImagePipelineError::Invalid(format!(
                 "image size {width}x{height} must be a positive multiple of {factor}"
             )));
         }
         check_image("init image", init_image(init), 3, width, height)?;
         for (k, control) in controls.iter().enumerate() {
-            check_image(
-                if k == 0 {
-                    "control image"
-                } else {
-                    "control image (further ControlNet)"
-                },
-                Some(&control.image),
-                3,
-                width,
-                height,
-            )?;
+            let what = format!("control image of ControlNet {k}");
+            check_image(&what, Some(&control.image), 3, width, height)?;
         }
         let unet_channels = self.unet.config().in_channels;
         let inpainting_unet = unet_channels == self.vae.config().latent_channels * 2 + 1;
         if inpainting_unet && !matches!(init, InitImage::Inpaint { .. }) {
-            return Err(PipelineError::Invalid(format!(
+            return Err(ImagePipelineError::Invalid(format!(
                 "the UNet has {unet_channels} input channels (an inpainting model): it needs an image and a mask"
             )));
         }
@@ -345,10 +336,10 @@ fn check_image(
     channels: usize,
     width: usize,
     height: usize,
-) -> Result<(), PipelineError> {
+) -> Result<(), ImagePipelineError> {
     let Some(image) = image else { return Ok(()) };
     if image.dims() != [1, channels, height, width] {
-        return Err(PipelineError::Invalid(format!(
+        return Err(ImagePipelineError::Invalid(format!(
             "{what} has shape {:?}, expected [1, {channels}, {height}, {width}]",
             image.dims()
         )));
@@ -357,14 +348,14 @@ fn check_image(
 }
 
 /// [0, 1] → [-1, 1], as diffusers' `VaeImageProcessor.normalize`.
-fn to_signed(image: &Tensor) -> Result<Tensor, PipelineError> {
+fn to_signed(image: &Tensor) -> Result<Tensor, ImagePipelineError> {
     image
         .affine(2.0, -1.0)
         .map_err(tensor_err("image normalize"))
 }
 
 /// Loads a VAE from its config and weights.
-pub fn load_vae(files: &ModelFiles, device: &Device) -> Result<AutoencoderKL, PipelineError> {
+pub fn load_vae(files: &ModelFiles, device: &Device) -> Result<AutoencoderKL, ImagePipelineError> {
     let config = VaeConfig::from_file(&files.config)?;
     Ok(AutoencoderKL::load(files.var_builder(device)?, &config)?)
 }
@@ -373,13 +364,13 @@ pub fn load_vae(files: &ModelFiles, device: &Device) -> Result<AutoencoderKL, Pi
 pub fn load_controlnet(
     files: &ModelFiles,
     device: &Device,
-) -> Result<ControlNetModel, PipelineError> {
+) -> Result<ControlNetModel, ImagePipelineError> {
     let config = ControlNetConfig::from_file(&files.config)?;
     Ok(ControlNetModel::load(files.var_builder(device)?, &config)?)
 }
 
 /// An 8-bit RGB image as a `(1, 3, H, W)` tensor in [0, 1] (`np.asarray(img) / 255`).
-pub fn rgb_to_tensor(image: &RgbImage, device: &Device) -> Result<Tensor, PipelineError> {
+pub fn rgb_to_tensor(image: &RgbImage, device: &Device) -> Result<Tensor, ImagePipelineError> {
     let (w, h) = image.dimensions();
     let data: Vec<f32> = image.as_raw().iter().map(|&v| v as f32 / 255.0).collect();
     Tensor::from_vec(data, (h as usize, w as usize, 3), device)
@@ -390,7 +381,10 @@ pub fn rgb_to_tensor(image: &RgbImage, device: &Device) -> Result<Tensor, Pipeli
 }
 
 /// An 8-bit grayscale image as a `(1, 1, H, W)` tensor in [0, 1].
-pub fn gray_to_tensor(image: &image::GrayImage, device: &Device) -> Result<Tensor, PipelineError> {
+pub fn gray_to_tensor(
+    image: &image::GrayImage,
+    device: &Device,
+) -> Result<Tensor, ImagePipelineError> {
     let (w, h) = image.dimensions();
     let data: Vec<f32> = image.as_raw().iter().map(|&v| v as f32 / 255.0).collect();
     Tensor::from_vec(data, (1, 1, h as usize, w as usize), device)
@@ -399,12 +393,12 @@ pub fn gray_to_tensor(image: &image::GrayImage, device: &Device) -> Result<Tenso
 
 /// A `(1, 3, H, W)` tensor in [0, 1] as 8-bit RGB, rounding like diffusers' `numpy_to_pil`
 /// (`(x * 255).round()`, ties to even).
-pub fn tensor_to_rgb(image: &Tensor) -> Result<RgbImage, PipelineError> {
+pub fn tensor_to_rgb(image: &Tensor) -> Result<RgbImage, ImagePipelineError> {
     let (b, c, h, w) = image
         .dims4()
         .map_err(tensor_err("tensor to image: shape"))?;
     if b != 1 || c != 3 {
-        return Err(PipelineError::Invalid(format!(
+        return Err(ImagePipelineError::Invalid(format!(
             "expected a (1, 3, H, W) image tensor, got {:?}",
             image.dims()
         )));
@@ -417,7 +411,7 @@ pub fn tensor_to_rgb(image: &Tensor) -> Result<RgbImage, PipelineError> {
         .map_err(tensor_err("tensor to image"))?;
     let bytes = pixels.iter().map(|&v| quantize(v)).collect();
     RgbImage::from_raw(w as u32, h as u32, bytes)
-        .ok_or_else(|| PipelineError::Invalid("image buffer size mismatch".into()))
+        .ok_or_else(|| ImagePipelineError::Invalid("image buffer size mismatch".into()))
 }
 
 /// One channel value in [0, 1] to 8 bits as numpy does it (float32 multiply, round half even).

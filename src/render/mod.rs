@@ -7,5 +7,8 @@ pub mod motion;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;
+pub mod resume;
 pub mod sampler;
+pub mod sd_renderer;
 pub mod stages;
+pub mod temporal;

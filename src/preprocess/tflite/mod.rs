@@ -8,13 +8,26 @@
 //! without a verifier pass).
 //!
 //! Execution: constant weights are decoded once at load (float16 → f32, sparse → dense; the
-//! DEQUANTIZE / DENSIFY ops that do this in TFLite are folded away). Ops then run on dense
-//! f32 NHWC arrays with dedicated kernels ([`kernels`]): convolutions as im2col + GEMM through
-//! the `gemm` crate (candle's own CPU matmul kernel), depthwise convolutions as a direct loop
-//! over contiguous channels. This is the documented alternative to running each op as candle
-//! tensor ops: candle 0.11 has no depthwise kernel (grouped conv splits into one conv per
-//! channel), no zero PAD op on NHWC, no half-pixel bilinear resize, and its NCHW convs would
-//! need a transpose around every layer. Inputs and outputs are candle [`Tensor`]s.
+//! DEQUANTIZE / DENSIFY ops that do this in TFLite are folded away, as is any op on constants
+//! only), zero spatial PADs are folded into the VALID conv that reads them, and the remaining
+//! ops run in file order on dense f32 NHWC arrays with dedicated kernels ([`kernels`]). This
+//! is the documented alternative to running each op as candle tensor ops: candle 0.11 has no
+//! depthwise kernel (grouped conv runs one conv per channel), no zero PAD on NHWC, no
+//! half-pixel bilinear resize, and its NCHW convs would need a transpose around every layer;
+//! its CPU matmul (the `gemm` crate) also spends most of its time re-packing weights for these
+//! small layer shapes. Instead:
+//! - CONV_2D / FULLY_CONNECTED: weights packed once into 32-channel panels, a register-tiled
+//!   GEMM reads NHWC rows in place (1×1 convs) or im2col rows, bias and clamp activations
+//!   fused into the store ([`kernels::packed_gemm`]); convs with < 4 output channels use the
+//!   depthwise tap kernel per channel and a channel sum.
+//! - DEPTHWISE_CONV_2D: all taps of 8-vector blocks of an output row accumulate in registers
+//!   ([`kernels::taps`]).
+//! - Hot loops run under `pulp`'s runtime CPU dispatch (AVX-512 here, scalar elsewhere: the
+//!   crate is built with gemm-common's pulp features so no dependency is rebuilt), and output
+//!   rows are spread over rayon's pool.
+//!
+//! Inputs and outputs are candle [`Tensor`]s ([`TfliteModel::run`]); [`TfliteModel::run_arrays`]
+//! skips the conversion and [`TfliteModel::profile`] times each operator.
 //!
 //! Supported builtin ops: ADD, SUB, MUL, DIV, MAXIMUM, MINIMUM (broadcasting), AVERAGE_POOL_2D,
 //! MAX_POOL_2D, CONCATENATION, CONV_2D, DEPTHWISE_CONV_2D (any depth multiplier),

@@ -11,7 +11,8 @@ use candle_core::{DType, Device, Tensor};
 use super::array::Array;
 use super::builtin;
 use super::error::TfliteError;
-use super::ops::{self, Constant, Context, Node};
+use super::ops::{self, Constant, Context, Kernel, Node};
+use super::padding::Padding;
 use super::schema::{self, OpCode, TensorDef, TensorType};
 use super::sparsity;
 
@@ -79,7 +80,7 @@ fn decode_constant(t: &TensorDef) -> Result<Option<Constant>, String> {
         TensorType::Int64 => (8, false),
         other => return Err(format!("constant of type {other:?} is not supported")),
     };
-    if t.data.len() % width != 0 {
+    if !t.data.len().is_multiple_of(width) {
         return Err(format!(
             "{} bytes of data is not a whole number of {width}-byte elements",
             t.data.len()
@@ -126,6 +127,56 @@ fn decode_constant(t: &TensorDef) -> Result<Option<Constant>, String> {
         shape: t.shape.clone(),
         values,
     }))
+}
+
+/// Folds each zero PAD of the two spatial dims into the VALID CONV_2D / DEPTHWISE_CONV_2D
+/// that is its only reader: the layer then reads zeros outside its input itself, which saves
+/// writing and re-reading the padded copy (MediaPipe's models pad before every strided conv).
+fn fold_spatial_pads(mut nodes: Vec<Node>, graph_outputs: &[usize]) -> Vec<Node> {
+    let mut readers = std::collections::HashMap::<usize, usize>::new();
+    for node in &nodes {
+        for &i in &node.inputs {
+            *readers.entry(i).or_default() += 1;
+        }
+    }
+    let mut folded = vec![false; nodes.len()];
+    for i in 0..nodes.len() {
+        let Kernel::Pad { paddings } = &nodes[i].kernel else {
+            continue;
+        };
+        let [(0, 0), y, x, (0, 0)] = paddings[..] else {
+            continue;
+        };
+        let padded = nodes[i].output;
+        if graph_outputs.contains(&padded) || readers.get(&padded) != Some(&1) {
+            continue;
+        }
+        let Some(j) = nodes.iter().position(|n| n.inputs.first() == Some(&padded)) else {
+            continue;
+        };
+        let explicit = match &mut nodes[j].kernel {
+            Kernel::Conv2d(conv)
+                if conv.padding == Padding::Valid && conv.explicit_padding.is_none() =>
+            {
+                &mut conv.explicit_padding
+            }
+            Kernel::DepthwiseConv2d(conv)
+                if conv.padding == Padding::Valid && conv.explicit_padding.is_none() =>
+            {
+                &mut conv.explicit_padding
+            }
+            _ => continue,
+        };
+        *explicit = Some([y, x]);
+        nodes[j].inputs[0] = nodes[i].inputs[0];
+        folded[i] = true;
+    }
+    nodes
+        .into_iter()
+        .zip(folded)
+        .filter(|(_, f)| !f)
+        .map(|(n, _)| n)
+        .collect()
 }
 
 impl TfliteModel {
@@ -234,6 +285,7 @@ impl TfliteModel {
             }
         }
 
+        let nodes = fold_spatial_pads(nodes, &def.outputs);
         let info = |ids: &[usize]| -> Vec<TensorInfo> {
             ids.iter()
                 .map(|&i| TensorInfo {

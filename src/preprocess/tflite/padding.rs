@@ -51,6 +51,57 @@ pub fn axis_window(
     })
 }
 
+/// One spatial axis of a windowed op whose input had an explicit zero PAD folded into it:
+/// VALID over the padded extent, reading zeros for the `before` / `after` cells.
+pub fn explicit_axis_window(
+    input: usize,
+    before: usize,
+    after: usize,
+    filter: usize,
+    stride: usize,
+    dilation: usize,
+) -> Option<AxisWindow> {
+    let padded = axis_window(
+        Padding::Valid,
+        input + before + after,
+        filter,
+        stride,
+        dilation,
+    )?;
+    Some(AxisWindow {
+        out: padded.out,
+        pad_before: before,
+        pad_after: after,
+    })
+}
+
+/// The two spatial windows of a layer, from its padding mode or from explicit padding
+/// `[(top, bottom), (left, right)]` when a PAD was folded into it.
+#[allow(clippy::too_many_arguments)]
+pub fn spatial_windows(
+    padding: Padding,
+    explicit: Option<[(usize, usize); 2]>,
+    (h, w): (usize, usize),
+    (kh, kw): (usize, usize),
+    stride: (usize, usize),
+    dilation: (usize, usize),
+) -> Result<(AxisWindow, AxisWindow), String> {
+    let windows = match explicit {
+        Some([(top, bottom), (left, right)]) => (
+            explicit_axis_window(h, top, bottom, kh, stride.0, dilation.0),
+            explicit_axis_window(w, left, right, kw, stride.1, dilation.1),
+        ),
+        None => (
+            axis_window(padding, h, kh, stride.0, dilation.0),
+            axis_window(padding, w, kw, stride.1, dilation.1),
+        ),
+    };
+    match windows {
+        (Some(y), Some(x)) => Ok((y, x)),
+        _ => Err(format!("filter {kh}x{kw} does not fit input {h}x{w}")),
+    }
+}
+
 /// Input index read by output index `out` at filter tap `tap`, or `None` in the padding.
 #[inline]
 pub fn source_index(
@@ -135,6 +186,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn explicit_padding_is_valid_over_the_padded_input() {
+        // PAD 1 before / 2 after a 7-wide input, then a VALID 3-tap stride-2 window.
+        let w = explicit_axis_window(7, 1, 2, 3, 2, 1).unwrap();
+        assert_eq!(
+            w,
+            AxisWindow {
+                out: 4,
+                pad_before: 1,
+                pad_after: 2
+            }
+        );
+        let (y, x) = spatial_windows(
+            Padding::Valid,
+            Some([(0, 0), (1, 2)]),
+            (5, 7),
+            (3, 3),
+            (1, 2),
+            (1, 1),
+        )
+        .unwrap();
+        assert_eq!((y.out, x.out), (3, 4));
+        assert!(spatial_windows(Padding::Valid, None, (2, 2), (3, 3), (1, 1), (1, 1)).is_err());
     }
 
     #[test]

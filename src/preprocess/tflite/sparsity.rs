@@ -89,7 +89,7 @@ pub fn densify<T: Copy + Default>(
     }
     let mut blocked_shape = shape.to_vec();
     for (b, &dim) in sparsity.block_map.iter().enumerate() {
-        if block_size[b] == 0 || shape[dim] % block_size[b] != 0 {
+        if block_size[b] == 0 || !shape[dim].is_multiple_of(block_size[b]) {
             return Err(SparsityError::BlockSize {
                 dim,
                 len: shape[dim],

@@ -38,6 +38,27 @@ impl Activation {
     }
 }
 
+impl Activation {
+    /// Like [`Self::apply`] on the calling thread (for data already inside a parallel task).
+    pub fn apply_serial(self, data: &mut [f32]) {
+        match self {
+            Activation::None => {}
+            Activation::Relu => map_serial(data, |x| x.max(0.0)),
+            Activation::ReluN1To1 => map_serial(data, |x| x.clamp(-1.0, 1.0)),
+            Activation::Relu6 => map_serial(data, |x| x.clamp(0.0, 6.0)),
+            Activation::Tanh => map_serial(data, f32::tanh),
+        }
+    }
+}
+
+fn map_serial(data: &mut [f32], f: impl Fn(f32) -> f32) {
+    Arch::new().dispatch(|| {
+        for x in data.iter_mut() {
+            *x = f(*x);
+        }
+    })
+}
+
 /// `x = f(x)` over `data`, in parallel chunks, each compiled for the CPU's widest SIMD
 /// instruction set (pulp dispatch) so simple `f`s auto-vectorise.
 pub fn map_in_place(data: &mut [f32], f: impl Fn(f32) -> f32 + Sync + Send + Copy) {

@@ -7,7 +7,7 @@ use super::activation::Activation;
 use super::packed_gemm::{matmul_packed, PackedWeights};
 use super::taps::{accumulate_row, TapTiles, Window};
 use crate::preprocess::tflite::array::Array;
-use crate::preprocess::tflite::padding::{axis_window, source_index, AxisWindow, Padding};
+use crate::preprocess::tflite::padding::{source_index, spatial_windows, AxisWindow, Padding};
 
 /// Below this many output channels the direct kernel beats im2col + GEMM.
 const NARROW_OUTPUT: usize = 4;
@@ -25,6 +25,9 @@ pub struct Conv2d {
     pub stride: (usize, usize),
     pub dilation: (usize, usize),
     pub padding: Padding,
+    /// `[(top, bottom), (left, right)]` zero padding of a PAD folded into this layer
+    /// (overrides `padding`).
+    pub explicit_padding: Option<[(usize, usize); 2]>,
     pub activation: Activation,
     /// The filter laid out for the kernel that runs it.
     prepared: Prepared,
@@ -76,6 +79,7 @@ impl Conv2d {
             stride,
             dilation,
             padding,
+            explicit_padding: None,
             activation,
             prepared,
         }
@@ -98,7 +102,15 @@ impl Conv2d {
                         continue;
                     };
                     let src_row = &input.data[((b * h + iy) * w) * c..][..w * c];
+                    let span = self.kernel_w * c;
                     for ox in 0..ow {
+                        // Undilated and inside the row: the kernel row is one contiguous run.
+                        let first = (ox * sx).checked_sub(wx.pad_before);
+                        if let Some(ix) = first.filter(|&ix| dx == 1 && ix + self.kernel_w <= w) {
+                            let at = ox * k + ky * span;
+                            dst[at..at + span].copy_from_slice(&src_row[ix * c..][..span]);
+                            continue;
+                        }
                         for kx in 0..self.kernel_w {
                             let Some(ix) = source_index(ox, kx, sx, dx, wx.pad_before, w) else {
                                 continue;
@@ -160,32 +172,14 @@ impl Conv2d {
                 self.in_channels
             ));
         }
-        let wy = axis_window(
+        let (wy, wx) = spatial_windows(
             self.padding,
-            h,
-            self.kernel_h,
-            self.stride.0,
-            self.dilation.0,
-        )
-        .ok_or_else(|| {
-            format!(
-                "filter {}x{} does not fit input {h}x{w}",
-                self.kernel_h, self.kernel_w
-            )
-        })?;
-        let wx = axis_window(
-            self.padding,
-            w,
-            self.kernel_w,
-            self.stride.1,
-            self.dilation.1,
-        )
-        .ok_or_else(|| {
-            format!(
-                "filter {}x{} does not fit input {h}x{w}",
-                self.kernel_h, self.kernel_w
-            )
-        })?;
+            self.explicit_padding,
+            (h, w),
+            (self.kernel_h, self.kernel_w),
+            self.stride,
+            self.dilation,
+        )?;
         let (oh, ow) = (wy.out, wx.out);
         let m = batch * oh * ow;
         let mut out = vec![0.0f32; m * self.out_channels];
@@ -213,20 +207,13 @@ impl Conv2d {
 #[cfg(test)]
 pub fn conv2d_naive(conv: &Conv2d, input: &Array) -> Array {
     let (batch, h, w, c) = input.nhwc().unwrap();
-    let wy = axis_window(
+    let (wy, wx) = spatial_windows(
         conv.padding,
-        h,
-        conv.kernel_h,
-        conv.stride.0,
-        conv.dilation.0,
-    )
-    .unwrap();
-    let wx = axis_window(
-        conv.padding,
-        w,
-        conv.kernel_w,
-        conv.stride.1,
-        conv.dilation.1,
+        conv.explicit_padding,
+        (h, w),
+        (conv.kernel_h, conv.kernel_w),
+        conv.stride,
+        conv.dilation,
     )
     .unwrap();
     let mut out = Array::zeros(vec![batch, wy.out, wx.out, conv.out_channels]);
@@ -302,6 +289,36 @@ mod tests {
                         "{kh}x{kw} {stride:?} {padding:?}: {a} vs {b}"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn explicit_padding_equals_valid_conv_on_zero_padded_input() {
+        for (o, k, stride) in [(1, 3, (1, 1)), (8, 3, (2, 2)), (8, 5, (2, 1))] {
+            let c = 3;
+            let mut conv = Conv2d::new(
+                wave(o * k * k * c, 0.7),
+                wave(o, 1.3),
+                (o, k, k, c),
+                stride,
+                (1, 1),
+                Padding::Valid,
+                Activation::None,
+            );
+            let input = Array::new(vec![1, 9, 8, c], wave(9 * 8 * c, 0.3));
+            let pads = [(1, 2), (2, 1)];
+            let padded = crate::preprocess::tflite::kernels::shape::pad(
+                &input,
+                &[(0, 0), pads[0], pads[1], (0, 0)],
+            )
+            .unwrap();
+            let want = conv.run(&padded).unwrap();
+            conv.explicit_padding = Some(pads);
+            let got = conv.run(&input).unwrap();
+            assert_eq!(got.shape, want.shape);
+            for (a, b) in got.data.iter().zip(&want.data) {
+                assert!((a - b).abs() < 1e-5, "{o}x{k} {stride:?}: {a} vs {b}");
             }
         }
     }

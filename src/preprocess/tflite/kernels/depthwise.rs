@@ -7,7 +7,7 @@ use rayon::prelude::*;
 use super::activation::Activation;
 use super::taps::{accumulate_row, TapTiles, Window};
 use crate::preprocess::tflite::array::Array;
-use crate::preprocess::tflite::padding::{axis_window, source_index, Padding};
+use crate::preprocess::tflite::padding::{source_index, spatial_windows, Padding};
 
 #[derive(Debug, Clone)]
 pub struct DepthwiseConv2d {
@@ -21,6 +21,9 @@ pub struct DepthwiseConv2d {
     pub stride: (usize, usize),
     pub dilation: (usize, usize),
     pub padding: Padding,
+    /// `[(top, bottom), (left, right)]` zero padding of a PAD folded into this layer
+    /// (overrides `padding`).
+    pub explicit_padding: Option<[(usize, usize); 2]>,
     pub activation: Activation,
     /// The weights laid out for the SIMD row kernel (multiplier 1).
     tiles: TapTiles,
@@ -50,6 +53,7 @@ impl DepthwiseConv2d {
             stride,
             dilation,
             padding,
+            explicit_padding: None,
             activation,
             tiles,
         }
@@ -91,32 +95,14 @@ impl DepthwiseConv2d {
                 self.multiplier, self.out_channels
             ));
         }
-        let wy = axis_window(
+        let (wy, wx) = spatial_windows(
             self.padding,
-            h,
-            self.kernel_h,
-            self.stride.0,
-            self.dilation.0,
-        )
-        .ok_or_else(|| {
-            format!(
-                "filter {}x{} does not fit input {h}x{w}",
-                self.kernel_h, self.kernel_w
-            )
-        })?;
-        let wx = axis_window(
-            self.padding,
-            w,
-            self.kernel_w,
-            self.stride.1,
-            self.dilation.1,
-        )
-        .ok_or_else(|| {
-            format!(
-                "filter {}x{} does not fit input {h}x{w}",
-                self.kernel_h, self.kernel_w
-            )
-        })?;
+            self.explicit_padding,
+            (h, w),
+            (self.kernel_h, self.kernel_w),
+            self.stride,
+            self.dilation,
+        )?;
         let (oh, ow, oc) = (wy.out, wx.out, self.out_channels);
         let mut out = vec![0.0f32; batch * oh * ow * oc];
         let window = Window {
@@ -141,11 +127,7 @@ impl DepthwiseConv2d {
                 } else {
                     self.accumulate_row_multiplied(dst, image, oy, &window);
                 }
-                if self.activation != Activation::None {
-                    for v in dst.iter_mut() {
-                        *v = self.activation.apply_scalar(*v);
-                    }
-                }
+                self.activation.apply_serial(dst);
             });
         Ok(Array::new(vec![batch, oh, ow, oc], out))
     }
@@ -162,8 +144,15 @@ mod tests {
     /// Direct evaluation of the definition.
     fn naive(d: &DepthwiseConv2d, input: &Array) -> Array {
         let (batch, h, w, c) = input.nhwc().unwrap();
-        let wy = axis_window(d.padding, h, d.kernel_h, d.stride.0, d.dilation.0).unwrap();
-        let wx = axis_window(d.padding, w, d.kernel_w, d.stride.1, d.dilation.1).unwrap();
+        let (wy, wx) = spatial_windows(
+            d.padding,
+            d.explicit_padding,
+            (h, w),
+            (d.kernel_h, d.kernel_w),
+            d.stride,
+            d.dilation,
+        )
+        .unwrap();
         let mut out = Array::zeros(vec![batch, wy.out, wx.out, d.out_channels]);
         for b in 0..batch {
             for oy in 0..wy.out {
@@ -224,6 +213,37 @@ mod tests {
                     (a - b).abs() < 1e-5,
                     "k{k} {stride:?} m{multiplier}: {a} vs {b}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn explicit_padding_equals_valid_on_zero_padded_input() {
+        for (c, k, stride) in [(8, 3, (1, 1)), (32, 5, (2, 2)), (24, 3, (2, 2))] {
+            let mut d = DepthwiseConv2d::new(
+                wave(k * k * c, 0.9),
+                wave(c, 2.1),
+                (k, k),
+                1,
+                c,
+                stride,
+                (1, 1),
+                Padding::Valid,
+                Activation::Relu6,
+            );
+            let input = Array::new(vec![1, 12, 11, c], wave(12 * 11 * c, 0.21));
+            let pads = [(1, 2), (2, 2)];
+            let padded = crate::preprocess::tflite::kernels::shape::pad(
+                &input,
+                &[(0, 0), pads[0], pads[1], (0, 0)],
+            )
+            .unwrap();
+            let want = d.run(&padded).unwrap();
+            d.explicit_padding = Some(pads);
+            let got = d.run(&input).unwrap();
+            assert_eq!(got.shape, want.shape);
+            for (a, b) in got.data.iter().zip(&want.data) {
+                assert!((a - b).abs() < 1e-5, "c{c} k{k} {stride:?}: {a} vs {b}");
             }
         }
     }

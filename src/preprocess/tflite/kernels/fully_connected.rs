@@ -35,7 +35,7 @@ impl FullyConnected {
     }
 
     pub fn run(&self, input: &Array) -> Result<Array, String> {
-        if self.inputs == 0 || input.len() % self.inputs != 0 {
+        if self.inputs == 0 || !input.len().is_multiple_of(self.inputs) {
             return Err(format!(
                 "input of shape {:?} does not split into rows of {}",
                 input.shape, self.inputs

@@ -67,7 +67,7 @@ impl PackedWeights {
 pub fn matmul_packed(a: &[f32], w: &PackedWeights, activation: Activation, c: &mut [f32]) {
     let (k, n) = (w.k, w.n);
     assert!(
-        k > 0 && a.len() % k == 0,
+        k > 0 && a.len().is_multiple_of(k),
         "lhs is not a whole number of rows"
     );
     let m = a.len() / k;

@@ -102,7 +102,7 @@ pub fn reshape_shape(len: usize, new_shape: &[i32]) -> Result<Vec<usize>, String
     let unknown = new_shape.iter().filter(|&&d| d < 0).count();
     let shape: Vec<usize> = match unknown {
         0 => new_shape.iter().map(|&d| d as usize).collect(),
-        1 if known > 0 && len % known == 0 => new_shape
+        1 if known > 0 && len.is_multiple_of(known) => new_shape
             .iter()
             .map(|&d| if d < 0 { len / known } else { d as usize })
             .collect(),

@@ -1,0 +1,566 @@
+//! 3×3 convolutions with stride 1 and padding 1 — the bulk of the VAE's compute — as shifted
+//! GEMMs over a zero-padded copy of the input, without an im2col buffer; plus the same conv
+//! fused with the nearest 2× upsampling that precedes it in every decoder up block.
+//!
+//! Pad the input to width `Wp = W + 2` and flatten each channel plane: the input pixel that tap
+//! `(dy, dx)` reads for output `(y, x)` sits at `(y + dy)·Wp + x + dx`. Computing a block of
+//! output rows on the padded width therefore makes every tap's input one contiguous column range
+//! of the padded planes, a strided matrix gemm reads directly. Each block accumulates its tap
+//! products in a cache-sized scratch buffer, then copies its valid columns (`x < W`) out with
+//! the bias added. candle 0.11's CPU conv instead gathers an im2col tile element by element
+//! after a single-threaded NHWC transpose, and runs several times slower.
+//!
+//! Upsampling by repetition followed by a 3×3 conv equals, for each of the four output phases
+//! `(y mod 2, x mod 2)`, a 2×2 conv of the low-resolution input whose weights are sums of the
+//! original taps: 16 products per input pixel instead of 36, and no upsampled tensor.
+
+use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
+use gemm::{gemm, Parallelism};
+use rayon::prelude::*;
+
+/// Scratch columns per block: the block's `c_out × cols` accumulator stays around 1 MiB.
+const SCRATCH_FLOATS: usize = 1 << 18;
+const MIN_BLOCK_COLS: usize = 512;
+
+fn is_cpu_f32(tensors: &[&Tensor]) -> bool {
+    tensors
+        .iter()
+        .all(|t| matches!(t.device(), Device::Cpu) && t.dtype() == DType::F32)
+}
+
+fn add_channel_bias(x: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    match bias {
+        Some(b) => x.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?),
+        None => Ok(x),
+    }
+}
+
+fn check_weight(x: &Tensor, weight: &Tensor) -> Result<()> {
+    let (_, c_in, _, _) = x.dims4()?;
+    let (_, k_in, kh, kw) = weight.dims4()?;
+    if (k_in, kh, kw) != (c_in, 3, 3) {
+        candle_core::bail!(
+            "3×3 conv: input has {c_in} channels, weight shape is {:?}",
+            weight.dims()
+        );
+    }
+    Ok(())
+}
+
+/// A 3×3, stride-1, padding-1 convolution with its weights packed once per tap as contiguous
+/// `[9, Cout, Cin]` matrices (the layout gemm reads fastest).
+#[derive(Debug, Clone)]
+pub struct Conv3x3 {
+    taps: Tensor,
+    bias: Vec<f32>,
+}
+
+impl Conv3x3 {
+    /// From diffusers' `[Cout, Cin, 3, 3]` weight and `[Cout]` bias.
+    pub fn new(weight: &Tensor, bias: Option<&Tensor>) -> Result<Self> {
+        let (c_out, c_in, kh, kw) = weight.dims4()?;
+        if (kh, kw) != (3, 3) {
+            candle_core::bail!("3×3 conv: weight shape {:?}", weight.dims());
+        }
+        let taps = weight
+            .reshape((c_out, c_in, 9))?
+            .permute((2, 0, 1))?
+            .contiguous()?;
+        let bias = match bias {
+            Some(b) if b.elem_count() == c_out => {
+                b.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?
+            }
+            Some(b) => {
+                candle_core::bail!("3×3 conv: {} biases for {c_out} channels", b.elem_count())
+            }
+            None => vec![0.0; c_out],
+        };
+        Ok(Self { taps, bias })
+    }
+
+    /// Loads `weight` `[out, in, 3, 3]` and `bias` `[out]`.
+    pub fn load(vb: candle_nn::VarBuilder, in_c: usize, out_c: usize) -> Result<Self> {
+        Self::new(
+            &vb.get((out_c, in_c, 3, 3), "weight")?,
+            Some(&vb.get(out_c, "bias")?),
+        )
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.run(x, None)
+    }
+
+    /// `forward(x) + residual`, the residual added while the output is written (a resnet's
+    /// skip connection without another full-size pass and allocation).
+    pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        self.run(x, Some(residual))
+    }
+
+    fn run(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+        let (_, c_out, c_in) = self.taps.dims3()?;
+        let (batch, x_in, h, w) = x.dims4()?;
+        if x_in != c_in {
+            candle_core::bail!("3×3 conv: input has {x_in} channels, weights expect {c_in}");
+        }
+        if let Some(r) = residual {
+            if r.dims() != [batch, c_out, h, w] {
+                candle_core::bail!(
+                    "3×3 conv: residual shape {:?} differs from the output's {:?}",
+                    r.dims(),
+                    [batch, c_out, h, w]
+                );
+            }
+        }
+        let mut tensors = vec![x, &self.taps];
+        tensors.extend(residual);
+        if !is_cpu_f32(&tensors) {
+            let weight = self.taps.permute((1, 2, 0))?.reshape((c_out, c_in, 3, 3))?;
+            let bias = Tensor::from_slice(&self.bias, c_out, x.device())?.to_dtype(x.dtype())?;
+            let out = add_channel_bias(x.conv2d(&weight, 1, 1, 1, 1)?, Some(&bias))?;
+            return match residual {
+                Some(r) => out + r,
+                None => Ok(out),
+            };
+        }
+        let residual = match residual {
+            Some(r) => r.contiguous()?,
+            None => Tensor::zeros(0, DType::F32, x.device())?,
+        };
+        x.contiguous()?.apply_op3_no_bwd(
+            &self.taps,
+            &residual,
+            &ShiftedGemmConv {
+                bias: self.bias.clone(),
+            },
+        )
+    }
+}
+
+/// `conv2d(x, weight, bias, stride=1, padding=1)` for `x: [B, Cin, H, W]`,
+/// `weight: [Cout, Cin, 3, 3]` (packs the weights on every call; keep a [`Conv3x3`] instead
+/// for repeated use). Non-f32 or non-CPU tensors go to candle's conv2d.
+pub fn conv3x3(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    Conv3x3::new(weight, bias)?.forward(x)
+}
+
+/// Nearest 2× upsampling followed by a 3×3 conv (diffusers' `Upsample2D` with a conv), with the
+/// weights folded once into four 2×2 phase kernels.
+#[derive(Debug, Clone)]
+pub struct Upsample2xConv3x3 {
+    /// Original `[Cout, Cin, 3, 3]` weights, for the non-CPU fallback.
+    weight: Tensor,
+    /// `[4 phases, 4 taps, Cout, Cin]`: phase `2·py + px`, tap `2·a + b` reads the padded
+    /// low-resolution pixel `(y + py + a, x + px + b)`.
+    phase_taps: Tensor,
+    bias: Tensor,
+}
+
+/// For output phase `p` (0: even rows, 1: odd rows), the 3×3 rows that land on padded
+/// low-resolution offsets `p` and `p + 1`.
+fn phase_rows(phase: usize) -> [&'static [usize]; 2] {
+    if phase == 0 {
+        [&[0], &[1, 2]]
+    } else {
+        [&[0, 1], &[2]]
+    }
+}
+
+impl Upsample2xConv3x3 {
+    pub fn new(weight: &Tensor, bias: &Tensor) -> Result<Self> {
+        let (c_out, c_in, kh, kw) = weight.dims4()?;
+        if (kh, kw) != (3, 3) {
+            candle_core::bail!("upsample conv: weight shape {:?} is not 3×3", weight.dims());
+        }
+        let w: Vec<f32> = weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let mut folded = vec![0f32; 16 * c_out * c_in];
+        for py in 0..2 {
+            for px in 0..2 {
+                for a in 0..2 {
+                    for b in 0..2 {
+                        let base = ((2 * py + px) * 4 + 2 * a + b) * c_out * c_in;
+                        for (o, dst) in folded[base..base + c_out * c_in]
+                            .chunks_exact_mut(c_in)
+                            .enumerate()
+                        {
+                            for (i, d) in dst.iter_mut().enumerate() {
+                                let kernel = &w[(o * c_in + i) * 9..(o * c_in + i + 1) * 9];
+                                *d = phase_rows(py)[a]
+                                    .iter()
+                                    .flat_map(|&ky| {
+                                        phase_rows(px)[b].iter().map(move |&kx| kernel[ky * 3 + kx])
+                                    })
+                                    .sum();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            weight: weight.clone(),
+            phase_taps: Tensor::from_vec(folded, (4, 4, c_out, c_in), weight.device())?,
+            bias: bias.contiguous()?,
+        })
+    }
+
+    /// `conv3x3(upsample_nearest2d(x, 2H, 2W))`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if !is_cpu_f32(&[x, &self.phase_taps]) {
+            let (_, _, h, w) = x.dims4()?;
+            let up = x.upsample_nearest2d(2 * h, 2 * w)?;
+            return add_channel_bias(up.conv2d(&self.weight, 1, 1, 1, 1)?, Some(&self.bias));
+        }
+        check_weight(x, &self.weight)?;
+        x.contiguous()?
+            .apply_op3_no_bwd(&self.phase_taps, &self.bias, &Upsample2xConv)
+    }
+}
+
+fn slice_of<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
+        None => candle_core::bail!("3×3 conv: operands must be contiguous"),
+    }
+}
+
+/// Raw output pointer shared by tasks that write disjoint rows.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: every task writes a disjoint set of output rows (distinct batch item or row block).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// A method (not field access) so closures capture the whole `Send` wrapper.
+    fn at(&self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
+
+/// Zero-padded channel planes of `x: [B, C, H, W]`: one ring of zeros, width `W + 2`, and two
+/// spare floats so the last tap's column range stays inside the plane.
+struct PaddedPlanes {
+    data: Vec<f32>,
+    width: usize,
+    plane: usize,
+}
+
+impl PaddedPlanes {
+    fn new(x: &[f32], h: usize, w: usize) -> Self {
+        let width = w + 2;
+        let plane = (h + 2) * width + 2;
+        let mut data = vec![0f32; (x.len() / (h * w).max(1)) * plane];
+        if h * w > 0 {
+            data.par_chunks_mut(plane)
+                .zip(x.par_chunks(h * w))
+                .for_each(|(dst, src)| {
+                    for (y, row) in src.chunks_exact(w).enumerate() {
+                        let start = (y + 1) * width + 1;
+                        dst[start..start + w].copy_from_slice(row);
+                    }
+                });
+        }
+        Self { data, width, plane }
+    }
+}
+
+/// One GEMM tap: a `[Cout, Cin]` weight matrix (strided) applied to the padded planes shifted
+/// by `offset`.
+struct Tap {
+    weight: *const f32,
+    col_stride: isize,
+    row_stride: isize,
+    offset: usize,
+}
+
+/// `scratch[o, j] = Σ_taps Σ_i W_tap[o, i] · image[i·plane + tap.offset + j]` for `j < cols`.
+///
+/// # Safety
+/// Every tap's weight matrix must be readable at the given strides for `c_out × c_in`
+/// elements, and `tap.offset + cols` (plus `(c_in - 1)·plane`) must stay inside `image`.
+unsafe fn accumulate_taps(
+    scratch: &mut Vec<f32>,
+    c_out: usize,
+    cols: usize,
+    c_in: usize,
+    image: &[f32],
+    plane: usize,
+    taps: &[Tap],
+) {
+    scratch.clear();
+    scratch.resize(c_out * cols, 0.0);
+    for (t, tap) in taps.iter().enumerate() {
+        debug_assert!((c_in - 1) * plane + tap.offset + cols <= image.len());
+        gemm(
+            c_out,
+            cols,
+            c_in,
+            scratch.as_mut_ptr(),
+            1,
+            cols as isize,
+            t > 0,
+            tap.weight,
+            tap.col_stride,
+            tap.row_stride,
+            image.as_ptr().add(tap.offset),
+            1,
+            plane as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+    }
+}
+
+/// Rows per block so a block has about `target_cols` padded columns and the blocks keep every
+/// thread busy.
+fn rows_per_block(batch: usize, h: usize, padded_w: usize, c_out: usize) -> usize {
+    let target_cols = (SCRATCH_FLOATS / c_out.max(1)).max(MIN_BLOCK_COLS);
+    let threads = rayon::current_num_threads().max(1);
+    let mut blocks = (h * padded_w).div_ceil(target_cols).max(1);
+    // At least two tasks per thread when the image allows it, for load balance.
+    let min_blocks = (2 * threads).div_ceil(batch.max(1));
+    blocks = blocks.max(min_blocks).min(h.max(1));
+    h.div_ceil(blocks).max(1)
+}
+
+/// Operands: input, `[9, Cout, Cin]` tap weights, and the residual to add (empty for none).
+struct ShiftedGemmConv {
+    bias: Vec<f32>,
+}
+
+impl CustomOp3 for ShiftedGemmConv {
+    fn name(&self) -> &'static str {
+        "conv3x3"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        rs: &CpuStorage,
+        rl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = slice_of(xs, xl)?;
+        let w = slice_of(ws, wl)?;
+        let residual = slice_of(rs, rl)?;
+        let bias = &self.bias;
+        let (batch, c_in, h, width) = xl.shape().dims4()?;
+        let (_, c_out, _) = wl.shape().dims3()?;
+        let padded = PaddedPlanes::new(x, h, width);
+        let mut out = vec![0f32; batch * c_out * h * width];
+        let out_ptr = OutPtr(out.as_mut_ptr());
+        let rows = rows_per_block(batch, h, padded.width, c_out);
+        let blocks = h.div_ceil(rows);
+        let padded = &padded;
+        (0..batch * blocks)
+            .into_par_iter()
+            .for_each_init(Vec::<f32>::new, |scratch, task| {
+                let (b, block) = (task / blocks, task % blocks);
+                let y0 = block * rows;
+                let r = rows.min(h - y0);
+                let cols = r * padded.width;
+                let image = &padded.data[b * c_in * padded.plane..(b + 1) * c_in * padded.plane];
+                // Tap (dy, dx) = 3·dy + dx is the contiguous c_out × c_in matrix at tap·c_out·c_in.
+                let taps: Vec<Tap> = (0..9)
+                    .map(|tap| Tap {
+                        weight: w.as_ptr().wrapping_add(tap * c_out * c_in),
+                        col_stride: 1,
+                        row_stride: c_in as isize,
+                        offset: (y0 + tap / 3) * padded.width + tap % 3,
+                    })
+                    .collect();
+                // SAFETY: weights are 9 × c_out × c_in floats; the largest offset is
+                // (y0 + r + 1)·Wp + 2 and offset + cols ≤ (h + 2)·Wp + 2 = plane.
+                unsafe { accumulate_taps(scratch, c_out, cols, c_in, image, padded.plane, &taps) };
+                for (o, acc) in scratch.chunks_exact(cols).enumerate() {
+                    for i in 0..r {
+                        let src = &acc[i * padded.width..i * padded.width + width];
+                        let start = ((b * c_out + o) * h + y0 + i) * width;
+                        // SAFETY: rows y0..y0+r of batch item b belong to this task only.
+                        let dst =
+                            unsafe { std::slice::from_raw_parts_mut(out_ptr.at(start), width) };
+                        if residual.is_empty() {
+                            for (d, s) in dst.iter_mut().zip(src) {
+                                *d = s + bias[o];
+                            }
+                        } else {
+                            let skip = &residual[start..start + width];
+                            for ((d, s), r) in dst.iter_mut().zip(src).zip(skip) {
+                                *d = s + bias[o] + r;
+                            }
+                        }
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((batch, c_out, h, width))))
+    }
+}
+
+struct Upsample2xConv;
+
+impl CustomOp3 for Upsample2xConv {
+    fn name(&self) -> &'static str {
+        "upsample2x-conv3x3"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = slice_of(xs, xl)?;
+        let w = slice_of(ws, wl)?;
+        let bias = slice_of(bs, bl)?;
+        let (batch, c_in, h, width) = xl.shape().dims4()?;
+        let (_, _, c_out, _) = wl.shape().dims4()?;
+        let (out_h, out_w) = (2 * h, 2 * width);
+        let padded = PaddedPlanes::new(x, h, width);
+        let mut out = vec![0f32; batch * c_out * out_h * out_w];
+        let out_ptr = OutPtr(out.as_mut_ptr());
+        let rows = rows_per_block(batch, h, padded.width, c_out);
+        let blocks = h.div_ceil(rows);
+        let padded = &padded;
+        let matrix = c_out * c_in;
+        (0..batch * blocks)
+            .into_par_iter()
+            .for_each_init(Vec::<f32>::new, |scratch, task| {
+                let (b, block) = (task / blocks, task % blocks);
+                let y0 = block * rows;
+                let r = rows.min(h - y0);
+                let cols = r * padded.width;
+                let image = &padded.data[b * c_in * padded.plane..(b + 1) * c_in * padded.plane];
+                for (py, px) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                    let phase = 2 * py + px;
+                    let taps: Vec<Tap> = (0..4)
+                        .map(|tap| Tap {
+                            weight: w.as_ptr().wrapping_add((phase * 4 + tap) * matrix),
+                            col_stride: 1,
+                            row_stride: c_in as isize,
+                            offset: (y0 + py + tap / 2) * padded.width + px + tap % 2,
+                        })
+                        .collect();
+                    // SAFETY: each folded matrix is c_out × c_in contiguous floats; the largest
+                    // offset is (y0 + r + 1)·Wp + 2, inside the plane as for the plain conv.
+                    unsafe {
+                        accumulate_taps(scratch, c_out, cols, c_in, image, padded.plane, &taps)
+                    };
+                    for (o, acc) in scratch.chunks_exact(cols).enumerate() {
+                        for i in 0..r {
+                            let src = &acc[i * padded.width..i * padded.width + width];
+                            let row = 2 * (y0 + i) + py;
+                            let start = ((b * c_out + o) * out_h + row) * out_w;
+                            // SAFETY: output rows 2·y0..2·(y0 + r) of batch item b belong to this
+                            // task only.
+                            let dst =
+                                unsafe { std::slice::from_raw_parts_mut(out_ptr.at(start), out_w) };
+                            for (d, s) in dst.iter_mut().skip(px).step_by(2).zip(src) {
+                                *d = s + bias[o];
+                            }
+                        }
+                    }
+                }
+            });
+        Ok((
+            CpuStorage::F32(out),
+            Shape::from((batch, c_out, out_h, out_w)),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    fn random(shape: (usize, usize, usize, usize), std: f32) -> Tensor {
+        Tensor::randn(0f32, std, shape, &Device::Cpu).unwrap()
+    }
+
+    fn reference(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Tensor {
+        let c_out = bias.elem_count();
+        x.conv2d(weight, 1, 1, 1, 1)
+            .unwrap()
+            .broadcast_add(&bias.reshape((1, c_out, 1, 1)).unwrap())
+            .unwrap()
+    }
+
+    fn check(batch: usize, c_in: usize, c_out: usize, h: usize, w: usize) {
+        let x = random((batch, c_in, h, w), 1.0);
+        let weight = random((c_out, c_in, 3, 3), 0.2);
+        let bias = Tensor::randn(0f32, 0.5, c_out, &Device::Cpu).unwrap();
+        let got = conv3x3(&x, &weight, Some(&bias)).unwrap();
+        let diff = max_diff(&got, &reference(&x, &weight, &bias));
+        assert!(diff < 1e-4, "{batch}x{c_in}->{c_out} {h}x{w}: {diff}");
+
+        let up = x.upsample_nearest2d(2 * h, 2 * w).unwrap();
+        let fused = Upsample2xConv3x3::new(&weight, &bias)
+            .unwrap()
+            .forward(&x)
+            .unwrap();
+        let diff = max_diff(&fused, &reference(&up, &weight, &bias));
+        assert!(
+            diff < 1e-4,
+            "upsample {batch}x{c_in}->{c_out} {h}x{w}: {diff}"
+        );
+    }
+
+    #[test]
+    fn matches_candle_conv2d() {
+        check(1, 3, 8, 5, 7);
+        check(2, 16, 4, 33, 9);
+        check(1, 4, 4, 1, 1);
+        check(3, 7, 5, 2, 40);
+    }
+
+    #[test]
+    fn residual_is_added() {
+        let x = random((2, 5, 6, 7), 1.0);
+        let weight = random((4, 5, 3, 3), 0.2);
+        let bias = Tensor::randn(0f32, 0.5, 4, &Device::Cpu).unwrap();
+        let residual = random((2, 4, 6, 7), 1.0);
+        let want = (reference(&x, &weight, &bias) + &residual).unwrap();
+        let conv = Conv3x3::new(&weight, Some(&bias)).unwrap();
+        let got = conv.forward_add(&x, &residual).unwrap();
+        assert!(max_diff(&got, &want) < 1e-4);
+        let wrong = random((2, 4, 6, 6), 1.0);
+        assert!(conv.forward_add(&x, &wrong).is_err());
+    }
+
+    #[test]
+    fn strided_input_and_no_bias() {
+        let x = random((1, 6, 10, 12), 1.0).transpose(2, 3).unwrap();
+        let weight = random((3, 6, 3, 3), 0.2);
+        let want = x.conv2d(&weight, 1, 1, 1, 1).unwrap();
+        let got = conv3x3(&x, &weight, None).unwrap();
+        assert!(max_diff(&got, &want) < 1e-4);
+    }
+
+    #[test]
+    fn wrong_weight_shape_is_an_error() {
+        let x = random((1, 6, 4, 4), 1.0);
+        let weight = random((3, 5, 3, 3), 0.2);
+        assert!(conv3x3(&x, &weight, None).is_err());
+    }
+}
