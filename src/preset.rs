@@ -13,6 +13,8 @@ use serde::de::{self, DeserializeOwned, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::render::stages::blend::OverlapBlend;
+use crate::render::temporal::settings::{SeedPerFrame, TemporalSettings};
 use crate::video::Rational;
 
 /// Presets shipped in `presets/`, compiled into the binary so that `-p anime` works from
@@ -91,6 +93,8 @@ pub struct Preset {
     /// Face and hand detailing (off by default), see [`crate::detail::DetailSettings`].
     #[serde(default)]
     pub detail: crate::detail::DetailSettings,
+    /// Temporal-consistency conditioning (see `render::temporal::settings`).
+    pub temporal: TemporalSettings,
 }
 
 /// Where a model comes from: a hub id (`owner/name`), a diffusers folder or a single file.
@@ -148,6 +152,8 @@ pub struct SamplerSettings {
     /// img2img denoise applied to the source frame; 1.0 = pure txt2img.
     #[serde(deserialize_with = "unit_interval_open_low")]
     pub strength: f32,
+    /// `fixed`: every frame gets `seed`; `increment`: frame n gets `seed + n` (a baseline).
+    pub seed_per_frame: SeedPerFrame,
 }
 
 impl Default for SamplerSettings {
@@ -158,6 +164,7 @@ impl Default for SamplerSettings {
             cfg_scale: 7.0,
             seed: 0,
             strength: 1.0,
+            seed_per_frame: SeedPerFrame::Fixed,
         }
     }
 }
@@ -260,6 +267,8 @@ pub struct BatchSettings {
     pub frames: u32,
     /// Frames shared by neighbouring batches, smaller than `frames`.
     pub overlap: u32,
+    /// How the shared frames are combined: a linear ramp, or a hard cut (a baseline).
+    pub blend: OverlapBlend,
 }
 
 impl Default for BatchSettings {
@@ -267,6 +276,7 @@ impl Default for BatchSettings {
         Self {
             frames: 96,
             overlap: 10,
+            blend: OverlapBlend::Ramp,
         }
     }
 }
@@ -278,6 +288,8 @@ struct RawBatchSettings {
     frames: u32,
     #[serde(default = "default_batch_overlap")]
     overlap: u32,
+    #[serde(default)]
+    blend: OverlapBlend,
 }
 
 fn default_batch_frames() -> u32 {
@@ -293,6 +305,7 @@ impl RawBatchSettings {
         let settings = BatchSettings {
             frames: self.frames,
             overlap: self.overlap,
+            blend: self.blend,
         };
         check_batch(settings)?;
         Ok(settings)
@@ -304,7 +317,7 @@ impl<'de> Deserialize<'de> for BatchSettings {
         deserialize_checked(
             deserializer,
             "BatchSettings",
-            &["frames", "overlap"],
+            &["frames", "overlap", "blend"],
             RawBatchSettings::check,
         )
     }
@@ -468,6 +481,8 @@ impl Preset {
         self.detail
             .validate()
             .map_err(|(field, m)| invalid(format!("detail.{field}"), m))?;
+        self.temporal
+            .map_err(|(field, m)| invalid(format!("temporal.{field}"), m))?;
         Ok(())
     }
 
@@ -548,7 +563,7 @@ fn split_field_and_message(rendered: &str, line: usize, column: usize) -> (Strin
 /// Deserialize a struct through its unchecked twin `R`, then run `check`. The check runs
 /// inside the visitor, so the YAML deserializer attaches the mapping's line, column and path
 /// to its error (a `try_from` conversion would lose them).
-fn deserialize_checked<'de, D, R, T>(
+pub(crate) fn deserialize_checked<'de, D, R, T>(
     deserializer: D,
     name: &'static str,
     fields: &'static [&'static str],
@@ -606,7 +621,7 @@ fn check_cfg(cfg: f32) -> Result<(), String> {
     }
 }
 
-fn check_strength(strength: f32) -> Result<(), String> {
+pub(crate) fn check_strength(strength: f32) -> Result<(), String> {
     if strength > 0.0 && strength <= 1.0 {
         Ok(())
     } else {
@@ -614,7 +629,7 @@ fn check_strength(strength: f32) -> Result<(), String> {
     }
 }
 
-fn check_unit_interval(value: f32) -> Result<(), String> {
+pub(crate) fn check_unit_interval(value: f32) -> Result<(), String> {
     if (0.0..=1.0).contains(&value) {
         Ok(())
     } else {
@@ -622,7 +637,7 @@ fn check_unit_interval(value: f32) -> Result<(), String> {
     }
 }
 
-fn check_control_scale(scale: f32) -> Result<(), String> {
+pub(crate) fn check_control_scale(scale: f32) -> Result<(), String> {
     if scale.is_finite() && (0.0..=4.0).contains(&scale) {
         Ok(())
     } else {
@@ -630,7 +645,7 @@ fn check_control_scale(scale: f32) -> Result<(), String> {
     }
 }
 
-fn check_control_window(start: f32, end: f32) -> Result<(), String> {
+pub(crate) fn check_control_window(start: f32, end: f32) -> Result<(), String> {
     if start < end {
         Ok(())
     } else {
@@ -787,15 +802,15 @@ fn cfg_in_range<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
     checked(d, check_cfg)
 }
 
-fn unit_interval_open_low<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+pub(crate) fn unit_interval_open_low<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
     checked(d, check_strength)
 }
 
-fn unit_interval<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+pub(crate) fn unit_interval<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
     checked(d, check_unit_interval)
 }
 
-fn control_scale_in_range<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+pub(crate) fn control_scale_in_range<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
     checked(d, check_control_scale)
 }
 
@@ -807,7 +822,7 @@ fn crf_in_range<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
     checked(d, check_crf)
 }
 
-fn non_empty_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+pub(crate) fn non_empty_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     struct NonEmpty;
     impl<'de> Visitor<'de> for NonEmpty {
         type Value = String;
@@ -911,9 +926,12 @@ mod tests {
             p.batch,
             BatchSettings {
                 frames: 96,
-                overlap: 10
+                overlap: 10,
+                blend: OverlapBlend::Ramp,
             }
         );
+        assert_eq!(p.temporal, TemporalSettings::default());
+        assert_eq!(p.sampler.seed_per_frame, SeedPerFrame::Fixed);
         assert_eq!(p.output.crf, 18);
         assert_eq!(p.output.fps, None);
         assert_eq!(p.output.encoder_preset, "medium");

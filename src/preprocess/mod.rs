@@ -1,6 +1,8 @@
 //! preprocess
+pub mod cache;
 pub mod openpose;
 pub mod pose;
+pub mod softedge;
 pub mod tflite;
 
 pub mod softedge;

@@ -3,8 +3,12 @@
 
 pub mod guidance;
 pub mod image_pipeline;
+pub mod motion;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;
+pub mod resume;
 pub mod sampler;
+pub mod sd_renderer;
 pub mod stages;
+pub mod temporal;

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::render::plan::{Batch, BatchPlan};
 use crate::render::progress::{ProgressReporter, Stage};
-use crate::render::stages::blend::{blend_frames, ramp_weight, BlendError};
+use crate::render::stages::blend::{blend_frames, BlendError, OverlapBlend};
 use crate::render::stages::{
     Detailer, FrameRenderer, FrameSink, FrameSource, PreparedFrame, Preprocessor, SinkSummary,
     StageError,
@@ -138,6 +138,8 @@ pub struct Pipeline {
     pub detailers: Vec<Box<dyn Detailer>>,
     pub sink: Box<dyn FrameSink>,
     pub channel_capacity: usize,
+    /// How overlapping frames of neighbouring batches are combined.
+    pub blend: OverlapBlend,
 }
 
 impl Pipeline {
@@ -154,6 +156,7 @@ impl Pipeline {
             detailers: Vec::new(),
             sink,
             channel_capacity: DEFAULT_CHANNEL_CAPACITY,
+            blend: OverlapBlend::Ramp,
         }
     }
 
@@ -177,6 +180,7 @@ impl Pipeline {
             renderer,
             detailers,
             sink,
+            blend,
             ..
         } = self;
         for stage in Stage::ALL {
@@ -200,6 +204,7 @@ impl Pipeline {
                     renderer,
                     detailers,
                     plan,
+                    blend,
                     prepared_rx,
                     rendered_tx,
                     progress,
@@ -374,6 +379,7 @@ fn render_stage(
     mut renderer: Box<dyn FrameRenderer>,
     mut detailers: Vec<Box<dyn Detailer>>,
     plan: &BatchPlan,
+    blend: OverlapBlend,
     rx: Receiver<PreparedFrame>,
     tx: Sender<Frame>,
     progress: &dyn ProgressReporter,
@@ -402,13 +408,12 @@ fn render_stage(
         }
         let overlap = batch.overlap_with_previous;
         for (position, (earlier, frame)) in pending_outputs.iter().zip(&mut outputs).enumerate() {
-            *frame =
-                blend_frames(earlier, frame, ramp_weight(position, overlap)).map_err(|source| {
-                    PipelineError::Blend {
-                        batch: batch.index,
-                        source,
-                    }
-                })?;
+            *frame = blend_frames(earlier, frame, blend.weight(position, overlap)).map_err(
+                |source| PipelineError::Blend {
+                    batch: batch.index,
+                    source,
+                },
+            )?;
         }
         let keep_from = batch.len() - batch.overlap_with_next;
         carried_inputs = inputs.split_off(keep_from);
@@ -603,6 +608,25 @@ mod tests {
             .collect();
         // Frames 4 and 5: 0·(2/3) + 100·(1/3) = 33, 0·(1/3) + 100·(2/3) = 67.
         assert_eq!(got, vec![0, 0, 0, 0, 33, 67, 100, 100, 100, 100]);
+    }
+
+    #[test]
+    fn cut_blend_switches_batches_mid_overlap() {
+        let out = Collected::default();
+        // Batches [0,6) and [4,10) share frames 4 and 5: batch 0 keeps frame 4.
+        let plan = plan_batches(10, 6, 2).unwrap();
+        assert_eq!(plan.batches[1].start, 4);
+        let mut pipeline = Pipeline::new(source(vec![0; 10]), Box::new(BatchPainter), sink(&out));
+        pipeline.blend = OverlapBlend::Cut;
+        pipeline.run(&plan, silent()).unwrap();
+        let got: Vec<u8> = out
+            .frames
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|f| f.data[0])
+            .collect();
+        assert_eq!(got, vec![0, 0, 0, 0, 0, 100, 100, 100, 100, 100]);
     }
 
     #[test]

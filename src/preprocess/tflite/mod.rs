@@ -25,6 +25,7 @@
 //! - Hot loops run under `pulp`'s runtime CPU dispatch (AVX-512 here, scalar elsewhere: the
 //!   crate is built with gemm-common's pulp features so no dependency is rebuilt), and output
 //!   rows are spread over rayon's pool.
+//!
 //! Inputs and outputs are candle [`Tensor`]s ([`TfliteModel::run`]); [`TfliteModel::run_arrays`]
 //! skips the conversion and [`TfliteModel::profile`] times each operator.
 //!

@@ -21,6 +21,38 @@ pub fn ramp_weight(position: usize, overlap: usize) -> f32 {
     (position + 1) as f32 / (overlap + 1) as f32
 }
 
+/// How the frames two neighbouring batches both render are combined (`batch.blend`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverlapBlend {
+    /// A linear ramp across the overlap ([`ramp_weight`]).
+    #[default]
+    Ramp,
+    /// A hard cut in the middle of the overlap ([`cut_weight`]): the baseline that shows
+    /// what the ramp is for.
+    Cut,
+}
+
+impl OverlapBlend {
+    /// Weight of the later batch at `position` of an overlap of `overlap` frames.
+    pub fn weight(self, position: usize, overlap: usize) -> f32 {
+        match self {
+            OverlapBlend::Ramp => ramp_weight(position, overlap),
+            OverlapBlend::Cut => cut_weight(position, overlap),
+        }
+    }
+}
+
+/// Hard cut: the earlier batch keeps the first half of the overlap (rounded down), the later
+/// batch takes the rest.
+pub fn cut_weight(position: usize, overlap: usize) -> f32 {
+    if position < overlap / 2 {
+        0.0
+    } else {
+        1.0
+    }
+}
+
 /// `earlier · (1 − w) + later · w` per channel, rounded. Identical inputs give the input back
 /// exactly, whatever `w`. The result keeps `later`'s index.
 pub fn blend_frames(
@@ -70,6 +102,15 @@ mod tests {
         let weights: Vec<f32> = (0..4).map(|j| ramp_weight(j, 4)).collect();
         assert_eq!(weights, vec![0.2, 0.4, 0.6, 0.8]);
         assert_eq!(ramp_weight(0, 1), 0.5);
+    }
+
+    #[test]
+    fn cut_switches_in_the_middle() {
+        let weights: Vec<f32> = (0..4).map(|j| cut_weight(j, 4)).collect();
+        assert_eq!(weights, vec![0.0, 0.0, 1.0, 1.0]);
+        assert_eq!(cut_weight(0, 1), 1.0);
+        assert_eq!(OverlapBlend::Ramp.weight(1, 4), 0.4);
+        assert_eq!(OverlapBlend::Cut.weight(1, 4), 0.0);
     }
 
     #[test]

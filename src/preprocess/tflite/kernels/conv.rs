@@ -102,7 +102,15 @@ impl Conv2d {
                         continue;
                     };
                     let src_row = &input.data[((b * h + iy) * w) * c..][..w * c];
+                    let span = self.kernel_w * c;
                     for ox in 0..ow {
+                        // Undilated and inside the row: the kernel row is one contiguous run.
+                        let first = (ox * sx).checked_sub(wx.pad_before);
+                        if let Some(ix) = first.filter(|&ix| dx == 1 && ix + self.kernel_w <= w) {
+                            let at = ox * k + ky * span;
+                            dst[at..at + span].copy_from_slice(&src_row[ix * c..][..span]);
+                            continue;
+                        }
                         for kx in 0..self.kernel_w {
                             let Some(ix) = source_index(ox, kx, sx, dx, wx.pad_before, w) else {
                                 continue;

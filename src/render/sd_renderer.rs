@@ -1,0 +1,701 @@
+//! The Stable Diffusion renderer: every frame of a batch is generated in order with SD1.5,
+//! any number of ControlNets (openpose / softedge maps from the preprocessors, TemporalNet on
+//! the previous output) and the temporal conditioning the preset switches on
+//! ([`crate::render::temporal`]).
+//!
+//! Per frame, with the same seed for every frame (the same initial noise tensor):
+//!
+//! 1. the source frame and the control maps are resized to the render size;
+//! 2. with a previous frame, the input's optical flow between the two source frames;
+//! 3. control images: each map, and for TemporalNet the previous output (flow-warped);
+//! 4. the start latents: noise (txt2img, `sampler.strength: 1`), the source frame noised to
+//!    `sampler.strength` (img2img), or with `flow_init` the warped previous output noised to
+//!    `flow_init.strength`; generated in diffusers' order, so a frame without temporal
+//!    conditioning equals `StableDiffusionControlNet{Img2Img,}Pipeline` for that seed;
+//! 5. denoising, with the cross-frame attention hook when enabled, then the VAE decode.
+//!
+//! Models are loaded once per render. The first frame of a batch continues from the frame
+//! before the batch (its [`LeadIn`], from the previous batch), so batches chain; the
+//! previous frame's attention cache starts empty at every batch, which keeps the state at a
+//! batch start reproducible from disk.
+
+use candle_core::{DType, Device, Tensor};
+use image::RgbImage;
+
+use crate::flow::{FlowParams, Plane};
+use crate::models::attention_hook::SelfAttentionHook;
+use crate::models::controlnet::ControlNetModel;
+use crate::models::loading::{Component, DiffusersPipelineFiles, LoadError};
+use crate::noise::TorchGenerator;
+use crate::preset::{ControlKind, Preset};
+use crate::render::guidance::uses_cfg;
+use crate::render::image_pipeline::{
+    load_controlnet, load_vae, rgb_to_tensor, tensor_to_rgb, PipelineError as SdError,
+    StableDiffusion,
+};
+use crate::render::plan::Batch;
+use crate::render::resume::{next_lead_in, ChainedRenderer, Interrupted, LeadIn, StopFlag};
+use crate::render::sampler::{denoise, ControlInput, DenoiseRequest, TextConditioning};
+use crate::render::stages::{FrameRenderer, PreparedFrame, StageError};
+use crate::render::temporal::anchor::RenderedAnchor;
+use crate::render::temporal::cross_frame::CrossFrameAttention;
+use crate::render::temporal::input_flow::{luma, InputFlow};
+use crate::render::temporal::settings::{SeedPerFrame, TemporalSettings};
+use crate::render::temporal::{flow_init, temporalnet};
+use crate::schedulers::{self, SchedulerKind};
+use crate::video::Frame;
+
+/// The renderer's name in progress output and manifests.
+pub const RENDERER_NAME: &str = "sd15";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SdRenderError {
+    /// Every model file that could not be found, for all models at once.
+    #[error("{}", missing_models_message(.0))]
+    MissingModels(Vec<LoadError>),
+    #[error("loading {what}: {source}")]
+    Load {
+        what: String,
+        #[source]
+        source: SdError,
+    },
+    #[error(
+        "frame {frame}: the {kind} ControlNet ({model}) needs a {kind} map, but no preprocessor made one"
+    )]
+    MissingControl {
+        frame: u64,
+        kind: ControlKind,
+        model: String,
+    },
+    #[error("frame {frame}: {source}")]
+    Frame {
+        frame: u64,
+        #[source]
+        source: SdError,
+    },
+    #[error("cross-frame attention to the anchor needs the anchor frame rendered first")]
+    NoAnchor,
+}
+
+fn missing_models_message(errors: &[LoadError]) -> String {
+    let parts: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    parts.join("\n")
+}
+
+/// Where a ControlNet's control image comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlSource {
+    /// A map a preprocessor made (openpose, softedge).
+    Map(ControlKind),
+    /// The previous output frame (TemporalNet), optionally warped by the input's flow.
+    PreviousOutput { warp: bool },
+}
+
+/// One ControlNet of the render.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlNetPlan {
+    pub source: ControlSource,
+    /// Hub id, diffusers folder or file.
+    pub model: String,
+    pub scale: f64,
+    pub start: f64,
+    pub end: f64,
+    pub guess_mode: bool,
+}
+
+/// What the renderer needs from a preset, with model locations resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SdRenderConfig {
+    pub model: String,
+    pub vae: Option<String>,
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub width: u32,
+    pub height: u32,
+    pub steps: usize,
+    pub guidance_scale: f64,
+    pub scheduler: SchedulerKind,
+    pub seed: u64,
+    pub seed_per_frame: SeedPerFrame,
+    /// img2img strength from the source frame (1 = txt2img).
+    pub strength: f64,
+    pub controlnets: Vec<ControlNetPlan>,
+    pub temporal: TemporalSettings,
+    pub flow: FlowParams,
+}
+
+impl SdRenderConfig {
+    /// The render settings of `preset` at `width`×`height`; `locate` turns a model entry of
+    /// the preset into the path or hub id to load (relative paths are the caller's business).
+    ///
+    /// ControlNets: the preset's `controlnets` in order (an entry of type `temporalnet` gets
+    /// the previous output, warped as `temporal.temporalnet.warp` says), then
+    /// `temporal.temporalnet` when enabled.
+    pub fn from_preset(
+        preset: &Preset,
+        (width, height): (u32, u32),
+        locate: &dyn Fn(&str) -> String,
+    ) -> Self {
+        let temporal = preset.temporal.clone();
+        let warp = temporal.temporalnet.warp;
+        let mut controlnets: Vec<ControlNetPlan> = preset
+            .controlnets
+            .iter()
+            .map(|c| ControlNetPlan {
+                source: match c.kind {
+                    ControlKind::Temporalnet => ControlSource::PreviousOutput { warp },
+                    kind => ControlSource::Map(kind),
+                },
+                model: locate(&c.model),
+                scale: c.scale as f64,
+                start: c.start as f64,
+                end: c.end as f64,
+                guess_mode: c.guess_mode,
+            })
+            .collect();
+        let t = &temporal.temporalnet;
+        if t.enabled {
+            controlnets.push(ControlNetPlan {
+                source: ControlSource::PreviousOutput { warp },
+                model: locate(&t.model),
+                scale: t.scale as f64,
+                start: t.start as f64,
+                end: t.end as f64,
+                guess_mode: false,
+            });
+        }
+        let s = &preset.sampler;
+        Self {
+            model: locate(&preset.model.base),
+            vae: preset.model.vae.as_deref().map(locate),
+            prompt: preset.prompt.clone(),
+            negative_prompt: preset.negative_prompt.clone(),
+            width,
+            height,
+            steps: s.steps as usize,
+            guidance_scale: s.cfg_scale as f64,
+            scheduler: scheduler_kind(s.scheduler),
+            seed: s.seed,
+            seed_per_frame: s.seed_per_frame,
+            strength: s.strength as f64,
+            controlnets,
+            temporal,
+            flow: FlowParams::default(),
+        }
+    }
+
+    /// The preprocessor maps the ControlNets need, without repeats.
+    pub fn required_maps(&self) -> Vec<ControlKind> {
+        let mut kinds = Vec::new();
+        for c in &self.controlnets {
+            if let ControlSource::Map(kind) = c.source {
+                if !kinds.contains(&kind) {
+                    kinds.push(kind);
+                }
+            }
+        }
+        kinds
+    }
+
+    /// Whether an anchor frame must be rendered before the first batch.
+    pub fn needs_anchor(&self) -> bool {
+        let c = &self.temporal.cross_frame_attention;
+        c.active() && c.anchor
+    }
+
+    fn needs_flow(&self) -> bool {
+        self.temporal.flow_init.enabled
+            || self
+                .controlnets
+                .iter()
+                .any(|c| c.source == ControlSource::PreviousOutput { warp: true })
+    }
+}
+
+fn scheduler_kind(kind: crate::preset::SchedulerKind) -> SchedulerKind {
+    use crate::preset::SchedulerKind as P;
+    match kind {
+        P::Ddim => SchedulerKind::Ddim,
+        P::Euler => SchedulerKind::Euler,
+        P::EulerAncestral => SchedulerKind::EulerAncestral,
+        P::DpmPp2M => SchedulerKind::DpmPp2M,
+        P::DpmPp2MKarras => SchedulerKind::DpmPp2MKarras,
+        P::Lcm => SchedulerKind::Lcm,
+    }
+}
+
+/// The previous frame, as the next frame needs it.
+struct Previous {
+    output: RgbImage,
+    /// Luma of its source frame, when the flow is needed.
+    source_luma: Option<Plane>,
+}
+
+/// Control images and start image of one frame.
+struct Conditioning {
+    controls: Vec<RgbImage>,
+    /// img2img start image and strength; `None` for txt2img.
+    init: Option<(RgbImage, f64)>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Anchor,
+    Frame,
+}
+
+/// See the module docs.
+pub struct SdRenderer {
+    config: SdRenderConfig,
+    sd: StableDiffusion,
+    /// Distinct ControlNet models; `net_of[k]` is the model of `config.controlnets[k]`.
+    nets: Vec<ControlNetModel>,
+    net_of: Vec<usize>,
+    text: TextConditioning,
+    cross_frame: Option<CrossFrameAttention>,
+    anchor: Option<RenderedAnchor>,
+    unet_weight_bytes: u64,
+    /// For use as a plain [`FrameRenderer`]: the lead-in of the next batch, and a stop flag.
+    lead_in: Option<LeadIn>,
+    stop: StopFlag,
+}
+
+impl SdRenderer {
+    /// Resolve and load every model of `config` (hub ids go through the Hugging Face cache;
+    /// `progress` shows download bars). Missing files of all models are reported together.
+    pub fn load(config: SdRenderConfig, progress: bool) -> Result<Self, SdRenderError> {
+        let device = Device::Cpu;
+        let mut missing = Vec::new();
+        let base =
+            DiffusersPipelineFiles::resolve(&config.model, &Component::SD_PIPELINE, progress)
+                .map_err(|e| missing.push(e))
+                .ok();
+        let vae = config.vae.as_ref().and_then(|source| {
+            DiffusersPipelineFiles::resolve(source, &[Component::Vae], progress)
+                .map_err(|e| missing.push(e))
+                .ok()
+        });
+        let mut distinct: Vec<String> = Vec::new();
+        let mut net_of = Vec::new();
+        for c in &config.controlnets {
+            let k = match distinct.iter().position(|m| *m == c.model) {
+                Some(k) => k,
+                None => {
+                    distinct.push(c.model.clone());
+                    distinct.len() - 1
+                }
+            };
+            net_of.push(k);
+        }
+        let net_files: Vec<Option<DiffusersPipelineFiles>> = distinct
+            .iter()
+            .map(|source| {
+                DiffusersPipelineFiles::resolve(source, &[Component::ControlNet], progress)
+                    .map_err(|e| missing.push(e))
+                    .ok()
+            })
+            .collect();
+        let Some(base) = base.filter(|_| missing.is_empty()) else {
+            return Err(SdRenderError::MissingModels(missing));
+        };
+
+        let load_err = |what: &str| {
+            let what = what.to_string();
+            move |source| SdRenderError::Load { what, source }
+        };
+        let scheduler_config = match base.model_index.as_deref().and_then(|p| p.parent()) {
+            Some(dir) => schedulers::load_config(dir).map_err(SdError::from),
+            None => Ok(schedulers::SchedulerConfig::sd15()),
+        }
+        .map_err(load_err(&format!(
+            "the scheduler config of {}",
+            config.model
+        )))?;
+        let mut sd = StableDiffusion::load(&base, scheduler_config, &device)
+            .map_err(load_err(&config.model))?;
+        if let Some(vae_files) = vae.as_ref().and_then(|f| f.vae.as_ref()) {
+            sd.vae = load_vae(vae_files, &device)
+                .map_err(load_err(config.vae.as_deref().unwrap_or("the VAE")))?;
+        }
+        let mut nets = Vec::new();
+        for (source, files) in distinct.iter().zip(&net_files) {
+            let files = files
+                .as_ref()
+                .and_then(|f| f.controlnet.as_ref())
+                .ok_or_else(|| SdRenderError::Load {
+                    what: source.clone(),
+                    source: SdError::MissingComponent {
+                        model: source.clone(),
+                        component: "controlnet",
+                    },
+                })?;
+            nets.push(load_controlnet(files, &device).map_err(load_err(source))?);
+        }
+        let unet_weight_bytes = base
+            .unet
+            .as_ref()
+            .and_then(|u| std::fs::metadata(&u.weights).ok())
+            .map_or(0, |m| m.len());
+
+        let text = sd
+            .encode_prompt(
+                &config.prompt,
+                &config.negative_prompt,
+                uses_cfg(config.guidance_scale),
+            )
+            .map_err(load_err("the prompt"))?;
+        let factor = sd.latent_factor();
+        let cross_frame = config.temporal.cross_frame_attention.active().then(|| {
+            CrossFrameAttention::new(
+                &config.temporal.cross_frame_attention,
+                config.height as usize / factor,
+                config.width as usize / factor,
+            )
+        });
+        Ok(Self {
+            config,
+            sd,
+            nets,
+            net_of,
+            text,
+            cross_frame,
+            anchor: None,
+            unet_weight_bytes,
+            lead_in: None,
+            stop: StopFlag::new(),
+        })
+    }
+
+    pub fn config(&self) -> &SdRenderConfig {
+        &self.config
+    }
+
+    /// Size of the UNet's weight file: a few hundred kB means a random test model.
+    pub fn unet_weight_bytes(&self) -> u64 {
+        self.unet_weight_bytes
+    }
+
+    /// Bytes held by the cross-frame attention caches (anchor, previous frame).
+    pub fn attention_cache_bytes(&self) -> (usize, usize) {
+        self.cross_frame
+            .as_ref()
+            .map_or((0, 0), CrossFrameAttention::cache_bytes)
+    }
+
+    /// The stop flag checked between frames when used as a plain [`FrameRenderer`].
+    pub fn set_stop_flag(&mut self, stop: StopFlag) {
+        self.stop = stop;
+    }
+
+    /// Render the anchor frame (no previous frame) and record its attention keys/values.
+    /// With `cached` (its output from an earlier run), only the denoising runs, to rebuild
+    /// the cache, and the cached image is kept. Returns the output when it was rendered now
+    /// (to be cached).
+    pub fn prepare_anchor(
+        &mut self,
+        anchor: &PreparedFrame,
+        cached: Option<Frame>,
+    ) -> Result<Option<Frame>, SdRenderError> {
+        let index = anchor.source.index;
+        let source = fit(&anchor.source, self.config.width, self.config.height);
+        let conditioning = self.conditioning(anchor, &source, None)?;
+        let latents = self.denoise_frame(index, &conditioning, Pass::Anchor)?;
+        let (output, fresh) = match cached {
+            Some(frame) => (frame, None),
+            None => {
+                let frame = self.decode(index, &latents)?;
+                (frame.clone(), Some(frame))
+            }
+        };
+        self.anchor = Some(RenderedAnchor { output });
+        Ok(fresh)
+    }
+
+    pub fn anchor(&self) -> Option<&RenderedAnchor> {
+        self.anchor.as_ref()
+    }
+
+    /// Render one frame continuing from `previous` (see the module docs).
+    fn render_frame(
+        &self,
+        prepared: &PreparedFrame,
+        source: &RgbImage,
+        previous: Option<&Previous>,
+        source_luma: Option<&Plane>,
+    ) -> Result<Frame, SdRenderError> {
+        let index = prepared.source.index;
+        let flow = match (previous, source_luma) {
+            (
+                Some(Previous {
+                    source_luma: Some(previous),
+                    ..
+                }),
+                Some(current),
+            ) => Some(InputFlow::estimate(
+                previous,
+                current,
+                self.config.temporal.flow_init.enabled,
+                &self.config.flow,
+            )),
+            _ => None,
+        };
+        let conditioning = self.conditioning(
+            prepared,
+            source,
+            previous.map(|p| (&p.output, flow.as_ref())),
+        )?;
+        let latents = self.denoise_frame(index, &conditioning, Pass::Frame)?;
+        self.decode(index, &latents)
+    }
+
+    /// Control images and start image; `previous` is the previous output with the flow
+    /// from it (when computed).
+    fn conditioning(
+        &self,
+        prepared: &PreparedFrame,
+        source: &RgbImage,
+        previous: Option<(&RgbImage, Option<&InputFlow>)>,
+    ) -> Result<Conditioning, SdRenderError> {
+        let (w, h) = (self.config.width, self.config.height);
+        let mut controls = Vec::with_capacity(self.config.controlnets.len());
+        for net in &self.config.controlnets {
+            controls.push(match net.source {
+                ControlSource::Map(kind) => {
+                    let map =
+                        prepared
+                            .control(kind)
+                            .ok_or_else(|| SdRenderError::MissingControl {
+                                frame: prepared.source.index,
+                                kind,
+                                model: net.model.clone(),
+                            })?;
+                    fit(map, w, h)
+                }
+                ControlSource::PreviousOutput { warp } => temporalnet::control_image(
+                    previous.map(|p| p.0),
+                    previous.and_then(|p| p.1),
+                    warp,
+                    source,
+                ),
+            });
+        }
+        let flow_init = &self.config.temporal.flow_init;
+        let init = match previous {
+            Some((output, Some(flow))) if flow_init.enabled => Some((
+                flow_init::init_image(output, flow, source),
+                flow_init.strength as f64,
+            )),
+            _ if self.config.strength < 1.0 => Some((source.clone(), self.config.strength)),
+            _ => None,
+        };
+        Ok(Conditioning { controls, init })
+    }
+
+    /// Start latents and the denoising loop; the latents of the clean frame.
+    fn denoise_frame(
+        &self,
+        index: u64,
+        conditioning: &Conditioning,
+        pass: Pass,
+    ) -> Result<Tensor, SdRenderError> {
+        let frame_err = |source: SdError| SdRenderError::Frame {
+            frame: index,
+            source,
+        };
+        let device = self.sd.device().clone();
+        let tensor_err = |context: &'static str| {
+            move |source| SdRenderError::Frame {
+                frame: index,
+                source: SdError::Tensor { context, source },
+            }
+        };
+        let mut controls = Vec::with_capacity(conditioning.controls.len());
+        for ((plan, image), &net) in self
+            .config
+            .controlnets
+            .iter()
+            .zip(&conditioning.controls)
+            .zip(&self.net_of)
+        {
+            controls.push(ControlInput {
+                model: &self.nets[net],
+                image: rgb_to_tensor(image, &device).map_err(frame_err)?,
+                scale: plan.scale,
+                start: plan.start,
+                end: plan.end,
+                guess_mode: plan.guess_mode,
+            });
+        }
+
+        let seed = self.config.seed_per_frame.seed_for(self.config.seed, index);
+        let mut generator = TorchGenerator::new(seed);
+        let strength = conditioning.init.as_ref().map_or(1.0, |(_, s)| *s);
+        let steps = self.config.steps;
+        let mut scheduler = schedulers::build(self.config.scheduler, &self.sd.scheduler_config)
+            .map_err(|e| frame_err(e.into()))?;
+        scheduler
+            .set_timesteps(steps, strength)
+            .map_err(|e| frame_err(e.into()))?;
+        let first_step =
+            schedulers::strength_begin_index(steps, strength).map_err(|e| frame_err(e.into()))?;
+        let factor = self.sd.latent_factor();
+        let shape = [
+            1,
+            self.sd.vae.config().latent_channels,
+            self.config.height as usize / factor,
+            self.config.width as usize / factor,
+        ];
+        // diffusers' order of draws: the VAE posterior sample, then the initial noise.
+        let latents = match &conditioning.init {
+            None => {
+                let noise = generator
+                    .randn(&shape, DType::F32, &device)
+                    .map_err(|e| frame_err(e.into()))?;
+                (noise * scheduler.init_noise_sigma()).map_err(tensor_err("initial latents"))?
+            }
+            Some((image, _)) => {
+                let image = rgb_to_tensor(image, &device)
+                    .map_err(frame_err)?
+                    .affine(2.0, -1.0)
+                    .map_err(tensor_err("image normalize"))?;
+                let image_latents = self
+                    .sd
+                    .encode_image(&image, &mut generator)
+                    .map_err(frame_err)?;
+                let noise = generator
+                    .randn(&shape, DType::F32, &device)
+                    .map_err(|e| frame_err(e.into()))?;
+                scheduler
+                    .add_noise(&image_latents, &noise, 0)
+                    .map_err(|e| frame_err(e.into()))?
+            }
+        };
+
+        let hook = self.cross_frame.as_ref();
+        if let Some(hook) = hook {
+            match pass {
+                Pass::Anchor => hook.begin_anchor(first_step),
+                Pass::Frame => hook.begin_frame(first_step),
+            }
+        }
+        let request = DenoiseRequest {
+            unet: &self.sd.unet,
+            text: &self.text,
+            guidance_scale: self.config.guidance_scale,
+            controls: &controls,
+            inpaint: None,
+            attention_hook: hook.map(|h| h as &dyn SelfAttentionHook),
+        };
+        let result = denoise(
+            &request,
+            scheduler.as_mut(),
+            latents,
+            &mut generator,
+            &mut |_| {
+                if let Some(hook) = hook {
+                    hook.next_step();
+                }
+            },
+        );
+        if let Some(hook) = hook {
+            hook.end_pass();
+        }
+        result.map_err(|e| frame_err(e.into()))
+    }
+
+    fn decode(&self, index: u64, latents: &Tensor) -> Result<Frame, SdRenderError> {
+        let frame_err = |source| SdRenderError::Frame {
+            frame: index,
+            source,
+        };
+        let image = self.sd.decode_latents(latents).map_err(frame_err)?;
+        let rgb = tensor_to_rgb(&image).map_err(frame_err)?;
+        Ok(Frame::from_rgb_image(index, rgb))
+    }
+}
+
+impl ChainedRenderer for SdRenderer {
+    fn render_chained(
+        &mut self,
+        _batch: &Batch,
+        frames: &[PreparedFrame],
+        lead_in: Option<&LeadIn>,
+        stop: &StopFlag,
+    ) -> Result<Vec<Frame>, StageError> {
+        let (w, h) = (self.config.width, self.config.height);
+        if self.config.needs_anchor() && self.anchor.is_none() {
+            return Err(SdRenderError::NoAnchor.into());
+        }
+        if let Some(hook) = &self.cross_frame {
+            hook.clear_previous();
+        }
+        let needs_flow = self.config.needs_flow();
+        let luma_of = |image: &RgbImage| needs_flow.then(|| luma(image));
+        let mut previous = lead_in.map(|l| Previous {
+            output: fit(&l.output, w, h),
+            source_luma: luma_of(&fit(&l.source, w, h)),
+        });
+        let mut outputs = Vec::with_capacity(frames.len());
+        for prepared in frames {
+            stop.check()
+                .map_err(|Interrupted| Box::new(Interrupted) as StageError)?;
+            let source = fit(&prepared.source, w, h);
+            let source_luma = luma_of(&source);
+            let anchor_output = self
+                .anchor
+                .as_ref()
+                .filter(|a| previous.is_none() && a.index() == prepared.source.index);
+            let output = match anchor_output {
+                // The clip's first frame is the anchor: its rendering is exactly the anchor's.
+                Some(anchor) => {
+                    if let Some(hook) = &self.cross_frame {
+                        hook.previous_from_anchor();
+                    }
+                    anchor.output.clone()
+                }
+                None => {
+                    self.render_frame(prepared, &source, previous.as_ref(), source_luma.as_ref())?
+                }
+            };
+            previous = Some(Previous {
+                output: fit(&output, w, h),
+                source_luma,
+            });
+            outputs.push(output);
+        }
+        Ok(outputs)
+    }
+}
+
+impl FrameRenderer for SdRenderer {
+    fn name(&self) -> &str {
+        RENDERER_NAME
+    }
+
+    fn output_size(&self, _input_width: u32, _input_height: u32) -> (u32, u32) {
+        (self.config.width, self.config.height)
+    }
+
+    fn render_batch(
+        &mut self,
+        batch: &Batch,
+        frames: &[PreparedFrame],
+    ) -> Result<Vec<Frame>, StageError> {
+        let lead_in = self.lead_in.take();
+        let stop = self.stop.clone();
+        let outputs = self.render_chained(batch, frames, lead_in.as_ref(), &stop)?;
+        self.lead_in = next_lead_in(batch, frames, &outputs);
+        Ok(outputs)
+    }
+}
+
+/// A frame as an RGB image of `width`×`height` (bilinear when the size differs).
+fn fit(frame: &Frame, width: u32, height: u32) -> RgbImage {
+    let image = RgbImage::from_raw(frame.width, frame.height, frame.data.clone())
+        .expect("frames hold width·height·3 bytes");
+    if (frame.width, frame.height) == (width, height) {
+        image
+    } else {
+        image::imageops::resize(&image, width, height, image::imageops::FilterType::Triangle)
+    }
+}
