@@ -94,6 +94,7 @@ pub struct Preset {
     #[serde(default)]
     pub detail: crate::detail::DetailSettings,
     /// Temporal-consistency conditioning (see `render::temporal::settings`).
+    #[serde(default)]
     pub temporal: TemporalSettings,
 }
 
@@ -482,6 +483,7 @@ impl Preset {
             .validate()
             .map_err(|(field, m)| invalid(format!("detail.{field}"), m))?;
         self.temporal
+            .validate()
             .map_err(|(field, m)| invalid(format!("temporal.{field}"), m))?;
         Ok(())
     }
