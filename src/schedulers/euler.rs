@@ -180,7 +180,15 @@ pub struct EulerScheduler {
 
 impl EulerScheduler {
     pub fn new(config: &SchedulerConfig) -> Result<Self, SchedulerError> {
-        let options = SigmaOptions::for_euler(config)?;
+        Self::with_options(config, SigmaOptions::for_euler(config)?)
+    }
+
+    /// The sigma schedule both Euler samplers share; Euler ancestral differs in its options
+    /// and in `step` only.
+    pub(crate) fn with_options(
+        config: &SchedulerConfig,
+        options: SigmaOptions,
+    ) -> Result<Self, SchedulerError> {
         let mut schedule = NoiseSchedule::from_config(config, DDPM_BETA_DEFAULTS)?;
         if config.rescale_betas_zero_snr == Some(true) {
             // diffusers keeps the terminal sigma finite.
@@ -211,13 +219,26 @@ impl EulerScheduler {
     pub fn sigmas(&self) -> &[f32] {
         &self.sigmas.sigmas
     }
+
+    /// The sigma at step `i` and the one it steps to.
+    pub(crate) fn sigma_pair(&self, i: usize) -> Result<(f32, f32), SchedulerError> {
+        check_index(i, self.timesteps.len())?;
+        Ok((
+            self.sigmas.sigmas[self.begin + i],
+            self.sigmas.sigmas[self.begin + i + 1],
+        ))
+    }
+
+    pub(crate) fn prediction_type(&self) -> PredictionType {
+        self.prediction_type
+    }
 }
 
 impl Scheduler for EulerScheduler {
     fn set_timesteps(&mut self, steps: usize, strength: f64) -> Result<(), SchedulerError> {
         if steps == 0 || steps > self.schedule.num_train_timesteps() {
             return Err(SchedulerError::Invalid(format!(
-                "Euler needs 1..={} steps, got {steps}",
+                "Euler samplers need 1..={} steps, got {steps}",
                 self.schedule.num_train_timesteps()
             )));
         }
@@ -248,9 +269,7 @@ impl Scheduler for EulerScheduler {
         sample: &Tensor,
         _noise: &mut dyn NoiseSource,
     ) -> Result<Tensor, SchedulerError> {
-        check_index(i, self.timesteps.len())?;
-        let sigma = self.sigmas.sigmas[self.begin + i];
-        let sigma_next = self.sigmas.sigmas[self.begin + i + 1];
+        let (sigma, sigma_next) = self.sigma_pair(i)?;
         let pred_original = predict_original(self.prediction_type, model_output, sample, sigma)?;
         let derivative = ((sample - pred_original)? / sigma as f64)?;
         Ok((sample + (derivative * (sigma_next - sigma) as f64)?)?)

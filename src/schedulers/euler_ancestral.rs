@@ -5,49 +5,26 @@
 
 use candle_core::Tensor;
 
-use super::config::{PredictionType, SchedulerConfig};
-use super::euler::{predict_original, scale_by_sigma, SigmaOptions, SigmaSchedule};
-use super::schedule::{NoiseSchedule, DDPM_BETA_DEFAULTS};
-use super::{check_index, strength_begin_index, Scheduler, SchedulerError};
+use super::config::SchedulerConfig;
+use super::euler::{predict_original, EulerScheduler, SigmaOptions};
+use super::{Scheduler, SchedulerError};
 use crate::noise::NoiseSource;
 
+/// Euler's sigma schedule with an ancestral step: everything but `step` is Euler's.
 pub struct EulerAncestralScheduler {
-    prediction_type: PredictionType,
-    options: SigmaOptions,
-    schedule: NoiseSchedule,
-    sigmas: SigmaSchedule,
-    begin: usize,
-    timesteps: Vec<f64>,
-    init_noise_sigma: f64,
+    euler: EulerScheduler,
 }
 
 impl EulerAncestralScheduler {
     pub fn new(config: &SchedulerConfig) -> Result<Self, SchedulerError> {
         let options = SigmaOptions::for_euler_ancestral(config)?;
-        let mut schedule = NoiseSchedule::from_config(config, DDPM_BETA_DEFAULTS)?;
-        if config.rescale_betas_zero_snr == Some(true) {
-            let last = schedule.alphas_cumprod.len() - 1;
-            schedule.alphas_cumprod[last] = 2f32.powi(-24);
-        }
-        let mut sigmas = schedule.sigmas();
-        sigmas.push(0.0);
-        let init_noise_sigma = options.init_noise_sigma(&sigmas);
         Ok(Self {
-            prediction_type: config.prediction_type()?,
-            options,
-            schedule,
-            sigmas: SigmaSchedule {
-                timesteps: Vec::new(),
-                sigmas,
-            },
-            begin: 0,
-            timesteps: Vec::new(),
-            init_noise_sigma,
+            euler: EulerScheduler::with_options(config, options)?,
         })
     }
 
     pub fn sigmas(&self) -> &[f32] {
-        &self.sigmas.sigmas
+        self.euler.sigmas()
     }
 }
 
@@ -62,30 +39,19 @@ pub(crate) fn ancestral_sigmas(sigma_from: f32, sigma_to: f32) -> (f32, f32) {
 
 impl Scheduler for EulerAncestralScheduler {
     fn set_timesteps(&mut self, steps: usize, strength: f64) -> Result<(), SchedulerError> {
-        if steps == 0 || steps > self.schedule.num_train_timesteps() {
-            return Err(SchedulerError::Invalid(format!(
-                "Euler ancestral needs 1..={} steps, got {steps}",
-                self.schedule.num_train_timesteps()
-            )));
-        }
-        self.sigmas = self.options.build(&self.schedule, steps);
-        self.init_noise_sigma = self.options.init_noise_sigma(&self.sigmas.sigmas);
-        self.begin = strength_begin_index(steps, strength)?;
-        self.timesteps = self.sigmas.timesteps[self.begin..].to_vec();
-        Ok(())
+        self.euler.set_timesteps(steps, strength)
     }
 
     fn timesteps(&self) -> &[f64] {
-        &self.timesteps
+        self.euler.timesteps()
     }
 
     fn init_noise_sigma(&self) -> f64 {
-        self.init_noise_sigma
+        self.euler.init_noise_sigma()
     }
 
     fn scale_model_input(&self, sample: &Tensor, i: usize) -> Result<Tensor, SchedulerError> {
-        check_index(i, self.timesteps.len())?;
-        scale_by_sigma(sample, self.sigmas.sigmas[self.begin + i])
+        self.euler.scale_model_input(sample, i)
     }
 
     fn step(
@@ -95,10 +61,9 @@ impl Scheduler for EulerAncestralScheduler {
         sample: &Tensor,
         noise: &mut dyn NoiseSource,
     ) -> Result<Tensor, SchedulerError> {
-        check_index(i, self.timesteps.len())?;
-        let sigma = self.sigmas.sigmas[self.begin + i];
-        let sigma_to = self.sigmas.sigmas[self.begin + i + 1];
-        let pred_original = predict_original(self.prediction_type, model_output, sample, sigma)?;
+        let (sigma, sigma_to) = self.euler.sigma_pair(i)?;
+        let pred_original =
+            predict_original(self.euler.prediction_type(), model_output, sample, sigma)?;
         let (sigma_down, sigma_up) = ancestral_sigmas(sigma, sigma_to);
         let derivative = ((sample - pred_original)? / sigma as f64)?;
         let prev = (sample + (derivative * (sigma_down - sigma) as f64)?)?;
@@ -112,8 +77,7 @@ impl Scheduler for EulerAncestralScheduler {
         noise: &Tensor,
         i: usize,
     ) -> Result<Tensor, SchedulerError> {
-        check_index(i, self.timesteps.len())?;
-        Ok((original + (noise * self.sigmas.sigmas[self.begin + i] as f64)?)?)
+        self.euler.add_noise(original, noise, i)
     }
 }
 
