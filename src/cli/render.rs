@@ -251,7 +251,13 @@ pub fn run(args: RenderArgs) -> anyhow::Result<()> {
             );
             std::process::exit(EXIT_INTERRUPTED);
         }
-        Err(err) => return Err(err).with_context(|| format!("rendering {}", args.input.display())),
+        Err(err) => {
+            // Nothing worth resuming: leave no empty work directory behind.
+            if !plan.batches.iter().any(|b| work.is_finished(b)) {
+                let _ = work.remove();
+            }
+            return Err(err).with_context(|| format!("rendering {}", args.input.display()));
+        }
     };
     work.remove()?;
 

@@ -631,6 +631,7 @@ impl ChainedRenderer for SdRenderer {
         }
         let needs_flow = self.config.needs_flow();
         let luma_of = |image: &RgbImage| needs_flow.then(|| luma(image));
+        let lead_in = lead_in.filter(|_| self.config.temporal.chain_batches);
         let mut previous = lead_in.map(|l| Previous {
             output: fit(&l.output, w, h),
             source_luma: luma_of(&fit(&l.source, w, h)),
