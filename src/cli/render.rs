@@ -223,7 +223,10 @@ pub fn run(args: RenderArgs) -> anyhow::Result<()> {
         notify.clone(),
     );
     let renderer = ResumableRenderer::new(RENDERER_NAME, size, work.clone(), factory, stop, notify);
-    let sink = create_sink(&target, &args, &preset, &info, size)?;
+    // A resumed render replaces the frames its interrupted run already wrote to a PNG
+    // sequence (they come from the same work directory); anything else needs --force.
+    let resuming = opened.reusable > 0;
+    let sink = create_sink(&target, &args, &preset, &info, size, resuming)?;
     if let Reporting::Json(json) = &reporting {
         json.emit(&start_event(
             &args,
@@ -457,6 +460,7 @@ fn create_sink(
     preset: &Preset,
     info: &VideoInfo,
     (width, height): (u32, u32),
+    resuming: bool,
 ) -> anyhow::Result<Box<dyn FrameSink>> {
     Ok(match target {
         OutputTarget::Mp4(path) => {
@@ -475,7 +479,9 @@ fn create_sink(
             }
             Box::new(Mp4Writer::create(path, settings)?)
         }
-        OutputTarget::PngSequence(dir) => Box::new(PngSequenceWriter::create(dir, args.force)?),
+        OutputTarget::PngSequence(dir) => {
+            Box::new(PngSequenceWriter::create(dir, args.force || resuming)?)
+        }
     })
 }
 
