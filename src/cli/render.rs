@@ -172,94 +172,107 @@ pub fn run(args: RenderArgs) -> anyhow::Result<()> {
         height: size.1,
         seed: preset.sampler.seed,
     };
-    let (work, opened) = WorkDir::open(&work_root, run_identity, &args.input, !args.no_resume)?;
+    // The work directory sits next to the output: where it cannot be made, the output cannot
+    // be written either.
+    let (work, opened) = WorkDir::open(&work_root, run_identity, &args.input, !args.no_resume)
+        .map_err(|e| CliError::OutputUnwritable {
+            path: work_root.clone(),
+            reason: format!("its work directory: {e}"),
+        })?;
     if let Some(line) = opened.describe(&work_root) {
         reporting.note(&line);
     }
-    let unfinished: Vec<_> = plan
-        .batches
-        .iter()
-        .filter(|b| !work.is_finished(b))
-        .map(|b| info.start_frame + b.start as u64..info.start_frame + b.end as u64)
-        .collect();
+    let rendered = (|| -> anyhow::Result<PipelineReport> {
+        // A resumed render replaces the frames its interrupted run already wrote to a PNG
+        // sequence (they come from the same work directory); anything else needs --force.
+        let resuming = opened.reusable > 0;
+        let sink = create_sink(&target, &args, &preset, &info, size, resuming)?;
+        let unfinished: Vec<_> = plan
+            .batches
+            .iter()
+            .filter(|b| !work.is_finished(b))
+            .map(|b| info.start_frame + b.start as u64..info.start_frame + b.end as u64)
+            .collect();
 
-    let stop = install_interrupt_handler();
-    let preprocess_options = PreprocessorOptions {
-        models_dir: models_dir(),
-        pose: preset.preprocess.pose.clone(),
-        softedge: preset.preprocess.softedge.clone(),
-        fps: info.fps.as_f64(),
-        pose_json: args.pose_json.clone(),
-        needed: Some(unfinished.clone()),
-        stop: stop.clone(),
-    };
-    let maps = config.required_maps();
-    // Finished batches need no maps; pose tracking still sees every frame (see
-    // `preprocessors`), so only a render with nothing left skips preprocessing entirely.
-    let preprocessors = if unfinished.is_empty() {
-        Vec::new()
-    } else {
-        build_preprocessors(&maps, &preprocess_options)?
-    };
+        let stop = install_interrupt_handler();
+        let preprocess_options = PreprocessorOptions {
+            models_dir: models_dir(),
+            pose: preset.preprocess.pose.clone(),
+            softedge: preset.preprocess.softedge.clone(),
+            fps: info.fps.as_f64(),
+            pose_json: args.pose_json.clone(),
+            needed: Some(unfinished.clone()),
+            stop: stop.clone(),
+        };
+        let maps = config.required_maps();
+        // Finished batches need no maps; pose tracking still sees every frame (see
+        // `preprocessors`), so only a render with nothing left skips preprocessing entirely.
+        let preprocessors = if unfinished.is_empty() {
+            Vec::new()
+        } else {
+            build_preprocessors(&maps, &preprocess_options)?
+        };
 
-    let notify: Notifier = {
-        let reporting = reporting.clone();
-        Arc::new(move |text: &str| reporting.note(text))
-    };
-    let factory = renderer_factory(
-        config,
-        AnchorInput {
-            path: args.input.clone(),
-            options: options.clone(),
-            index: anchor_index,
-            first_frame: info.start_frame,
-            preprocess: PreprocessorOptions {
-                needed: None,
-                ..preprocess_options
+        let notify: Notifier = {
+            let reporting = reporting.clone();
+            Arc::new(move |text: &str| reporting.note(text))
+        };
+        let factory = renderer_factory(
+            config,
+            AnchorInput {
+                path: args.input.clone(),
+                options: options.clone(),
+                index: anchor_index,
+                first_frame: info.start_frame,
+                preprocess: PreprocessorOptions {
+                    needed: None,
+                    ..preprocess_options
+                },
+                maps,
             },
-            maps,
-        },
-        matches!(reporting, Reporting::Bars(_)),
-        notify.clone(),
-    );
-    let renderer = ResumableRenderer::new(RENDERER_NAME, size, work.clone(), factory, stop, notify);
-    // A resumed render replaces the frames its interrupted run already wrote to a PNG
-    // sequence (they come from the same work directory); anything else needs --force.
-    let resuming = opened.reusable > 0;
-    let sink = create_sink(&target, &args, &preset, &info, size, resuming)?;
-    if let Reporting::Json(json) = &reporting {
-        json.emit(&start_event(
-            &args,
-            &preset,
-            &info,
-            &plan,
-            RENDERER_NAME,
-            size,
-        ));
-    }
-
-    let mut pipeline = Pipeline::new(Box::new(reader), Box::new(renderer), sink);
-    pipeline.preprocessors = preprocessors;
-    pipeline.blend = preset.batch.blend;
-    let report = match pipeline.run(&plan, reporting.progress()) {
-        Ok(report) => report,
-        Err(err) if is_interrupted(&err) => {
-            let kept = plan.batches.iter().filter(|b| work.is_finished(b)).count();
-            // Printed even with --quiet: the user pressed Ctrl-C and must learn how to go on.
-            eprintln!(
-                "interrupted: {kept} of {} batches are finished and kept in {}; run the same \
-                 command again to resume (--no-resume starts over)",
-                plan.batches.len(),
-                work.root().display()
-            );
-            std::process::exit(EXIT_INTERRUPTED);
+            matches!(reporting, Reporting::Bars(_)),
+            notify.clone(),
+        );
+        let renderer =
+            ResumableRenderer::new(RENDERER_NAME, size, work.clone(), factory, stop, notify);
+        if let Reporting::Json(json) = &reporting {
+            json.emit(&start_event(
+                &args,
+                &preset,
+                &info,
+                &plan,
+                RENDERER_NAME,
+                size,
+            ));
         }
+
+        let mut pipeline = Pipeline::new(Box::new(reader), Box::new(renderer), sink);
+        pipeline.preprocessors = preprocessors;
+        pipeline.blend = preset.batch.blend;
+        match pipeline.run(&plan, reporting.progress()) {
+            Ok(report) => Ok(report),
+            Err(err) if is_interrupted(&err) => {
+                let kept = plan.batches.iter().filter(|b| work.is_finished(b)).count();
+                // Printed even with --quiet: the user pressed Ctrl-C and must learn how to go on.
+                eprintln!(
+                    "interrupted: {kept} of {} batches are finished and kept in {}; run the \
+                     same command again to resume (--no-resume starts over)",
+                    plan.batches.len(),
+                    work.root().display()
+                );
+                std::process::exit(EXIT_INTERRUPTED);
+            }
+            Err(err) => Err(err).with_context(|| format!("rendering {}", args.input.display())),
+        }
+    })();
+    let report = match rendered {
+        Ok(report) => report,
         Err(err) => {
             // Nothing worth resuming: leave no empty work directory behind.
             if !plan.batches.iter().any(|b| work.is_finished(b)) {
                 let _ = work.remove();
             }
-            return Err(err).with_context(|| format!("rendering {}", args.input.display()));
+            return Err(err);
         }
     };
     work.remove()?;
