@@ -31,6 +31,15 @@ impl SimpleBackend for RandomWeights {
     }
 }
 
+/// User + system CPU seconds of this process (all threads).
+fn cpu_seconds() -> f64 {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage only writes the struct it is given.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
 fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -56,22 +65,26 @@ fn main() -> anyhow::Result<()> {
     let vb = VarBuilder::from_backend(Box::new(RandomWeights), DType::F32, dev.clone());
     let vae = AutoencoderKL::load(vb, &VaeConfig::sd15())?;
     let mut times = Vec::new();
+    let mut cpu_times = Vec::new();
     for _ in 0..runs {
         let start;
+        let cpu_start;
         if encode {
             let image = Tensor::rand(-1f32, 1.0, (1, 3, size, size), &dev)?;
-            start = Instant::now();
+            (start, cpu_start) = (Instant::now(), cpu_seconds());
             vae.encode(&image)?;
         } else {
             let latents = Tensor::randn(0f32, 1.0, (1, 4, size / 8, size / 8), &dev)?;
-            start = Instant::now();
+            (start, cpu_start) = (Instant::now(), cpu_seconds());
             vae.decode(&latents)?;
         }
         times.push(start.elapsed().as_secs_f64());
+        cpu_times.push(cpu_seconds() - cpu_start);
     }
     let best = times.iter().copied().fold(f64::INFINITY, f64::min);
+    let best_cpu = cpu_times.iter().copied().fold(f64::INFINITY, f64::min);
     println!(
-        "rotoscope vae {op} {size}²: runs {times:.3?} s, best {best:.3} s, peak RSS {:.0} MB",
+        "rotoscope vae {op} {size}²: wall {times:.3?} s (best {best:.3}), cpu {cpu_times:.3?} s (best {best_cpu:.3}), peak RSS {:.0} MB",
         peak_rss_mb()
     );
 
@@ -91,8 +104,13 @@ fn main() -> anyhow::Result<()> {
                 let line = text.lines().last().unwrap_or_default();
                 let json: serde_json::Value = serde_json::from_str(line)?;
                 let torch_best = json["best"].as_f64().unwrap_or(f64::NAN);
+                let torch_cpu = json["best_cpu"].as_f64().unwrap_or(f64::NAN);
                 println!("torch     vae {op} {size}²: {line}");
-                println!("ratio rotoscope/torch: {:.2}", best / torch_best);
+                println!(
+                    "ratio rotoscope/torch: wall {:.2}, cpu {:.2}",
+                    best / torch_best,
+                    best_cpu / torch_cpu
+                );
             }
             Ok(out) => println!(
                 "torch reference failed: {}",

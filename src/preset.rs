@@ -13,6 +13,9 @@ use serde::de::{self, DeserializeOwned, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 
+pub mod models_ext;
+pub use models_ext::LoraEntry;
+
 use crate::render::stages::blend::OverlapBlend;
 use crate::render::temporal::settings::{SeedPerFrame, TemporalSettings};
 use crate::video::Rational;
@@ -90,9 +93,18 @@ pub struct Preset {
     pub output: OutputSettings,
     #[serde(default)]
     pub preprocess: PreprocessSettings,
+    /// Face and hand detailing (off by default), see [`crate::detail::DetailSettings`].
+    #[serde(default)]
+    pub detail: crate::detail::DetailSettings,
     /// Temporal-consistency conditioning (see `render::temporal::settings`).
     #[serde(default)]
     pub temporal: TemporalSettings,
+    /// LoRAs merged into the model at load (see [`models_ext`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loras: Vec<LoraEntry>,
+    /// Textual-inversion embedding files; the trigger word is the file name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub embeddings: Vec<String>,
 }
 
 /// Where a model comes from: a hub id (`owner/name`), a diffusers folder or a single file.
@@ -103,6 +115,16 @@ pub struct ModelSpec {
     pub base: String,
     #[serde(default)]
     pub vae: Option<String>,
+    /// Configs of a single-file `base`: the LDM yaml or a diffusers folder (see [`models_ext`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// A1111's clip skip: 1 = the text encoder's last layer, 2 = the penultimate, ...
+    #[serde(
+        default = "models_ext::default_clip_skip",
+        deserialize_with = "models_ext::clip_skip_in_range",
+        skip_serializing_if = "models_ext::is_default_clip_skip"
+    )]
+    pub clip_skip: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -460,6 +482,16 @@ impl Preset {
         if self.model.base.trim().is_empty() {
             return Err(invalid("model.base".into(), "must not be empty".into()));
         }
+        models_ext::check_clip_skip(self.model.clip_skip)
+            .map_err(|m| invalid("model.clip_skip".into(), m))?;
+        for (i, lora) in self.loras.iter().enumerate() {
+            models_ext::check_lora_weight(lora.weight)
+                .map_err(|m| invalid(format!("loras[{i}].weight"), m))?;
+            if let Some(w) = lora.clip_weight {
+                models_ext::check_lora_weight(w)
+                    .map_err(|m| invalid(format!("loras[{i}].clip_weight"), m))?;
+            }
+        }
         if let Some(r) = self.resolution {
             check_latent_aligned(r.width).map_err(|m| invalid("resolution.width".into(), m))?;
             check_latent_aligned(r.height).map_err(|m| invalid("resolution.height".into(), m))?;
@@ -476,6 +508,9 @@ impl Preset {
         check_crf(self.output.crf).map_err(|m| invalid("output.crf".into(), m))?;
         check_encoder_preset(&self.output.encoder_preset)
             .map_err(|m| invalid("output.encoder_preset".into(), m))?;
+        self.detail
+            .validate()
+            .map_err(|(field, m)| invalid(format!("detail.{field}"), m))?;
         self.temporal
             .validate()
             .map_err(|(field, m)| invalid(format!("temporal.{field}"), m))?;
@@ -699,7 +734,10 @@ fn check_encoder_preset(name: &str) -> Result<(), String> {
 /// Deserialize a number and apply `rule` *inside* the YAML scalar's visitor, so that the
 /// error gets the value's own line, column and field path (a check after deserializing
 /// would only get the enclosing mapping's position).
-fn checked<'de, D, T>(deserializer: D, rule: fn(T) -> Result<(), String>) -> Result<T, D::Error>
+pub(crate) fn checked<'de, D, T>(
+    deserializer: D,
+    rule: fn(T) -> Result<(), String>,
+) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Number,
@@ -708,7 +746,7 @@ where
 }
 
 /// The numeric field types presets use, with lossless conversions from YAML numbers.
-trait Number: Copy + fmt::Display {
+pub(crate) trait Number: Copy + fmt::Display {
     const EXPECTING: &'static str;
     fn from_u64(v: u64) -> Option<Self>;
     fn from_i64(v: i64) -> Option<Self>;

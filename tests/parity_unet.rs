@@ -128,6 +128,13 @@ fn inpaint_9_channel_matches_diffusers() {
     check_model("inpaint");
 }
 
+/// only_cross_attention, 2 transformer layers per block, downsample_padding 0, scaled mid
+/// block, custom time-embedding width, sin-first shifted embeddings, centred input.
+#[test]
+fn rarer_config_options_match_diffusers() {
+    check_model("variants");
+}
+
 #[test]
 fn tiny_attention_budget_changes_nothing() {
     let mut unet = load_unet("sd15");

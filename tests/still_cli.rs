@@ -214,7 +214,7 @@ fn still_rejects_bad_inputs() {
     assert_failure(&run, 2, &["--pose Cargo.toml", "not a readable image"]);
 
     let json = dir.path().join("pose.json");
-    std::fs::write(&json, "{}").unwrap();
+    std::fs::write(&json, "not json").unwrap();
     let run = still(&[
         "--pose",
         json.to_str().unwrap(),
@@ -223,7 +223,7 @@ fn still_rejects_bad_inputs() {
         "-o",
         out_arg,
     ]);
-    assert_failure(&run, 1, &["not yet available", "OpenPose JSON"]);
+    assert_failure(&run, 2, &["--pose", "pose.json", "not OpenPose JSON"]);
 
     let run = still(&["--pose", pose, "-p", preset, "-o", "o.jpg"]);
     assert_failure(&run, 2, &["-o o.jpg", ".png"]);

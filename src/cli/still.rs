@@ -1,15 +1,22 @@
 //! `rotoscope still`: pose transfer for character sheets.
 //!
-//! Every pose image is the control image of the preset's openpose ControlNet(s); each pose is
+//! Every pose is the control image of the preset's openpose ControlNet(s); each pose is
 //! rendered txt2img with the preset's prompt, sampler and seed (the same seed for every pose,
 //! so the character stays alike), exactly as diffusers' `StableDiffusionControlNetPipeline`
 //! would render it. One pose writes `OUT.png`; several write `OUT-0.png`, `OUT-1.png`, ... or,
 //! with `--grid`, one grid image `OUT.png` (poses left to right, top to bottom).
 //!
+//! A pose is a pose map image, or OpenPose JSON (`*_keypoints.json`, one pose per frame in
+//! the file): its keypoints are drawn into the map as ControlNet's annotator draws them (the
+//! parts in the preset's `preprocess.pose`), and kept for the face and hand detailing of the
+//! preset's `detail:` section, which runs on poses given as JSON (a pose map is a drawing:
+//! its keypoints cannot be read back).
+//!
 //! Model paths in the preset are taken as given, or relative to the preset's folder when
 //! they do not exist relative to the current directory.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use candle_core::Device;
@@ -18,7 +25,11 @@ use image::{imageops, RgbImage};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{load_preset, CliError};
+use crate::detail::detailer_for_preset;
+use crate::models::controlnet::ControlNetModel;
 use crate::models::loading::{Component, DiffusersPipelineFiles};
+use crate::preprocess::openpose::json::{parse_json, PoseJsonError};
+use crate::preprocess::openpose::{draw_pose_map, DrawParts, PoseFrame};
 use crate::preset::{fit_to_input, ControlKind, Preset, PresetOverrides};
 use crate::render::image_pipeline::{
     load_controlnet, load_vae, rgb_to_tensor, tensor_to_rgb, GenerationSettings, InitImage,
@@ -50,20 +61,34 @@ pub fn run(args: StillArgs) -> anyhow::Result<()> {
     let preset = load_preset(&args.preset, &PresetOverrides { seed: args.seed })?;
     check_output_path(&args.output)?;
     check_controlnets(&preset, &args.preset)?;
-    let poses = args
+    let default_size = preset.resolution.map(|r| (r.width, r.height));
+    let inputs = args
         .poses
         .iter()
-        .map(|p| {
-            Ok(Pose {
-                label: p.display().to_string(),
-                image: read_pose(p)?,
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .map(|p| read_pose(p, default_size))
+        .collect::<anyhow::Result<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>();
     let (width, height) = match preset.resolution {
         Some(r) => (r.width, r.height),
-        None => fit_to_input(poses[0].image.width(), poses[0].image.height()),
+        None => {
+            let (w, h) = inputs[0].natural_size();
+            fit_to_input(w, h)
+        }
     };
+    let parts = draw_parts(&preset);
+    let poses: Vec<Pose> = inputs.iter().map(|p| p.map(width, height, parts)).collect();
+    let keypoints: Vec<Option<&PoseFrame>> = inputs.iter().map(PoseInput::keypoints).collect();
+    if preset.detail.any_enabled() {
+        for pose in inputs.iter().filter(|p| p.keypoints().is_none()) {
+            eprintln!(
+                "note: {} is a pose image, not OpenPose JSON: it has no keypoints, so its faces \
+                 and hands are not detailed",
+                pose.label()
+            );
+        }
+    }
     let preset_dir = args
         .preset
         .is_file()
@@ -75,21 +100,20 @@ pub fn run(args: StillArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let count = poses.len();
-    let rendered = render_poses(
-        &preset,
-        preset_dir.as_deref(),
-        &poses,
-        (width, height),
-        &mut |k| {
-            bar.set_message(format!("pose {}/{count}", k + 1));
-            bar.inc(1)
-        },
-    )?;
-    bar.finish_and_clear();
-    let images = rendered
+    let models = load_models(&preset, preset_dir.as_deref(), &Device::Cpu)?;
+    let rendered = render_with_models(&models, &preset, &poses, (width, height), &mut |k| {
+        bar.set_message(format!("pose {}/{count}", k + 1));
+        bar.inc(1)
+    })?;
+    let mut images = rendered
         .iter()
         .map(tensor_to_rgb)
         .collect::<Result<Vec<_>, _>>()?;
+    if preset.detail.any_enabled() {
+        bar.set_message("detailing faces and hands");
+        detail_images(&models, &preset, &poses, &keypoints, &mut images)?;
+    }
+    bar.finish_and_clear();
 
     if args.grid || images.len() == 1 {
         write_png_atomically(&grid(&images), &args.output)?;
@@ -107,6 +131,61 @@ pub struct Pose {
     pub image: RgbImage,
 }
 
+/// One pose as given on the command line: a pose map image, or one frame of OpenPose JSON.
+#[derive(Debug, Clone)]
+pub enum PoseInput {
+    Image { label: String, image: RgbImage },
+    Keypoints { label: String, keypoints: PoseFrame },
+}
+
+impl PoseInput {
+    pub fn label(&self) -> &str {
+        match self {
+            PoseInput::Image { label, .. } | PoseInput::Keypoints { label, .. } => label,
+        }
+    }
+
+    /// The image's size, or the keypoints' canvas size.
+    pub fn natural_size(&self) -> (u32, u32) {
+        match self {
+            PoseInput::Image { image, .. } => image.dimensions(),
+            PoseInput::Keypoints { keypoints, .. } => (keypoints.width, keypoints.height),
+        }
+    }
+
+    pub fn keypoints(&self) -> Option<&PoseFrame> {
+        match self {
+            PoseInput::Keypoints { keypoints, .. } => Some(keypoints),
+            PoseInput::Image { .. } => None,
+        }
+    }
+
+    /// The pose map at `width × height`: an image resampled, keypoints drawn at that size
+    /// (as ControlNet's annotator draws them on a canvas of that size).
+    pub fn map(&self, width: u32, height: u32, parts: DrawParts) -> Pose {
+        let image = match self {
+            PoseInput::Image { image, .. } => fit_pose(image, width, height),
+            PoseInput::Keypoints { keypoints, .. } => {
+                draw_pose_map(keypoints, width, height, parts)
+            }
+        };
+        Pose {
+            label: self.label().to_string(),
+            image,
+        }
+    }
+}
+
+/// The parts of the keypoints the preset's pose preprocessing would draw.
+pub fn draw_parts(preset: &Preset) -> DrawParts {
+    let pose = &preset.preprocess.pose;
+    DrawParts {
+        body: pose.body,
+        hands: pose.hands,
+        face: pose.face,
+    }
+}
+
 /// Renders every pose map with the preset (loads its models first): `(1, 3, H, W)` images in
 /// [0, 1] at `size` (width, height). `on_step(pose index)` is called after every denoising
 /// step. Relative model paths may be relative to `preset_dir` (see the module docs).
@@ -117,9 +196,19 @@ pub fn render_poses(
     size: (u32, u32),
     on_step: &mut dyn FnMut(usize),
 ) -> anyhow::Result<Vec<candle_core::Tensor>> {
+    let models = load_models(preset, preset_dir, &Device::Cpu)?;
+    render_with_models(&models, preset, poses, size, on_step)
+}
+
+fn render_with_models(
+    models: &StillModels,
+    preset: &Preset,
+    poses: &[Pose],
+    size: (u32, u32),
+    on_step: &mut dyn FnMut(usize),
+) -> anyhow::Result<Vec<candle_core::Tensor>> {
     let (width, height) = size;
-    let device = Device::Cpu;
-    let models = load_models(preset, preset_dir, &device)?;
+    let device = models.sd.device().clone();
     let settings = GenerationSettings {
         prompt: preset.prompt.clone(),
         negative_prompt: preset.negative_prompt.clone(),
@@ -140,7 +229,7 @@ pub fn render_poses(
             .iter()
             .zip(&preset.controlnets)
             .map(|(model, spec)| ControlInput {
-                model,
+                model: model.as_ref(),
                 image: control_image.clone(),
                 scale: spec.scale as f64,
                 start: spec.start as f64,
@@ -159,11 +248,37 @@ pub fn render_poses(
     Ok(images)
 }
 
-/// Models of one preset.
+/// Details the faces and hands of every image whose pose came with keypoints
+/// (`keypoints[k]` for `images[k]`), with the preset's `detail:` settings. Each image is
+/// detailed on its own, its regions' seeds derived from the preset's seed as for the first
+/// frame of a clip, so a character's face gets the same seed in every pose.
+fn detail_images(
+    models: &StillModels,
+    preset: &Preset,
+    poses: &[Pose],
+    keypoints: &[Option<&PoseFrame>],
+    images: &mut [RgbImage],
+) -> anyhow::Result<()> {
+    // `check_controlnets` made sure every ControlNet of the preset is an openpose one.
+    let openpose = models.controlnets.first().cloned();
+    let Some(mut detailer) = detailer_for_preset(preset, models.sd.clone(), openpose, 30.0)? else {
+        return Ok(());
+    };
+    for ((pose, keypoints), image) in poses.iter().zip(keypoints).zip(images.iter_mut()) {
+        if let Some(keypoints) = keypoints {
+            detailer
+                .detail_image(image, keypoints)
+                .with_context(|| format!("detailing pose {}", pose.label))?;
+        }
+    }
+    Ok(())
+}
+
+/// Models of one preset, shared with the detailer.
 struct StillModels {
-    sd: StableDiffusion,
+    sd: Arc<StableDiffusion>,
     /// One per preset ControlNet, in preset order.
-    controlnets: Vec<crate::models::controlnet::ControlNetModel>,
+    controlnets: Vec<Arc<ControlNetModel>>,
 }
 
 fn load_models(
@@ -207,9 +322,14 @@ fn load_models(
             .controlnet
             .as_ref()
             .with_context(|| format!("{}: no ControlNet files", what()))?;
-        controlnets.push(load_controlnet(model_files, device).with_context(what)?);
+        controlnets.push(Arc::new(
+            load_controlnet(model_files, device).with_context(what)?,
+        ));
     }
-    Ok(StillModels { sd, controlnets })
+    Ok(StillModels {
+        sd: Arc::new(sd),
+        controlnets,
+    })
 }
 
 /// A preset model reference: hub ids and existing paths as given; a relative path that only
@@ -288,11 +408,13 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
-/// Reads a pose map image. OpenPose JSON needs the pose drawer, which this build lacks.
-fn read_pose(path: &Path) -> anyhow::Result<RgbImage> {
+/// Reads one `--pose` file: a pose map image, or OpenPose JSON (every frame in the file is a
+/// pose; `default_size` is the canvas size of files that do not give one).
+fn read_pose(path: &Path, default_size: Option<(u32, u32)>) -> anyhow::Result<Vec<PoseInput>> {
+    let label = path.display().to_string();
     let bad = |reason: String| CliError::BadFlag {
         flag: "--pose",
-        value: path.display().to_string(),
+        value: label.clone(),
         reason,
     };
     if !path.is_file() {
@@ -302,15 +424,47 @@ fn read_pose(path: &Path) -> anyhow::Result<RgbImage> {
         .extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| e.eq_ignore_ascii_case("json"));
-    if is_json {
-        return Err(CliError::NotYetAvailable {
-            command: "still --pose FILE.json",
-            area: "drawing OpenPose JSON keypoints into pose maps; pass the pose map image instead",
-        }
-        .into());
+    if !is_json {
+        let image = image::open(path).map_err(|e| bad(format!("not a readable image: {e}")))?;
+        return Ok(vec![PoseInput::Image {
+            label,
+            image: image.to_rgb8(),
+        }]);
     }
-    let image = image::open(path).map_err(|e| bad(format!("not a readable image: {e}")))?;
-    Ok(image.to_rgb8())
+    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let frames = parse_json(&text, default_size, &label).map_err(|e| match e {
+        PoseJsonError::NoCanvasSize { .. } => {
+            bad("the file gives no canvas_width/canvas_height; set resolution in the preset".into())
+        }
+        // The error names the file itself; the flag's message already does.
+        other => {
+            let message = other.to_string();
+            let prefix = format!("{label}: ");
+            bad(message
+                .strip_prefix(&prefix)
+                .map(str::to_string)
+                .unwrap_or(message))
+        }
+    })?;
+    if frames.is_empty() {
+        return Err(bad("the file holds no poses (an empty list)".into()).into());
+    }
+    if frames.iter().any(|f| f.width == 0 || f.height == 0) {
+        return Err(bad("canvas_width and canvas_height must be positive".into()).into());
+    }
+    let several = frames.len() > 1;
+    Ok(frames
+        .into_iter()
+        .enumerate()
+        .map(|(k, keypoints)| PoseInput::Keypoints {
+            label: if several {
+                format!("{label}[{k}]")
+            } else {
+                label.clone()
+            },
+            keypoints,
+        })
+        .collect())
 }
 
 /// The pose map at the render size (Lanczos resampling when the sizes differ).

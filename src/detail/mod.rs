@@ -1,1 +1,67 @@
-//! detail
+//! Face and hand detailing (DESIGN.md §2): faces and hands are small in a full frame, so
+//! SD draws them poorly. Each one is cropped, rendered again at a larger size with a masked
+//! img2img pass, and pasted back.
+//!
+//! * [`regions`]: keypoints → padded square boxes, clamped into the frame (pure);
+//! * [`tracks`]: stable ids across frames, smoothed boxes, per-track seeds;
+//! * [`mask`]: the grown, feathered keypoint hull a crop is pasted through (pure);
+//! * [`paste`]: the feathered paste, leaving unmasked pixels bit for bit (pure);
+//! * [`inpaint`]: the diffusion pass on one crop;
+//! * [`detailer`]: [`FaceHandDetailer`], the pipeline [`Detailer`](crate::render::stages::Detailer);
+//! * [`settings`]: the preset section `detail:`.
+//!
+//! **Where the keypoints come from.** In the render pipeline the pose preprocessor stores
+//! each frame's [`PoseFrame`](crate::preprocess::openpose::keypoints::PoseFrame) in
+//! `PreparedFrame::annotations` (`annotations.insert(pose_frame)`), with keypoints in the
+//! pixels of the source frame and `width`/`height` set to the source frame's size; the
+//! detailer reads it back with `annotations.get::<PoseFrame>()` and scales the keypoints to
+//! the rendered frame. A frame without one is an error (detailing without the pose
+//! preprocessor). `rotoscope still` takes the keypoints from OpenPose JSON poses.
+
+pub mod detailer;
+pub mod error;
+pub mod inpaint;
+pub mod mask;
+pub mod paste;
+pub mod regions;
+pub mod settings;
+pub mod tracks;
+
+use std::sync::Arc;
+
+pub use detailer::{DetailedRegion, DetailerConfig, FaceHandDetailer, PlannedRegion};
+pub use error::DetailError;
+pub use inpaint::{InpaintRequest, RegionInpainter, StableDiffusionInpainter};
+pub use regions::RegionKind;
+pub use settings::{DetailSettings, RegionSettings};
+
+use crate::models::controlnet::ControlNetModel;
+use crate::preset::Preset;
+use crate::render::image_pipeline::StableDiffusion;
+use crate::schedulers::SchedulerKind;
+
+/// The detailer a preset asks for, sharing the renderer's models: `None` when the preset
+/// details nothing. `openpose` is the preset's openpose ControlNet, if it has one (hands
+/// use it by default); `fps` is the clip's frame rate.
+pub fn detailer_for_preset(
+    preset: &Preset,
+    sd: Arc<StableDiffusion>,
+    openpose: Option<Arc<ControlNetModel>>,
+    fps: f64,
+) -> Result<Option<FaceHandDetailer<StableDiffusionInpainter>>, DetailError> {
+    if !preset.detail.any_enabled() {
+        return Ok(None);
+    }
+    let name = preset.sampler.scheduler.as_str();
+    let scheduler = SchedulerKind::from_name(name)
+        .ok_or_else(|| DetailError::UnknownScheduler(name.to_string()))?;
+    let config = DetailerConfig {
+        settings: preset.detail.clone(),
+        prompt: preset.prompt.clone(),
+        negative_prompt: preset.negative_prompt.clone(),
+        base_seed: preset.sampler.seed,
+        fps,
+    };
+    let inpainter = StableDiffusionInpainter::new(sd, openpose, scheduler);
+    FaceHandDetailer::new(config, inpainter).map(Some)
+}

@@ -291,29 +291,52 @@ impl ClipTextEncoder {
         &self.config
     }
 
-    /// Runs the first `layers` encoder layers on `input_ids` `[B, T]` (u32 or i64).
-    fn hidden_state_after(&self, input_ids: &Tensor, layers: usize) -> Result<Tensor> {
-        let (_, t) = input_ids.dims2()?;
+    /// Token embeddings of `input_ids` `[B, T]` (u32 or i64): `[B, T, hidden]`, before the
+    /// position embeddings are added. Textual-inversion vectors are spliced in at this stage.
+    pub fn embed_tokens(&self, input_ids: &Tensor) -> Result<Tensor> {
+        let ids = match input_ids.dtype() {
+            DType::U32 | DType::I64 => input_ids.clone(),
+            _ => input_ids.to_dtype(DType::U32)?,
+        };
+        self.token_embedding.forward(&ids)
+    }
+
+    /// Runs the first `layers` encoder layers on token embeddings `[B, T, hidden]`.
+    fn hidden_state_after_embeds(&self, token_embeds: &Tensor, layers: usize) -> Result<Tensor> {
+        let (_, t, _) = token_embeds.dims3()?;
         if t > self.config.max_position_embeddings {
             candle_core::bail!(
                 "{t} tokens exceed the text encoder's {} positions",
                 self.config.max_position_embeddings
             );
         }
-        let ids = match input_ids.dtype() {
-            DType::U32 | DType::I64 => input_ids.clone(),
-            _ => input_ids.to_dtype(DType::U32)?,
-        };
         let positions = self.position_embedding.narrow(0, 0, t)?;
-        let mut xs = self
-            .token_embedding
-            .forward(&ids)?
-            .broadcast_add(&positions)?;
+        let mut xs = token_embeds.broadcast_add(&positions)?;
         let mask = causal_mask(t, xs.device())?;
         for layer in &self.layers[..layers] {
             xs = layer.forward(&xs, &mask)?;
         }
         Ok(xs)
+    }
+
+    /// Runs the first `layers` encoder layers on `input_ids` `[B, T]` (u32 or i64).
+    fn hidden_state_after(&self, input_ids: &Tensor, layers: usize) -> Result<Tensor> {
+        self.hidden_state_after_embeds(&self.embed_tokens(input_ids)?, layers)
+    }
+
+    /// [`Self::forward_with_skip`] on token embeddings (from [`Self::embed_tokens`], possibly
+    /// edited) instead of ids.
+    pub fn forward_embeds_with_skip(
+        &self,
+        token_embeds: &Tensor,
+        clip_skip: usize,
+    ) -> Result<Tensor> {
+        let total = self.layers.len();
+        if clip_skip >= total {
+            candle_core::bail!("clip_skip {clip_skip} must be below the {total} encoder layers");
+        }
+        let hidden = self.hidden_state_after_embeds(token_embeds, total - clip_skip)?;
+        self.final_layer_norm.forward(&hidden)
     }
 
     /// Last hidden state after the final layer norm, `[B, T, hidden]`: SD's text conditioning.

@@ -35,35 +35,112 @@ fn add_channel_bias(x: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     }
 }
 
-fn check_weight(x: &Tensor, weight: &Tensor) -> Result<(usize, usize)> {
+fn check_weight(x: &Tensor, weight: &Tensor) -> Result<()> {
     let (_, c_in, _, _) = x.dims4()?;
-    let (c_out, k_in, kh, kw) = weight.dims4()?;
+    let (_, k_in, kh, kw) = weight.dims4()?;
     if (k_in, kh, kw) != (c_in, 3, 3) {
         candle_core::bail!(
             "3×3 conv: input has {c_in} channels, weight shape is {:?}",
             weight.dims()
         );
     }
-    Ok((c_in, c_out))
+    Ok(())
 }
 
-fn bias_or_zeros(bias: Option<&Tensor>, c_out: usize, device: &Device) -> Result<Tensor> {
-    match bias {
-        Some(b) => b.contiguous(),
-        None => Tensor::zeros(c_out, DType::F32, device),
+/// A 3×3, stride-1, padding-1 convolution with its weights packed once per tap as contiguous
+/// `[9, Cout, Cin]` matrices (the layout gemm reads fastest).
+#[derive(Debug, Clone)]
+pub struct Conv3x3 {
+    taps: Tensor,
+    bias: Vec<f32>,
+}
+
+impl Conv3x3 {
+    /// From diffusers' `[Cout, Cin, 3, 3]` weight and `[Cout]` bias.
+    pub fn new(weight: &Tensor, bias: Option<&Tensor>) -> Result<Self> {
+        let (c_out, c_in, kh, kw) = weight.dims4()?;
+        if (kh, kw) != (3, 3) {
+            candle_core::bail!("3×3 conv: weight shape {:?}", weight.dims());
+        }
+        let taps = weight
+            .reshape((c_out, c_in, 9))?
+            .permute((2, 0, 1))?
+            .contiguous()?;
+        let bias = match bias {
+            Some(b) if b.elem_count() == c_out => {
+                b.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?
+            }
+            Some(b) => {
+                candle_core::bail!("3×3 conv: {} biases for {c_out} channels", b.elem_count())
+            }
+            None => vec![0.0; c_out],
+        };
+        Ok(Self { taps, bias })
+    }
+
+    /// Loads `weight` `[out, in, 3, 3]` and `bias` `[out]`.
+    pub fn load(vb: candle_nn::VarBuilder, in_c: usize, out_c: usize) -> Result<Self> {
+        Self::new(
+            &vb.get((out_c, in_c, 3, 3), "weight")?,
+            Some(&vb.get(out_c, "bias")?),
+        )
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.run(x, None)
+    }
+
+    /// `forward(x) + residual`, the residual added while the output is written (a resnet's
+    /// skip connection without another full-size pass and allocation).
+    pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        self.run(x, Some(residual))
+    }
+
+    fn run(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+        let (_, c_out, c_in) = self.taps.dims3()?;
+        let (batch, x_in, h, w) = x.dims4()?;
+        if x_in != c_in {
+            candle_core::bail!("3×3 conv: input has {x_in} channels, weights expect {c_in}");
+        }
+        if let Some(r) = residual {
+            if r.dims() != [batch, c_out, h, w] {
+                candle_core::bail!(
+                    "3×3 conv: residual shape {:?} differs from the output's {:?}",
+                    r.dims(),
+                    [batch, c_out, h, w]
+                );
+            }
+        }
+        let mut tensors = vec![x, &self.taps];
+        tensors.extend(residual);
+        if !is_cpu_f32(&tensors) {
+            let weight = self.taps.permute((1, 2, 0))?.reshape((c_out, c_in, 3, 3))?;
+            let bias = Tensor::from_slice(&self.bias, c_out, x.device())?.to_dtype(x.dtype())?;
+            let out = add_channel_bias(x.conv2d(&weight, 1, 1, 1, 1)?, Some(&bias))?;
+            return match residual {
+                Some(r) => out + r,
+                None => Ok(out),
+            };
+        }
+        let residual = match residual {
+            Some(r) => r.contiguous()?,
+            None => Tensor::zeros(0, DType::F32, x.device())?,
+        };
+        x.contiguous()?.apply_op3_no_bwd(
+            &self.taps,
+            &residual,
+            &ShiftedGemmConv {
+                bias: self.bias.clone(),
+            },
+        )
     }
 }
 
 /// `conv2d(x, weight, bias, stride=1, padding=1)` for `x: [B, Cin, H, W]`,
-/// `weight: [Cout, Cin, 3, 3]`; non-f32 or non-CPU tensors go to candle's conv2d.
+/// `weight: [Cout, Cin, 3, 3]` (packs the weights on every call; keep a [`Conv3x3`] instead
+/// for repeated use). Non-f32 or non-CPU tensors go to candle's conv2d.
 pub fn conv3x3(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    let (_, c_out) = check_weight(x, weight)?;
-    if !is_cpu_f32(&[x, weight]) {
-        return add_channel_bias(x.conv2d(weight, 1, 1, 1, 1)?, bias);
-    }
-    let bias = bias_or_zeros(bias, c_out, x.device())?;
-    x.contiguous()?
-        .apply_op3_no_bwd(&weight.contiguous()?, &bias, &Conv3x3)
+    Conv3x3::new(weight, bias)?.forward(x)
 }
 
 /// Nearest 2× upsampling followed by a 3×3 conv (diffusers' `Upsample2D` with a conv), with the
@@ -250,9 +327,12 @@ fn rows_per_block(batch: usize, h: usize, padded_w: usize, c_out: usize) -> usiz
     h.div_ceil(blocks).max(1)
 }
 
-struct Conv3x3;
+/// Operands: input, `[9, Cout, Cin]` tap weights, and the residual to add (empty for none).
+struct ShiftedGemmConv {
+    bias: Vec<f32>,
+}
 
-impl CustomOp3 for Conv3x3 {
+impl CustomOp3 for ShiftedGemmConv {
     fn name(&self) -> &'static str {
         "conv3x3"
     }
@@ -263,14 +343,15 @@ impl CustomOp3 for Conv3x3 {
         xl: &Layout,
         ws: &CpuStorage,
         wl: &Layout,
-        bs: &CpuStorage,
-        bl: &Layout,
+        rs: &CpuStorage,
+        rl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let x = slice_of(xs, xl)?;
         let w = slice_of(ws, wl)?;
-        let bias = slice_of(bs, bl)?;
+        let residual = slice_of(rs, rl)?;
+        let bias = &self.bias;
         let (batch, c_in, h, width) = xl.shape().dims4()?;
-        let (c_out, _, _, _) = wl.shape().dims4()?;
+        let (_, c_out, _) = wl.shape().dims3()?;
         let padded = PaddedPlanes::new(x, h, width);
         let mut out = vec![0f32; batch * c_out * h * width];
         let out_ptr = OutPtr(out.as_mut_ptr());
@@ -285,16 +366,16 @@ impl CustomOp3 for Conv3x3 {
                 let r = rows.min(h - y0);
                 let cols = r * padded.width;
                 let image = &padded.data[b * c_in * padded.plane..(b + 1) * c_in * padded.plane];
-                // Weight element (o, i) of tap (dy, dx) is w[o·9·c_in + i·9 + 3·dy + dx].
+                // Tap (dy, dx) = 3·dy + dx is the contiguous c_out × c_in matrix at tap·c_out·c_in.
                 let taps: Vec<Tap> = (0..9)
                     .map(|tap| Tap {
-                        weight: w.as_ptr().wrapping_add(tap),
-                        col_stride: 9,
-                        row_stride: (9 * c_in) as isize,
+                        weight: w.as_ptr().wrapping_add(tap * c_out * c_in),
+                        col_stride: 1,
+                        row_stride: c_in as isize,
                         offset: (y0 + tap / 3) * padded.width + tap % 3,
                     })
                     .collect();
-                // SAFETY: weights are c_out × c_in × 9 floats; the largest offset is
+                // SAFETY: weights are 9 × c_out × c_in floats; the largest offset is
                 // (y0 + r + 1)·Wp + 2 and offset + cols ≤ (h + 2)·Wp + 2 = plane.
                 unsafe { accumulate_taps(scratch, c_out, cols, c_in, image, padded.plane, &taps) };
                 for (o, acc) in scratch.chunks_exact(cols).enumerate() {
@@ -304,8 +385,15 @@ impl CustomOp3 for Conv3x3 {
                         // SAFETY: rows y0..y0+r of batch item b belong to this task only.
                         let dst =
                             unsafe { std::slice::from_raw_parts_mut(out_ptr.at(start), width) };
-                        for (d, s) in dst.iter_mut().zip(src) {
-                            *d = s + bias[o];
+                        if residual.is_empty() {
+                            for (d, s) in dst.iter_mut().zip(src) {
+                                *d = s + bias[o];
+                            }
+                        } else {
+                            let skip = &residual[start..start + width];
+                            for ((d, s), r) in dst.iter_mut().zip(src).zip(skip) {
+                                *d = s + bias[o] + r;
+                            }
                         }
                     }
                 }
@@ -444,6 +532,20 @@ mod tests {
         check(2, 16, 4, 33, 9);
         check(1, 4, 4, 1, 1);
         check(3, 7, 5, 2, 40);
+    }
+
+    #[test]
+    fn residual_is_added() {
+        let x = random((2, 5, 6, 7), 1.0);
+        let weight = random((4, 5, 3, 3), 0.2);
+        let bias = Tensor::randn(0f32, 0.5, 4, &Device::Cpu).unwrap();
+        let residual = random((2, 4, 6, 7), 1.0);
+        let want = (reference(&x, &weight, &bias) + &residual).unwrap();
+        let conv = Conv3x3::new(&weight, Some(&bias)).unwrap();
+        let got = conv.forward_add(&x, &residual).unwrap();
+        assert!(max_diff(&got, &want) < 1e-4);
+        let wrong = random((2, 4, 6, 6), 1.0);
+        assert!(conv.forward_add(&x, &wrong).is_err());
     }
 
     #[test]

@@ -288,6 +288,25 @@ impl ClipTokenizer {
         self.pad_id
     }
 
+    /// Token ids of `text` without special tokens and without truncation, as A1111 tokenizes
+    /// each prompt fragment before chunking (`tokenizer(texts, truncation=False,
+    /// add_special_tokens=False)`).
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| TokenizerError::Encode {
+                text: text.to_string(),
+                message: e.to_string(),
+            })?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// The id of a vocabulary entry (e.g. `",</w>"`), if present.
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.tokenizer.token_to_id(token)
+    }
+
     /// `[bos] + tokens + [eos]`, the tokens truncated so the whole fits in `max_length`.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let encoding = self

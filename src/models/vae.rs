@@ -12,10 +12,11 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
+use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
 use serde::Deserialize;
 
-use super::conv3x3::{conv3x3, Upsample2xConv3x3};
+use super::conv3x3::{Conv3x3, Upsample2xConv3x3};
+use super::group_norm::GroupNorm;
 
 /// Errors while reading a VAE config or building the model from weights.
 #[derive(Debug, thiserror::Error)]
@@ -283,27 +284,6 @@ pub fn attention_chunk_rows(batch: usize, keys: usize) -> usize {
     (ATTENTION_SCORE_BUDGET / (batch.max(1) * keys.max(1))).max(1)
 }
 
-/// A 3×3, stride-1, padding-1 convolution with bias, run by the GEMM kernel in
-/// [`super::conv3x3`] (candle's CPU conv2d is several times slower at these sizes).
-#[derive(Debug)]
-struct Conv3x3 {
-    weight: Tensor,
-    bias: Tensor,
-}
-
-impl Conv3x3 {
-    fn new(in_c: usize, out_c: usize, vb: VarBuilder) -> Result<Self> {
-        Ok(Self {
-            weight: vb.get((out_c, in_c, 3, 3), "weight")?,
-            bias: vb.get(out_c, "bias")?,
-        })
-    }
-
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        conv3x3(xs, &self.weight, Some(&self.bias))
-    }
-}
-
 /// The encoder's stride-2 downsampling conv (input padded by the caller).
 fn strided_conv3x3(channels: usize, vb: VarBuilder) -> Result<Conv2d> {
     let cfg = Conv2dConfig {
@@ -336,22 +316,22 @@ impl ResnetBlock {
             None
         };
         Ok(Self {
-            norm1: candle_nn::group_norm(groups, in_c, eps, vb.pp("norm1"))?,
-            conv1: Conv3x3::new(in_c, out_c, vb.pp("conv1"))?,
-            norm2: candle_nn::group_norm(groups, out_c, eps, vb.pp("norm2"))?,
-            conv2: Conv3x3::new(out_c, out_c, vb.pp("conv2"))?,
+            norm1: GroupNorm::load(vb.pp("norm1"), groups, in_c, eps)?,
+            conv1: Conv3x3::load(vb.pp("conv1"), in_c, out_c)?,
+            norm2: GroupNorm::load(vb.pp("norm2"), groups, out_c, eps)?,
+            conv2: Conv3x3::load(vb.pp("conv2"), out_c, out_c)?,
             conv_shortcut,
         })
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let h = self.norm1.forward(xs)?.silu()?;
+        let h = self.norm1.forward_silu(xs)?;
         let h = self.conv1.forward(&h)?;
-        let h = self.norm2.forward(&h)?.silu()?;
-        let h = self.conv2.forward(&h)?;
+        let h = self.norm2.forward_silu(&h)?;
+        // The skip connection is added by conv2 as it writes its output.
         match &self.conv_shortcut {
-            Some(conv) => conv.forward(xs)? + h,
-            None => xs + h,
+            Some(conv) => self.conv2.forward_add(&h, &conv.forward(xs)?),
+            None => self.conv2.forward_add(&h, xs),
         }
     }
 }
@@ -392,7 +372,7 @@ impl SpatialAttention {
             ("query", "key", "value", "proj_attn")
         };
         Ok(Self {
-            group_norm: candle_nn::group_norm(groups, channels, 1e-6, vb.pp("group_norm"))?,
+            group_norm: GroupNorm::load(vb.pp("group_norm"), groups, channels, 1e-6)?,
             to_q: projection(channels, vb.pp(q))?,
             to_k: projection(channels, vb.pp(k))?,
             to_v: projection(channels, vb.pp(v))?,
@@ -568,7 +548,7 @@ impl Encoder {
     fn new(cfg: &VaeConfig, vb: VarBuilder) -> Result<Self> {
         let channels = &cfg.block_out_channels;
         let groups = cfg.norm_num_groups;
-        let conv_in = Conv3x3::new(cfg.in_channels, channels[0], vb.pp("conv_in"))?;
+        let conv_in = Conv3x3::load(vb.pp("conv_in"), cfg.in_channels, channels[0])?;
         let down_blocks = (0..channels.len())
             .map(|i| {
                 let in_c = if i == 0 { channels[0] } else { channels[i - 1] };
@@ -592,8 +572,8 @@ impl Encoder {
                 cfg.mid_block_add_attention,
                 vb.pp("mid_block"),
             )?,
-            conv_norm_out: candle_nn::group_norm(groups, last, 1e-6, vb.pp("conv_norm_out"))?,
-            conv_out: Conv3x3::new(last, 2 * cfg.latent_channels, vb.pp("conv_out"))?,
+            conv_norm_out: GroupNorm::load(vb.pp("conv_norm_out"), groups, last, 1e-6)?,
+            conv_out: Conv3x3::load(vb.pp("conv_out"), last, 2 * cfg.latent_channels)?,
         })
     }
 
@@ -603,7 +583,7 @@ impl Encoder {
             xs = block.forward(&xs)?;
         }
         let xs = self.mid_block.forward(&xs)?;
-        let xs = self.conv_norm_out.forward(&xs)?.silu()?;
+        let xs = self.conv_norm_out.forward_silu(&xs)?;
         self.conv_out.forward(&xs)
     }
 }
@@ -636,7 +616,7 @@ impl Decoder {
             .collect::<Result<Vec<_>>>()?;
         let first = cfg.block_out_channels[0];
         Ok(Self {
-            conv_in: Conv3x3::new(cfg.latent_channels, reversed[0], vb.pp("conv_in"))?,
+            conv_in: Conv3x3::load(vb.pp("conv_in"), cfg.latent_channels, reversed[0])?,
             mid_block: MidBlock::new(
                 reversed[0],
                 groups,
@@ -644,8 +624,8 @@ impl Decoder {
                 vb.pp("mid_block"),
             )?,
             up_blocks,
-            conv_norm_out: candle_nn::group_norm(groups, first, 1e-6, vb.pp("conv_norm_out"))?,
-            conv_out: Conv3x3::new(first, cfg.out_channels, vb.pp("conv_out"))?,
+            conv_norm_out: GroupNorm::load(vb.pp("conv_norm_out"), groups, first, 1e-6)?,
+            conv_out: Conv3x3::load(vb.pp("conv_out"), first, cfg.out_channels)?,
         })
     }
 
@@ -655,7 +635,7 @@ impl Decoder {
         for block in &self.up_blocks {
             xs = block.forward(&xs)?;
         }
-        let xs = self.conv_norm_out.forward(&xs)?.silu()?;
+        let xs = self.conv_norm_out.forward_silu(&xs)?;
         self.conv_out.forward(&xs)
     }
 }

@@ -493,7 +493,7 @@ impl UNetConfig {
         }
         let transformer = |i: usize| -> Result<TransformerSpec> {
             let channels = self.block_out_channels[i];
-            if heads[i] == 0 || channels % heads[i] != 0 {
+            if heads[i] == 0 || !channels.is_multiple_of(heads[i]) {
                 return Err(UNetError::InvalidConfig {
                     field: "attention_head_dim",
                     reason: format!("{} heads do not divide {channels} channels", heads[i]),

@@ -70,9 +70,9 @@ pub fn fused_attention(
     with_cpu_f32(&q, "attention q", |q| {
         with_cpu_f32(&k, "attention k", |k| {
             with_cpu_f32(&v, "attention v", |v| {
-                (0..b * heads * q_blocks).into_par_iter().for_each_init(
-                    || Scratch::new(qc, kc.min(n_k)),
-                    |scratch, unit| {
+                (0..b * heads * q_blocks).into_par_iter().for_each(|unit| {
+                    SCRATCH.with_borrow_mut(|scratch| {
+                        scratch.reserve(qc, kc.min(n_k));
                         let (bh, qb) = (unit / q_blocks, unit % q_blocks);
                         let (bi, hi) = (bh / heads, bh % heads);
                         let q0 = qb * qc;
@@ -94,8 +94,8 @@ pub fn fused_attention(
                             key_block: kc,
                         };
                         unsafe { block.run(o, scratch) };
-                    },
-                );
+                    })
+                });
                 Ok(())
             })
         })
@@ -103,6 +103,8 @@ pub fn fused_attention(
     Tensor::from_vec(out, (b, n_q, inner), q.device())
 }
 
+/// Per-thread buffers, kept between calls (at most `SCRATCH_SCORES` scores each).
+#[derive(Default)]
 struct Scratch {
     scores: Vec<f32>,
     max: Vec<f32>,
@@ -110,13 +112,19 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn new(rows: usize, keys: usize) -> Self {
-        Self {
-            scores: vec![0.0; rows * keys],
-            max: vec![0.0; rows],
-            sum: vec![0.0; rows],
+    fn reserve(&mut self, rows: usize, keys: usize) {
+        if self.scores.len() < rows * keys {
+            self.scores.resize(rows * keys, 0.0);
+        }
+        if self.max.len() < rows {
+            self.max.resize(rows, 0.0);
+            self.sum.resize(rows, 0.0);
         }
     }
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
 }
 
 /// One head's query block; all matrices are row-major with row stride `stride`.
@@ -212,10 +220,10 @@ impl HeadBlock<'_> {
                 Parallelism::None,
             );
         }
-        for r in 0..rows {
+        for (r, &total) in sum.iter().enumerate() {
             scale_inplace(
                 std::slice::from_raw_parts_mut(o.offset(r as isize * s), d),
-                1.0 / sum[r],
+                1.0 / total,
             );
         }
     }

@@ -60,7 +60,7 @@ pub(crate) struct GroupNorm {
 
 impl GroupNorm {
     pub(crate) fn load(vb: VarBuilder, groups: usize, channels: usize, eps: f64) -> Result<Self> {
-        if groups == 0 || channels % groups != 0 {
+        if groups == 0 || !channels.is_multiple_of(groups) {
             candle_core::bail!(
                 "group norm {}: {groups} groups do not divide {channels} channels",
                 vb.prefix()

@@ -15,8 +15,9 @@
 //!
 //! Read: bodies with 18 (COCO, OpenPose's `COCO` model and ControlNet) or 25 (`BODY_25`,
 //! OpenPose's default; mapped to 18 by dropping MidHip and the feet) points; faces with 70 or
-//! 68 points (pupils then missing); 21-point hands. Coordinates that all lie in [0, 1] are
-//! taken as normalised (comfyui_controlnet_aux writes them so) and scaled by the canvas size.
+//! 68 points (pupils then missing); 21-point hands. Coordinates that all lie within
+//! [−1.5, 1.5] are taken as normalised (comfyui_controlnet_aux writes them so) and scaled by
+//! the canvas size.
 //! A document may also be a JSON array of such frames (ComfyUI's `POSE_KEYPOINT`). Files
 //! without `canvas_width`/`canvas_height` (OpenPose's own output) take the caller's size.
 
@@ -322,7 +323,12 @@ fn all_points_mut(frame: &mut PoseFrame) -> impl Iterator<Item = &mut Keypoint> 
     })
 }
 
-/// comfyui_controlnet_aux's `is_normalized`: every present point inside [0, 1]².
+/// Largest coordinate magnitude still read as normalised. comfyui_controlnet_aux's
+/// `is_normalized` uses 1, but annotators also write points a little outside the canvas
+/// (a hand leaving the frame); pixel coordinates of a real pose exceed this at once.
+const NORMALISED_LIMIT: f32 = 1.5;
+
+/// Whether every present point lies within [−1.5, 1.5]² (normalised coordinates).
 fn is_normalised(frame: &PoseFrame) -> bool {
     let mut any = false;
     for p in frame.people.iter().flat_map(|p| {
@@ -334,7 +340,7 @@ fn is_normalised(frame: &PoseFrame) -> bool {
     }) {
         if p.is_present() {
             any = true;
-            if p.x.abs() > 1.0 || p.y.abs() > 1.0 {
+            if p.x.abs() > NORMALISED_LIMIT || p.y.abs() > NORMALISED_LIMIT {
                 return false;
             }
         }

@@ -2,8 +2,7 @@
 //! per-frame cost of the tracking path (pose landmarks + two hands + face mesh; the
 //! detectors only run when tracking is lost).
 //!
-//! Ignored by default (timings need an optimised build):
-//!   cargo test --release --test tflite_bench -- --ignored --nocapture --test-threads=1
+//!   cargo bench --bench tflite
 //! Each model is timed on one thread (wall and process CPU time, the latter robust to other
 //! load on the machine) and on the global rayon pool (all cores). The TFLite reference on the
 //! same machine: `python scripts/fixtures/tflite.py` (see its `bench`).
@@ -92,8 +91,11 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-#[test]
-#[ignore = "benchmark: run with --release -- --ignored --nocapture"]
+fn main() {
+    inference_times();
+    time_per_operator_kind();
+}
+
 fn inference_times() {
     let single = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
@@ -126,16 +128,13 @@ fn inference_times() {
         "tracking path (pose + 2 hands + face mesh), single-thread CPU: {:.1} ms per frame",
         ms(tracking)
     );
-    assert!(
-        tracking < Duration::from_millis(100),
-        "tracking path costs {tracking:?} of CPU per frame, over the 100 ms budget"
-    );
+    if tracking >= Duration::from_millis(100) {
+        println!("  over the 100 ms per-frame budget (DESIGN §6: ≥ 10 frames/s with tracking)");
+    }
 }
 
 /// Where the time goes: per operator kind for each model (each operator's fastest of 5
 /// single-thread runs).
-#[test]
-#[ignore = "benchmark: run with --release -- --ignored --nocapture"]
 fn time_per_operator_kind() {
     let single = rayon::ThreadPoolBuilder::new()
         .num_threads(1)

@@ -1,0 +1,35 @@
+//! Errors of face and hand detailing.
+
+use crate::render::image_pipeline::ImagePipelineError;
+
+use super::regions::RegionKind;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DetailError {
+    /// The pose preprocessor did not run on this frame (detailing needs its keypoints).
+    #[error(
+        "frame {frame} has no pose keypoints: face/hand detailing needs the pose preprocessor \
+         (preprocess.pose) to run"
+    )]
+    NoKeypoints { frame: u64 },
+    #[error("pose keypoints of frame {frame} belong to a {width}x{height} frame")]
+    EmptyPoseFrame { frame: u64, width: u32, height: u32 },
+    #[error(
+        "detail.{section}.controlnet is on, but the preset has no openpose ControlNet to use \
+         (add one under controlnets, or set detail.{section}.controlnet: false)"
+    )]
+    NoOpenposeControlNet { section: &'static str },
+    #[error("sampler.scheduler {0} has no implementation")]
+    UnknownScheduler(String),
+    #[error("detailing the {kind} (track {track}) of frame {frame}: {source}")]
+    Generate {
+        frame: u64,
+        kind: RegionKind,
+        track: u64,
+        #[source]
+        source: Box<ImagePipelineError>,
+    },
+    /// Sizes that disagree inside the detailer (a bug, not bad input).
+    #[error("internal size mismatch: {0}")]
+    SizeMismatch(String),
+}
