@@ -197,3 +197,48 @@ fn missing_models_are_listed_together() {
     assert_eq!(messages.matches("missing for").count(), 2, "{messages}");
     assert_eq!(only_entries(dir.path()), ["missing.yaml", "not-a-model"]);
 }
+
+#[test]
+fn faces_and_hands_are_detailed_on_the_rendered_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    // The detail fixture's person (face and both hands on a 128² canvas) in every frame.
+    let poses = dir.path().join("poses");
+    std::fs::create_dir(&poses).unwrap();
+    let person = repo_path("tests/fixtures/detail/person_keypoints.json");
+    for i in 0..3u64 {
+        std::fs::copy(&person, poses.join(format!("pose_{i:06}_keypoints.json"))).unwrap();
+    }
+    let net = fixture_pipeline().join("controlnet_a");
+    let controls = format!(
+        "controlnets:\n  - {{type: openpose, model: {}}}\n",
+        net.display()
+    );
+    let detail = "detail:\n  face: {enabled: true, steps: 4, resolution: 64}\n  \
+                  hands: {enabled: true, steps: 4, resolution: 64}\n";
+    let render_with = |name: &str, sections: &str| {
+        let preset = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&preset, tiny_preset(128, "", sections)).unwrap();
+        let out = dir.path().join(format!("{name}/"));
+        let poses = poses.display().to_string();
+        let result = render(
+            &sample(),
+            &preset,
+            &out,
+            &["--frames", "..3", "--pose-json", &poses],
+        );
+        assert_success(&result);
+        decoded_pngs(&out)
+    };
+    let plain = render_with("plain", &controls);
+    let detailed = render_with("detailed", &format!("{controls}{detail}"));
+    assert_eq!(plain.len(), 3);
+    for (k, (p, d)) in plain.iter().zip(&detailed).enumerate() {
+        let changed = p.pixels().zip(d.pixels()).filter(|(a, b)| a != b).count();
+        let total = (p.width() * p.height()) as usize;
+        // Only the face and hand regions are repainted.
+        assert!(
+            changed > 0 && changed < total / 2,
+            "frame {k}: {changed} of {total} pixels changed"
+        );
+    }
+}

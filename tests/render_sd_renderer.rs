@@ -13,6 +13,7 @@ mod render_common;
 
 use candle_core::Device;
 use render_common::*;
+use rotoscope::models::loading::HubOptions;
 use rotoscope::preset::{ControlKind, Preset};
 use rotoscope::render::image_pipeline::{
     rgb_to_tensor, tensor_to_rgb, GenerationSettings, InitImage,
@@ -29,8 +30,8 @@ const SIZE: u32 = 64;
 fn renderer(sections: &str) -> SdRenderer {
     let text = tiny_preset(SIZE, "", sections);
     let preset = Preset::from_yaml(&text, "test preset").unwrap();
-    let config = SdRenderConfig::from_preset(&preset, (SIZE, SIZE), &|m| m.to_string());
-    SdRenderer::load(config, false).unwrap()
+    let config = SdRenderConfig::from_preset(&preset, (SIZE, SIZE), None);
+    SdRenderer::load(config, &HubOptions::from_env(false)).unwrap()
 }
 
 fn sample_frame(index: u64) -> Frame {

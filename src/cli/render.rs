@@ -22,30 +22,37 @@ use serde::Serialize;
 use super::args::{FrameSelection, OutputTarget};
 use super::plan::{frame_range, read_options};
 use super::preprocess::models_dir;
-use super::still::model_source;
 use super::{load_preset, CliError};
+use crate::detail::{detailer_for_preset, FaceHandDetailer, StableDiffusionInpainter};
+use crate::models::loading::HubOptions;
 use crate::preprocess::cache::fingerprint_file;
+use crate::preset::ControlKind;
 use crate::preset::{Preset, PresetError, PresetOverrides};
 use crate::render::pipeline::{Pipeline, PipelineReport};
+use crate::render::plan::Batch;
 use crate::render::plan::{plan_for_preset, BatchPlan};
 use crate::render::progress::{BarProgress, JsonProgress, ProgressReporter, SilentProgress};
 use crate::render::resume::{
     default_work_dir, is_interrupted, Notifier, RendererFactory, ResumableRenderer, RunIdentity,
     StopFlag, WorkDir, WORK_FORMAT,
 };
-use crate::render::sd_renderer::{SdRenderConfig, SdRenderer, RENDERER_NAME};
+use crate::render::sd_renderer::{
+    LoadedModels, SdRenderConfig, SdRenderError, SdRenderer, SharedModels, RENDERER_NAME,
+};
 use crate::render::stages::preprocessors::{build_preprocessors, PreprocessorOptions};
+use crate::render::stages::{Detailer, StageError};
 use crate::render::stages::{FrameSink, PreparedFrame, Preprocessor};
 use crate::render::temporal::anchor::read_prepared_frame;
 use crate::video::encode::{frames_to_seconds, Mp4Settings, Mp4Writer};
 use crate::video::png_sequence::PngSequenceWriter;
+use crate::video::Frame;
 use crate::video::{probe_with, ReadOptions, VideoInfo, VideoReader};
 
 /// Exit code after Ctrl-C (128 + SIGINT), as shells report it.
 pub const EXIT_INTERRUPTED: i32 = 130;
 
-/// UNet weights smaller than this are a random test model (SD1.5's are 1.7 GB in fp16).
-const TEST_MODEL_BYTES: u64 = 64 << 20;
+/// A UNet whose first level has fewer channels is a random test model (SD1.5 has 320).
+const TEST_MODEL_CHANNELS: usize = 64;
 
 #[derive(Debug, Args)]
 pub struct RenderArgs {
@@ -140,8 +147,7 @@ pub fn run(args: RenderArgs) -> anyhow::Result<()> {
     let plan = plan_for_preset(info.frame_count as usize, &preset)
         .with_context(|| format!("planning batches for {}", args.preset.display()))?;
     let size = preset.render_size(info.width, info.height);
-    let config =
-        SdRenderConfig::from_preset(&preset, size, &|m| model_source(m, preset_dir.as_deref()));
+    let config = SdRenderConfig::from_preset(&preset, size, preset_dir.as_deref());
     let anchor_index = preset.temporal.anchor.resolve(info.start_frame);
     if config.needs_anchor() && anchor_index >= clip_frames {
         return Err(PresetError::Invalid {
@@ -204,10 +210,15 @@ pub fn run(args: RenderArgs) -> anyhow::Result<()> {
             needed: Some(unfinished.clone()),
             stop: stop.clone(),
         };
-        let maps = config.required_maps();
+        let mut maps = config.required_maps();
+        // Face and hand detailing finds the regions in the pose keypoints.
+        if preset.detail.any_enabled() && !maps.contains(&ControlKind::Openpose) {
+            maps.push(ControlKind::Openpose);
+        }
         // Finished batches need no maps; pose tracking still sees every frame (see
-        // `preprocessors`), so only a render with nothing left skips preprocessing entirely.
-        let preprocessors = if unfinished.is_empty() {
+        // `preprocessors`), so only a render with nothing left to render or detail skips
+        // preprocessing entirely.
+        let preprocessors = if unfinished.is_empty() && !preset.detail.any_enabled() {
             Vec::new()
         } else {
             build_preprocessors(&maps, &preprocess_options)?
@@ -217,8 +228,13 @@ pub fn run(args: RenderArgs) -> anyhow::Result<()> {
             let reporting = reporting.clone();
             Arc::new(move |text: &str| reporting.note(text))
         };
-        let factory = renderer_factory(
+        let notify_detail = notify.clone();
+        let shared = Arc::new(SharedModels::new(
             config,
+            HubOptions::from_env(matches!(reporting, Reporting::Bars(_))),
+        ));
+        let factory = renderer_factory(
+            shared.clone(),
             AnchorInput {
                 path: args.input.clone(),
                 options: options.clone(),
@@ -230,7 +246,6 @@ pub fn run(args: RenderArgs) -> anyhow::Result<()> {
                 },
                 maps,
             },
-            matches!(reporting, Reporting::Bars(_)),
             notify.clone(),
         );
         let renderer =
@@ -248,6 +263,15 @@ pub fn run(args: RenderArgs) -> anyhow::Result<()> {
 
         let mut pipeline = Pipeline::new(Box::new(reader), Box::new(renderer), sink);
         pipeline.preprocessors = preprocessors;
+        if preset.detail.any_enabled() {
+            pipeline.detailers.push(Box::new(SharedModelDetailer {
+                shared,
+                preset: preset.clone(),
+                fps: info.fps.as_f64(),
+                notify: notify_detail,
+                detailer: None,
+            }));
+        }
         pipeline.blend = preset.batch.blend;
         match pipeline.run(&plan, reporting.progress()) {
             Ok(report) => Ok(report),
@@ -297,29 +321,45 @@ struct AnchorInput {
     /// The first rendered frame.
     first_frame: u64,
     preprocess: PreprocessorOptions,
-    maps: Vec<crate::preset::ControlKind>,
+    maps: Vec<ControlKind>,
 }
 
-/// Loads the models, and renders the anchor frame (or rebuilds its attention cache from the
-/// cached output) when cross-frame attention needs it. Runs on the render thread, only when a
-/// batch needs rendering.
+/// The shared models, loaded on first use, with a word to the user when that happens.
+fn load_models(
+    shared: &SharedModels,
+    notify: &Notifier,
+) -> Result<Arc<LoadedModels>, SdRenderError> {
+    if shared.is_loaded() {
+        return shared.get();
+    }
+    let base = &shared.config().models.base;
+    notify(&format!("loading models: {base}"));
+    let models = shared.get()?;
+    if models
+        .unet_channels()
+        .first()
+        .is_some_and(|&c| c < TEST_MODEL_CHANNELS)
+    {
+        notify(&format!(
+            "note: {base} is a tiny test model with random weights (UNet channels {:?}): its \
+             images are patterns from random weights, not a trained style",
+            models.unet_channels()
+        ));
+    }
+    Ok(models)
+}
+
+/// Builds the renderer on the shared models, and renders the anchor frame (or rebuilds its
+/// attention cache from the cached output) when cross-frame attention needs it. Runs on the
+/// render thread, only when a batch needs rendering.
 fn renderer_factory(
-    config: SdRenderConfig,
+    shared: Arc<SharedModels>,
     anchor: AnchorInput,
-    hub_progress: bool,
     notify: Notifier,
 ) -> RendererFactory {
     Box::new(move |work: &WorkDir, batch: &[PreparedFrame]| {
-        notify(&format!("loading models: {}", config.model));
-        let mut renderer = SdRenderer::load(config, hub_progress)?;
-        if renderer.unet_weight_bytes() < TEST_MODEL_BYTES {
-            notify(&format!(
-                "note: {} is a tiny test model with random weights ({} kB UNet): the images \
-                 are patterns from random weights, not a trained style",
-                renderer.config().model,
-                renderer.unet_weight_bytes() / 1024
-            ));
-        }
+        let models = load_models(&shared, &notify)?;
+        let mut renderer = SdRenderer::new(shared.config().clone(), models);
         if renderer.config().needs_anchor() {
             // The first rendered frame, when it is the anchor, is preprocessed exactly as the
             // pipeline does it (fresh trackers): take it from the batch when it is there.
@@ -360,6 +400,42 @@ fn renderer_factory(
         }
         Ok(Box::new(renderer) as Box<dyn crate::render::resume::ChainedRenderer>)
     })
+}
+
+/// Face and hand detailing (the preset's `detail:` section) on the renderer's models, built
+/// when the first batch arrives. It runs on every batch, also on batches read back from the
+/// work directory (which holds the renderer's frames before detailing), so its tracks are the
+/// same whether or not a render was resumed.
+struct SharedModelDetailer {
+    shared: Arc<SharedModels>,
+    preset: Preset,
+    fps: f64,
+    notify: Notifier,
+    detailer: Option<FaceHandDetailer<StableDiffusionInpainter>>,
+}
+
+impl Detailer for SharedModelDetailer {
+    fn name(&self) -> &str {
+        "face-hands"
+    }
+
+    fn detail_batch(
+        &mut self,
+        batch: &Batch,
+        inputs: &[PreparedFrame],
+        outputs: &mut [Frame],
+    ) -> Result<(), StageError> {
+        if self.detailer.is_none() {
+            let models = load_models(&self.shared, &self.notify)?;
+            let openpose = models.controlnet_of_kind(self.shared.config(), ControlKind::Openpose);
+            self.detailer =
+                detailer_for_preset(&self.preset, models.sd.clone(), openpose, self.fps)?;
+        }
+        match &mut self.detailer {
+            Some(detailer) => detailer.detail_batch(batch, inputs, outputs),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The stop flag Ctrl-C sets; installed once per process.
