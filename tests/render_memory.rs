@@ -39,6 +39,8 @@ fn make_clip(path: &Path, frames: u32) {
 
 /// Runs the real binary; its peak resident set size in KiB (wait4's rusage: the child's own
 /// high-water mark, kept by the kernel).
+// The child is waited for with wait4, which clippy does not see.
+#[allow(clippy::zombie_processes)]
 fn render_peak_rss_kib(input: &Path, preset: &Path, output: &Path) -> u64 {
     let log = output.with_extension("log");
     let child = render_command(input, preset, output, &["--quiet"])

@@ -64,10 +64,10 @@ pub enum SdRenderError {
     Load {
         what: String,
         #[source]
-        source: ModelStackError,
+        source: Box<ModelStackError>,
     },
     #[error("encoding the prompt: {0}")]
-    Prompt(#[from] PromptError),
+    Prompt(#[source] Box<PromptError>),
     #[error(
         "frame {frame}: the {kind} ControlNet ({model}) needs a {kind} map, but no preprocessor made one"
     )]
@@ -80,10 +80,16 @@ pub enum SdRenderError {
     Frame {
         frame: u64,
         #[source]
-        source: SdError,
+        source: Box<SdError>,
     },
     #[error("cross-frame attention to the anchor needs the anchor frame rendered first")]
     NoAnchor,
+}
+
+impl From<PromptError> for SdRenderError {
+    fn from(e: PromptError) -> Self {
+        SdRenderError::Prompt(Box::new(e))
+    }
 }
 
 fn join_errors(errors: &[ModelStackError]) -> String {
@@ -300,7 +306,7 @@ impl LoadedModels {
 
         let stack = stack.build(&device).map_err(|source| SdRenderError::Load {
             what: config.models.base.clone(),
-            source,
+            source: Box::new(source),
         })?;
         let text = {
             let encoder = PromptEncoder::new(
@@ -338,7 +344,7 @@ impl LoadedModels {
             let net = ControlNetModel::load(part.weights.into_var_builder(&device), &part.config)
                 .map_err(|e| SdRenderError::Load {
                 what: source.to_string(),
-                source: e.into(),
+                source: Box::new(e.into()),
             })?;
             nets.push(Arc::new(net));
         }
@@ -582,13 +588,13 @@ impl SdRenderer {
     ) -> Result<Tensor, SdRenderError> {
         let frame_err = |source: SdError| SdRenderError::Frame {
             frame: index,
-            source,
+            source: Box::new(source),
         };
         let device = self.models.sd.device().clone();
         let tensor_err = |context: &'static str| {
             move |source| SdRenderError::Frame {
                 frame: index,
-                source: SdError::Tensor { context, source },
+                source: Box::new(SdError::Tensor { context, source }),
             }
         };
         let mut controls = Vec::with_capacity(conditioning.controls.len());
@@ -690,7 +696,7 @@ impl SdRenderer {
     fn decode(&self, index: u64, latents: &Tensor) -> Result<Frame, SdRenderError> {
         let frame_err = |source| SdRenderError::Frame {
             frame: index,
-            source,
+            source: Box::new(source),
         };
         let image = self.models.sd.decode_latents(latents).map_err(frame_err)?;
         let rgb = tensor_to_rgb(&image).map_err(frame_err)?;
