@@ -14,10 +14,12 @@
 //!    conditioning equals `StableDiffusionControlNet{Img2Img,}Pipeline` for that seed;
 //! 5. denoising, with the cross-frame attention hook when enabled, then the VAE decode.
 //!
-//! Models are loaded once per render. The first frame of a batch continues from the frame
-//! before the batch (its [`LeadIn`], from the previous batch), so batches chain; the
-//! previous frame's attention cache starts empty at every batch, which keeps the state at a
-//! batch start reproducible from disk.
+//! Models are loaded once per render ([`LoadedModels`]: the model stack, so single-file
+//! checkpoints, LoRAs, textual inversion and clip skip work; the prompt with A1111 weighting)
+//! and can be shared ([`SharedModels`], e.g. with face and hand detailing). The first frame
+//! of a batch continues from the frame before the batch (its [`LeadIn`], from the previous
+//! batch), so batches chain; the previous frame's attention cache starts empty at every
+//! batch, which keeps the state at a batch start reproducible from disk.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
