@@ -1,5 +1,7 @@
-//! Flat memory: the peak RSS of a 2000-frame 512² pass-through render (decode → batches
-//! with overlap blending → encode, with audio) is within 20 % of a 200-frame one.
+//! Flat memory: the peak RSS of a 2000-frame render of 512² input (decode → batches with
+//! overlap blending → encode, with audio) is within 20 % of a 200-frame one. The renderer is
+//! the tiny random test model at 64×64 with one txt2img step, so decoding, batching and
+//! encoding dominate.
 //!
 //! Both renders use batches of at most 48 frames sharing 10, which the planner spreads
 //! into batches of 48 frames for the short clip and of 47–48 for the long one: the render
@@ -15,12 +17,14 @@ use std::process::{Command, Stdio};
 use cli_common::media::{ffmpeg, ffprobe_frame_count};
 use cli_common::*;
 
-const PRESET: &str = "\
-model: {base: stable-diffusion-v1-5/stable-diffusion-v1-5}
-prompt: memory test
-batch: {frames: 48, overlap: 10}
-output: {encoder_preset: ultrafast}
-";
+fn preset_yaml() -> String {
+    format!(
+        "model: {{base: {}}}\nprompt: memory test\nsampler: {{steps: 1, cfg_scale: 1.0}}\n\
+         resolution: {{width: 64, height: 64}}\nbatch: {{frames: 48, overlap: 10}}\n\
+         output: {{encoder_preset: ultrafast}}\n",
+        repo_path("tests/fixtures/pipeline").display()
+    )
+}
 
 fn make_clip(path: &Path, frames: u32) {
     let seconds = format!("{}", frames as f64 / 25.0);
@@ -83,7 +87,7 @@ fn render_peak_rss_kib(input: &Path, preset: &Path, output: &Path) -> u64 {
 #[test]
 fn peak_rss_does_not_grow_with_clip_length() {
     let dir = tempfile::tempdir().unwrap();
-    let preset = write_preset(dir.path(), "memory.yaml", PRESET);
+    let preset = write_preset(dir.path(), "memory.yaml", &preset_yaml());
     let short = dir.path().join("short.mp4");
     let long = dir.path().join("long.mp4");
     make_clip(&short, 200);

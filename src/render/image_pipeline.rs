@@ -147,6 +147,26 @@ impl StableDiffusion {
         })
     }
 
+    /// Models loaded elsewhere (e.g. a single-file checkpoint with LoRAs through
+    /// [`ModelStack`](crate::models::model_stack::ModelStack)), on `device`.
+    pub fn from_parts(
+        unet: UNet2DConditionModel,
+        vae: AutoencoderKL,
+        text_encoder: ClipTextEncoder,
+        tokenizer: ClipTokenizer,
+        scheduler_config: SchedulerConfig,
+        device: &Device,
+    ) -> Self {
+        Self {
+            unet,
+            vae,
+            text_encoder,
+            tokenizer,
+            scheduler_config,
+            device: device.clone(),
+        }
+    }
+
     pub fn device(&self) -> &Device {
         &self.device
     }

@@ -611,9 +611,9 @@ mod tests {
     }
 
     #[test]
-    fn cut_blend_switches_batches_mid_overlap() {
+    fn cut_blend_takes_the_later_batch() {
         let out = Collected::default();
-        // Batches [0,6) and [4,10) share frames 4 and 5: batch 0 keeps frame 4.
+        // Batches [0,6) and [4,10) share frames 4 and 5: batch 1 renders them.
         let plan = plan_batches(10, 6, 2).unwrap();
         assert_eq!(plan.batches[1].start, 4);
         let mut pipeline = Pipeline::new(source(vec![0; 10]), Box::new(BatchPainter), sink(&out));
@@ -626,7 +626,7 @@ mod tests {
             .iter()
             .map(|f| f.data[0])
             .collect();
-        assert_eq!(got, vec![0, 0, 0, 0, 0, 100, 100, 100, 100, 100]);
+        assert_eq!(got, vec![0, 0, 0, 0, 100, 100, 100, 100, 100, 100]);
     }
 
     #[test]

@@ -14,10 +14,15 @@
 //!    conditioning equals `StableDiffusionControlNet{Img2Img,}Pipeline` for that seed;
 //! 5. denoising, with the cross-frame attention hook when enabled, then the VAE decode.
 //!
-//! Models are loaded once per render. The first frame of a batch continues from the frame
-//! before the batch (its [`LeadIn`], from the previous batch), so batches chain; the
-//! previous frame's attention cache starts empty at every batch, which keeps the state at a
-//! batch start reproducible from disk.
+//! Models are loaded once per render ([`LoadedModels`]: the model stack, so single-file
+//! checkpoints, LoRAs, textual inversion and clip skip work; the prompt with A1111 weighting)
+//! and can be shared ([`SharedModels`], e.g. with face and hand detailing). The first frame
+//! of a batch continues from the frame before the batch (its [`LeadIn`], from the previous
+//! batch), so batches chain; the previous frame's attention cache starts empty at every
+//! batch, which keeps the state at a batch start reproducible from disk.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
@@ -25,13 +30,17 @@ use image::RgbImage;
 use crate::flow::{FlowParams, Plane};
 use crate::models::attention_hook::SelfAttentionHook;
 use crate::models::controlnet::ControlNetModel;
-use crate::models::loading::{Component, DiffusersPipelineFiles, LoadError};
+use crate::models::loading::HubOptions;
+use crate::models::model_stack::{
+    resolve_controlnet, ModelStackError, ModelStackSpec, StackWeights,
+};
 use crate::noise::TorchGenerator;
+use crate::preset::models_ext::locate;
 use crate::preset::{ControlKind, Preset};
+use crate::prompt::{PromptEncoder, PromptError};
 use crate::render::guidance::uses_cfg;
 use crate::render::image_pipeline::{
-    load_controlnet, load_vae, rgb_to_tensor, tensor_to_rgb, ImagePipelineError as SdError,
-    StableDiffusion,
+    rgb_to_tensor, tensor_to_rgb, ImagePipelineError as SdError, StableDiffusion,
 };
 use crate::render::plan::Batch;
 use crate::render::resume::{next_lead_in, ChainedRenderer, Interrupted, LeadIn, StopFlag};
@@ -50,15 +59,17 @@ pub const RENDERER_NAME: &str = "sd15";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SdRenderError {
-    /// Every model file that could not be found, for all models at once.
-    #[error("{}", missing_models_message(.0))]
-    MissingModels(Vec<LoadError>),
+    /// Every model that could not be resolved (missing files, ...), all at once.
+    #[error("{}", join_errors(.0))]
+    Models(Vec<ModelStackError>),
     #[error("loading {what}: {source}")]
     Load {
         what: String,
         #[source]
-        source: SdError,
+        source: Box<ModelStackError>,
     },
+    #[error("encoding the prompt: {0}")]
+    Prompt(#[source] Box<PromptError>),
     #[error(
         "frame {frame}: the {kind} ControlNet ({model}) needs a {kind} map, but no preprocessor made one"
     )]
@@ -71,13 +82,19 @@ pub enum SdRenderError {
     Frame {
         frame: u64,
         #[source]
-        source: SdError,
+        source: Box<SdError>,
     },
     #[error("cross-frame attention to the anchor needs the anchor frame rendered first")]
     NoAnchor,
 }
 
-fn missing_models_message(errors: &[LoadError]) -> String {
+impl From<PromptError> for SdRenderError {
+    fn from(e: PromptError) -> Self {
+        SdRenderError::Prompt(Box::new(e))
+    }
+}
+
+fn join_errors(errors: &[ModelStackError]) -> String {
     let parts: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
     parts.join("\n")
 }
@@ -106,8 +123,8 @@ pub struct ControlNetPlan {
 /// What the renderer needs from a preset, with model locations resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SdRenderConfig {
-    pub model: String,
-    pub vae: Option<String>,
+    /// Base model (diffusers folder, hub id or single file), VAE, LoRAs, embeddings.
+    pub models: ModelStackSpec,
     pub prompt: String,
     pub negative_prompt: String,
     pub width: u32,
@@ -125,8 +142,9 @@ pub struct SdRenderConfig {
 }
 
 impl SdRenderConfig {
-    /// The render settings of `preset` at `width`×`height`; `locate` turns a model entry of
-    /// the preset into the path or hub id to load (relative paths are the caller's business).
+    /// The render settings of `preset` at `width`×`height`. Model paths are used as given
+    /// (hub ids, existing paths) or, when they only exist there, relative to `preset_dir`
+    /// (the preset file's folder; see [`locate`]).
     ///
     /// ControlNets: the preset's `controlnets` in order (an entry of type `temporalnet` gets
     /// the previous output, warped as `temporal.temporalnet.warp` says), then
@@ -134,8 +152,9 @@ impl SdRenderConfig {
     pub fn from_preset(
         preset: &Preset,
         (width, height): (u32, u32),
-        locate: &dyn Fn(&str) -> String,
+        preset_dir: Option<&Path>,
     ) -> Self {
+        let locate = |spec: &str| locate(spec, preset_dir);
         let temporal = preset.temporal.clone();
         let warp = temporal.temporalnet.warp;
         let mut controlnets: Vec<ControlNetPlan> = preset
@@ -166,8 +185,7 @@ impl SdRenderConfig {
         }
         let s = &preset.sampler;
         Self {
-            model: locate(&preset.model.base),
-            vae: preset.model.vae.as_deref().map(locate),
+            models: preset.model_stack_spec(preset_dir),
             prompt: preset.prompt.clone(),
             negative_prompt: preset.negative_prompt.clone(),
             width,
@@ -244,107 +262,184 @@ enum Pass {
     Frame,
 }
 
+/// The models of a render, loaded once and shared (with a detailer, for one).
+pub struct LoadedModels {
+    pub sd: Arc<StableDiffusion>,
+    /// Distinct ControlNet models; `net_of[k]` is the model of `config.controlnets[k]`.
+    pub nets: Vec<Arc<ControlNetModel>>,
+    pub net_of: Vec<usize>,
+    /// The preset's prompt and negative prompt (A1111 weighting, embeddings, clip skip).
+    pub text: TextConditioning,
+}
+
+impl LoadedModels {
+    /// Resolve every model of `config` first (hub ids go through the Hugging Face cache), so
+    /// that missing files of all models are reported together; then read the weights.
+    pub fn load(config: &SdRenderConfig, hub: &HubOptions) -> Result<Self, SdRenderError> {
+        let device = Device::Cpu;
+        let mut problems = Vec::new();
+        let stack = StackWeights::resolve(&config.models, hub)
+            .map_err(|e| problems.push(e))
+            .ok();
+        let mut distinct: Vec<&str> = Vec::new();
+        let mut net_of = Vec::new();
+        for c in &config.controlnets {
+            let k = distinct
+                .iter()
+                .position(|m| *m == c.model)
+                .unwrap_or_else(|| {
+                    distinct.push(&c.model);
+                    distinct.len() - 1
+                });
+            net_of.push(k);
+        }
+        let base_unet = stack.as_ref().map(|s| &s.base_unet_weights);
+        let net_parts: Vec<_> = distinct
+            .iter()
+            .map(|source| {
+                resolve_controlnet(source, None, base_unet, hub)
+                    .map_err(|e| problems.push(e))
+                    .ok()
+            })
+            .collect();
+        let Some(stack) = stack.filter(|_| problems.is_empty()) else {
+            return Err(SdRenderError::Models(problems));
+        };
+
+        let stack = stack.build(&device).map_err(|source| SdRenderError::Load {
+            what: config.models.base.clone(),
+            source: Box::new(source),
+        })?;
+        let text = {
+            let encoder = PromptEncoder::new(
+                &stack.tokenizer,
+                &stack.text_encoder,
+                &stack.embeddings,
+                stack.clip_skip,
+                &device,
+            )?;
+            if uses_cfg(config.guidance_scale) {
+                let (cond, uncond) =
+                    encoder.encode_pair(&config.prompt, &config.negative_prompt)?;
+                TextConditioning {
+                    cond,
+                    uncond: Some(uncond),
+                }
+            } else {
+                TextConditioning {
+                    cond: encoder.encode(&config.prompt)?,
+                    uncond: None,
+                }
+            }
+        };
+        let sd = StableDiffusion::from_parts(
+            stack.unet,
+            stack.vae,
+            stack.text_encoder,
+            stack.tokenizer,
+            stack.scheduler_config,
+            &device,
+        );
+        let mut nets = Vec::with_capacity(distinct.len());
+        for (source, part) in distinct.iter().zip(net_parts) {
+            let part = part.expect("every ControlNet resolved, or the load stopped above");
+            let net = ControlNetModel::load(part.weights.into_var_builder(&device), &part.config)
+                .map_err(|e| SdRenderError::Load {
+                what: source.to_string(),
+                source: Box::new(e.into()),
+            })?;
+            nets.push(Arc::new(net));
+        }
+        Ok(Self {
+            sd: Arc::new(sd),
+            nets,
+            net_of,
+            text,
+        })
+    }
+
+    /// The UNet's channels per level: SD1.5 has `[320, 640, 1280, 1280]`; a few channels
+    /// mean a random test model.
+    pub fn unet_channels(&self) -> &[usize] {
+        &self.sd.unet.config().block_out_channels
+    }
+
+    /// The model of the first ControlNet of `kind`, if any.
+    pub fn controlnet_of_kind(
+        &self,
+        config: &SdRenderConfig,
+        kind: ControlKind,
+    ) -> Option<Arc<ControlNetModel>> {
+        config
+            .controlnets
+            .iter()
+            .position(|c| c.source == ControlSource::Map(kind))
+            .map(|k| self.nets[self.net_of[k]].clone())
+    }
+}
+
+/// Models loaded on first use, shared by everything that needs them (the renderer, a
+/// detailer): loading is skipped entirely when nothing asks.
+pub struct SharedModels {
+    config: SdRenderConfig,
+    hub: HubOptions,
+    loaded: Mutex<Option<Arc<LoadedModels>>>,
+}
+
+impl SharedModels {
+    pub fn new(config: SdRenderConfig, hub: HubOptions) -> Self {
+        Self {
+            config,
+            hub,
+            loaded: Mutex::new(None),
+        }
+    }
+
+    pub fn config(&self) -> &SdRenderConfig {
+        &self.config
+    }
+
+    /// Whether the models are loaded already.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// The models, loading them on the first call.
+    pub fn get(&self) -> Result<Arc<LoadedModels>, SdRenderError> {
+        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(models) = loaded.as_ref() {
+            return Ok(models.clone());
+        }
+        let models = Arc::new(LoadedModels::load(&self.config, &self.hub)?);
+        *loaded = Some(models.clone());
+        Ok(models)
+    }
+}
+
 /// See the module docs.
 pub struct SdRenderer {
     config: SdRenderConfig,
-    sd: StableDiffusion,
-    /// Distinct ControlNet models; `net_of[k]` is the model of `config.controlnets[k]`.
-    nets: Vec<ControlNetModel>,
-    net_of: Vec<usize>,
-    text: TextConditioning,
+    models: Arc<LoadedModels>,
     cross_frame: Option<CrossFrameAttention>,
     anchor: Option<RenderedAnchor>,
-    unet_weight_bytes: u64,
     /// For use as a plain [`FrameRenderer`]: the lead-in of the next batch, and a stop flag.
     lead_in: Option<LeadIn>,
     stop: StopFlag,
 }
 
 impl SdRenderer {
-    /// Resolve and load every model of `config` (hub ids go through the Hugging Face cache;
-    /// `progress` shows download bars). Missing files of all models are reported together.
-    pub fn load(config: SdRenderConfig, progress: bool) -> Result<Self, SdRenderError> {
-        let device = Device::Cpu;
-        let mut missing = Vec::new();
-        let base =
-            DiffusersPipelineFiles::resolve(&config.model, &Component::SD_PIPELINE, progress)
-                .map_err(|e| missing.push(e))
-                .ok();
-        let vae = config.vae.as_ref().and_then(|source| {
-            DiffusersPipelineFiles::resolve(source, &[Component::Vae], progress)
-                .map_err(|e| missing.push(e))
-                .ok()
-        });
-        let mut distinct: Vec<String> = Vec::new();
-        let mut net_of = Vec::new();
-        for c in &config.controlnets {
-            let k = match distinct.iter().position(|m| *m == c.model) {
-                Some(k) => k,
-                None => {
-                    distinct.push(c.model.clone());
-                    distinct.len() - 1
-                }
-            };
-            net_of.push(k);
-        }
-        let net_files: Vec<Option<DiffusersPipelineFiles>> = distinct
-            .iter()
-            .map(|source| {
-                DiffusersPipelineFiles::resolve(source, &[Component::ControlNet], progress)
-                    .map_err(|e| missing.push(e))
-                    .ok()
-            })
-            .collect();
-        let Some(base) = base.filter(|_| missing.is_empty()) else {
-            return Err(SdRenderError::MissingModels(missing));
-        };
+    /// Load the models of `config` and build the renderer.
+    pub fn load(config: SdRenderConfig, hub: &HubOptions) -> Result<Self, SdRenderError> {
+        let models = Arc::new(LoadedModels::load(&config, hub)?);
+        Ok(Self::new(config, models))
+    }
 
-        let load_err = |what: &str| {
-            let what = what.to_string();
-            move |source| SdRenderError::Load { what, source }
-        };
-        let scheduler_config = match base.model_index.as_deref().and_then(|p| p.parent()) {
-            Some(dir) => schedulers::load_config(dir).map_err(SdError::from),
-            None => Ok(schedulers::SchedulerConfig::sd15()),
-        }
-        .map_err(load_err(&format!(
-            "the scheduler config of {}",
-            config.model
-        )))?;
-        let mut sd = StableDiffusion::load(&base, scheduler_config, &device)
-            .map_err(load_err(&config.model))?;
-        if let Some(vae_files) = vae.as_ref().and_then(|f| f.vae.as_ref()) {
-            sd.vae = load_vae(vae_files, &device)
-                .map_err(load_err(config.vae.as_deref().unwrap_or("the VAE")))?;
-        }
-        let mut nets = Vec::new();
-        for (source, files) in distinct.iter().zip(&net_files) {
-            let files = files
-                .as_ref()
-                .and_then(|f| f.controlnet.as_ref())
-                .ok_or_else(|| SdRenderError::Load {
-                    what: source.clone(),
-                    source: SdError::MissingComponent {
-                        model: source.clone(),
-                        component: "controlnet",
-                    },
-                })?;
-            nets.push(load_controlnet(files, &device).map_err(load_err(source))?);
-        }
-        let unet_weight_bytes = base
-            .unet
-            .as_ref()
-            .and_then(|u| std::fs::metadata(&u.weights).ok())
-            .map_or(0, |m| m.len());
-
-        let text = sd
-            .encode_prompt(
-                &config.prompt,
-                &config.negative_prompt,
-                uses_cfg(config.guidance_scale),
-            )
-            .map_err(load_err("the prompt"))?;
-        let factor = sd.latent_factor();
+    /// A renderer on models loaded for `config`.
+    pub fn new(config: SdRenderConfig, models: Arc<LoadedModels>) -> Self {
+        let factor = models.sd.latent_factor();
         let cross_frame = config.temporal.cross_frame_attention.active().then(|| {
             CrossFrameAttention::new(
                 &config.temporal.cross_frame_attention,
@@ -352,27 +447,22 @@ impl SdRenderer {
                 config.width as usize / factor,
             )
         });
-        Ok(Self {
+        Self {
             config,
-            sd,
-            nets,
-            net_of,
-            text,
+            models,
             cross_frame,
             anchor: None,
-            unet_weight_bytes,
             lead_in: None,
             stop: StopFlag::new(),
-        })
+        }
+    }
+
+    pub fn models(&self) -> &Arc<LoadedModels> {
+        &self.models
     }
 
     pub fn config(&self) -> &SdRenderConfig {
         &self.config
-    }
-
-    /// Size of the UNet's weight file: a few hundred kB means a random test model.
-    pub fn unet_weight_bytes(&self) -> u64 {
-        self.unet_weight_bytes
     }
 
     /// Bytes held by the cross-frame attention caches (anchor, previous frame).
@@ -500,13 +590,13 @@ impl SdRenderer {
     ) -> Result<Tensor, SdRenderError> {
         let frame_err = |source: SdError| SdRenderError::Frame {
             frame: index,
-            source,
+            source: Box::new(source),
         };
-        let device = self.sd.device().clone();
+        let device = self.models.sd.device().clone();
         let tensor_err = |context: &'static str| {
             move |source| SdRenderError::Frame {
                 frame: index,
-                source: SdError::Tensor { context, source },
+                source: Box::new(SdError::Tensor { context, source }),
             }
         };
         let mut controls = Vec::with_capacity(conditioning.controls.len());
@@ -515,10 +605,10 @@ impl SdRenderer {
             .controlnets
             .iter()
             .zip(&conditioning.controls)
-            .zip(&self.net_of)
+            .zip(&self.models.net_of)
         {
             controls.push(ControlInput {
-                model: &self.nets[net],
+                model: &self.models.nets[net],
                 image: rgb_to_tensor(image, &device).map_err(frame_err)?,
                 scale: plan.scale,
                 start: plan.start,
@@ -531,17 +621,18 @@ impl SdRenderer {
         let mut generator = TorchGenerator::new(seed);
         let strength = conditioning.init.as_ref().map_or(1.0, |(_, s)| *s);
         let steps = self.config.steps;
-        let mut scheduler = schedulers::build(self.config.scheduler, &self.sd.scheduler_config)
-            .map_err(|e| frame_err(e.into()))?;
+        let mut scheduler =
+            schedulers::build(self.config.scheduler, &self.models.sd.scheduler_config)
+                .map_err(|e| frame_err(e.into()))?;
         scheduler
             .set_timesteps(steps, strength)
             .map_err(|e| frame_err(e.into()))?;
         let first_step =
             schedulers::strength_begin_index(steps, strength).map_err(|e| frame_err(e.into()))?;
-        let factor = self.sd.latent_factor();
+        let factor = self.models.sd.latent_factor();
         let shape = [
             1,
-            self.sd.vae.config().latent_channels,
+            self.models.sd.vae.config().latent_channels,
             self.config.height as usize / factor,
             self.config.width as usize / factor,
         ];
@@ -559,6 +650,7 @@ impl SdRenderer {
                     .affine(2.0, -1.0)
                     .map_err(tensor_err("image normalize"))?;
                 let image_latents = self
+                    .models
                     .sd
                     .encode_image(&image, &mut generator)
                     .map_err(frame_err)?;
@@ -579,8 +671,8 @@ impl SdRenderer {
             }
         }
         let request = DenoiseRequest {
-            unet: &self.sd.unet,
-            text: &self.text,
+            unet: &self.models.sd.unet,
+            text: &self.models.text,
             guidance_scale: self.config.guidance_scale,
             controls: &controls,
             inpaint: None,
@@ -606,9 +698,9 @@ impl SdRenderer {
     fn decode(&self, index: u64, latents: &Tensor) -> Result<Frame, SdRenderError> {
         let frame_err = |source| SdRenderError::Frame {
             frame: index,
-            source,
+            source: Box::new(source),
         };
-        let image = self.sd.decode_latents(latents).map_err(frame_err)?;
+        let image = self.models.sd.decode_latents(latents).map_err(frame_err)?;
         let rgb = tensor_to_rgb(&image).map_err(frame_err)?;
         Ok(Frame::from_rgb_image(index, rgb))
     }
@@ -631,6 +723,7 @@ impl ChainedRenderer for SdRenderer {
         }
         let needs_flow = self.config.needs_flow();
         let luma_of = |image: &RgbImage| needs_flow.then(|| luma(image));
+        let lead_in = lead_in.filter(|_| self.config.temporal.chain_batches);
         let mut previous = lead_in.map(|l| Previous {
             output: fit(&l.output, w, h),
             source_luma: luma_of(&fit(&l.source, w, h)),

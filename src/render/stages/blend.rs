@@ -28,8 +28,9 @@ pub enum OverlapBlend {
     /// A linear ramp across the overlap ([`ramp_weight`]).
     #[default]
     Ramp,
-    /// A hard cut in the middle of the overlap ([`cut_weight`]): the baseline that shows
-    /// what the ramp is for.
+    /// No blending ([`cut_weight`]): the later batch takes every shared frame, a hard cut
+    /// where it starts, as if batches did not overlap. The baseline that shows what the
+    /// ramp is for.
     Cut,
 }
 
@@ -43,14 +44,9 @@ impl OverlapBlend {
     }
 }
 
-/// Hard cut: the earlier batch keeps the first half of the overlap (rounded down), the later
-/// batch takes the rest.
-pub fn cut_weight(position: usize, overlap: usize) -> f32 {
-    if position < overlap / 2 {
-        0.0
-    } else {
-        1.0
-    }
+/// Hard cut: the later batch's rendering replaces the earlier one's on every shared frame.
+pub fn cut_weight(_position: usize, _overlap: usize) -> f32 {
+    1.0
 }
 
 /// `earlier · (1 − w) + later · w` per channel, rounded. Identical inputs give the input back
@@ -105,12 +101,11 @@ mod tests {
     }
 
     #[test]
-    fn cut_switches_in_the_middle() {
+    fn cut_takes_the_later_batch() {
         let weights: Vec<f32> = (0..4).map(|j| cut_weight(j, 4)).collect();
-        assert_eq!(weights, vec![0.0, 0.0, 1.0, 1.0]);
-        assert_eq!(cut_weight(0, 1), 1.0);
+        assert_eq!(weights, vec![1.0; 4]);
         assert_eq!(OverlapBlend::Ramp.weight(1, 4), 0.4);
-        assert_eq!(OverlapBlend::Cut.weight(1, 4), 0.0);
+        assert_eq!(OverlapBlend::Cut.weight(1, 4), 1.0);
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub enum AnchorError {
         path: PathBuf,
         index: u64,
         #[source]
-        source: VideoError,
+        source: Box<VideoError>,
     },
     #[error("anchor frame {index} of {}: the clip ended before it", path.display())]
     Missing { path: PathBuf, index: u64 },
@@ -57,7 +57,7 @@ pub fn read_prepared_frame(
     let video_err = |source| AnchorError::Video {
         path: path.to_path_buf(),
         index,
-        source,
+        source: Box::new(source),
     };
     let options = ReadOptions {
         frames: Some(index..index + 1),

@@ -11,6 +11,7 @@
 //!   cross_frame_attention: { enabled: true, anchor: true, previous: true,
 //!                            max_reference_tokens: 1024 }
 //!   flow_init: { enabled: true, strength: 0.75 }
+//!   chain_batches: true      # a batch's first frame continues from the previous batch
 //! ```
 //!
 //! Every part is off unless enabled, so a preset without the section renders every frame on
@@ -34,7 +35,7 @@ pub const DEFAULT_TEMPORALNET: &str = "CiaraRowles/TemporalNet";
 /// top-level layers at 512² are pooled 2×2; smaller layers are kept whole.
 pub const DEFAULT_MAX_REFERENCE_TOKENS: u32 = 1024;
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TemporalSettings {
     /// The frame every other frame's cross-frame attention looks at.
@@ -42,6 +43,23 @@ pub struct TemporalSettings {
     pub temporalnet: TemporalNetSettings,
     pub cross_frame_attention: CrossFrameSettings,
     pub flow_init: FlowInitSettings,
+    /// Whether the first frame of a batch continues from the frame before the batch (the
+    /// previous batch's rendering), as every other frame continues from its predecessor.
+    /// Off, every batch starts afresh like the clip's first frame (batches independent of
+    /// each other; the overlap blend alone hides the restart).
+    pub chain_batches: bool,
+}
+
+impl Default for TemporalSettings {
+    fn default() -> Self {
+        Self {
+            anchor: AnchorFrame::First,
+            temporalnet: TemporalNetSettings::default(),
+            cross_frame_attention: CrossFrameSettings::default(),
+            flow_init: FlowInitSettings::default(),
+            chain_batches: true,
+        }
+    }
 }
 
 impl TemporalSettings {
@@ -61,13 +79,6 @@ impl TemporalSettings {
         check_reference_tokens(self.cross_frame_attention.max_reference_tokens)
             .map_err(|m| ("cross_frame_attention.max_reference_tokens".to_string(), m))?;
         Ok(())
-    }
-
-    /// Whether any option makes a frame depend on the frames before it.
-    pub fn chains_frames(&self) -> bool {
-        self.temporalnet.enabled
-            || self.flow_init.enabled
-            || (self.cross_frame_attention.enabled && self.cross_frame_attention.previous)
     }
 }
 
@@ -311,9 +322,10 @@ mod tests {
         assert_eq!(t, TemporalSettings::default());
         assert!(!t.temporalnet.enabled && !t.flow_init.enabled);
         assert!(!t.cross_frame_attention.active());
-        assert!(!t.chains_frames());
         assert_eq!(t.temporalnet.model, DEFAULT_TEMPORALNET);
         assert!(t.temporalnet.warp);
+        assert!(t.chain_batches);
+        assert!(!parse("chain_batches: false").unwrap().chain_batches);
     }
 
     #[test]
@@ -356,18 +368,5 @@ mod tests {
         assert_eq!(SeedPerFrame::Fixed.seed_for(7, 30), 7);
         assert_eq!(SeedPerFrame::Increment.seed_for(7, 30), 37);
         assert_eq!(SeedPerFrame::Increment.seed_for(u64::MAX, 1), 0);
-    }
-
-    #[test]
-    fn chaining_options() {
-        let mut t = TemporalSettings::default();
-        t.cross_frame_attention.enabled = true;
-        t.cross_frame_attention.previous = false;
-        assert!(
-            !t.chains_frames(),
-            "anchor-only attention does not chain frames"
-        );
-        t.flow_init.enabled = true;
-        assert!(t.chains_frames());
     }
 }
