@@ -4,5 +4,3 @@ pub mod openpose;
 pub mod pose;
 pub mod softedge;
 pub mod tflite;
-
-pub mod softedge;

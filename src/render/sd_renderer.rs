@@ -30,7 +30,7 @@ use crate::noise::TorchGenerator;
 use crate::preset::{ControlKind, Preset};
 use crate::render::guidance::uses_cfg;
 use crate::render::image_pipeline::{
-    load_controlnet, load_vae, rgb_to_tensor, tensor_to_rgb, PipelineError as SdError,
+    load_controlnet, load_vae, rgb_to_tensor, tensor_to_rgb, ImagePipelineError as SdError,
     StableDiffusion,
 };
 use crate::render::plan::Batch;

@@ -29,7 +29,7 @@ use crate::models::motion::MotionModules;
 use crate::models::unet::{UNet2DConditionModel, UNetError, UNetExtras};
 use crate::noise::{NoiseError, NoiseSource};
 use crate::render::guidance::{classifier_free_guidance, control_active, uses_cfg};
-use crate::render::image_pipeline::{rgb_to_tensor, PipelineError};
+use crate::render::image_pipeline::{rgb_to_tensor, ImagePipelineError};
 use crate::render::sampler::{StepProgress, TextConditioning};
 use crate::schedulers::{Scheduler, SchedulerError};
 
@@ -50,7 +50,7 @@ pub enum VideoError {
     #[error("context windows: {0}")]
     Context(#[from] ContextError),
     #[error(transparent)]
-    Pipeline(#[from] PipelineError),
+    Pipeline(#[from] ImagePipelineError),
     #[error("video tensor op: {0}")]
     Tensor(#[from] candle_core::Error),
     #[error("{0}")]
