@@ -328,7 +328,7 @@ fn clip_json(
     intermediate: usize,
     activation: &str,
 ) -> Result<Value, String> {
-    if width % 64 != 0 {
+    if !width.is_multiple_of(64) {
         return Err(format!(
             "text encoder width {width} is not a multiple of CLIP's 64-channel heads"
         ));
@@ -359,10 +359,9 @@ mod tests {
         let mut m = ShapeMap::new();
         add(&mut m, "input_blocks.0.0.weight", &[320, in_channels, 3, 3]);
         let channels = [320, 640, 1280, 1280];
-        for level in 0..4 {
+        for (level, &c) in channels.iter().enumerate() {
             for layer in 0..2 {
                 let i = 1 + level * 3 + layer;
-                let c = channels[level];
                 add(
                     &mut m,
                     &format!("input_blocks.{i}.0.out_layers.3.weight"),
