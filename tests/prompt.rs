@@ -165,3 +165,43 @@ fn invalid_settings_are_errors() {
     let err = encoder.encode("a (cat:1.2.3)").unwrap_err();
     assert!(err.to_string().contains("1.2.3"), "{err}");
 }
+
+#[test]
+fn model_stack_encodes_with_its_clip_skip_and_embeddings() {
+    let mut spec = ModelStackSpec::new(fixtures().join("pipeline").to_string_lossy());
+    spec.clip_skip = 2;
+    spec.embeddings = vec![prompt_file("tinyemb.safetensors"), prompt_file("pteemb.pt")];
+    let hub = HubOptions {
+        offline: true,
+        cache_dir: None,
+        progress: false,
+        endpoint: None,
+        token: None,
+    };
+    let stack = ModelStack::load(&spec, &hub, &Device::Cpu).unwrap();
+    let reference =
+        candle_core::safetensors::load(prompt_file("reference.safetensors"), &Device::Cpu).unwrap();
+    let cases = read_json("cases.json");
+    let case = cases
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "embeddings")
+        .unwrap();
+    assert_eq!(case["clip_skip"], 2);
+    let (cond, uncond) = stack
+        .encode_prompts(
+            case["prompt"].as_str().unwrap(),
+            case["negative"].as_str().unwrap(),
+            true,
+            &Device::Cpu,
+        )
+        .unwrap();
+    assert!(max_abs_diff(&cond, &reference["embeddings.cond"]) <= TOLERANCE);
+    assert!(max_abs_diff(&uncond.unwrap(), &reference["embeddings.uncond"]) <= TOLERANCE);
+    let (alone, none) = stack
+        .encode_prompts(case["prompt"].as_str().unwrap(), "", false, &Device::Cpu)
+        .unwrap();
+    assert!(none.is_none());
+    assert_eq!(max_abs_diff(&alone, &cond), 0.0);
+}

@@ -326,3 +326,39 @@ fn wrong_component_is_reported() {
         "{err}"
     );
 }
+
+#[test]
+fn sd2_open_clip_text_encoder_is_split_and_renamed() {
+    use rotoscope::models::clip::{ClipTextConfig, ClipTextEncoder};
+    use rotoscope::models::single_file::TextEncoderKind;
+    let r = reference();
+    let ckpt = SingleFileCheckpoint::open(&sf("tiny_sd2_text.safetensors")).unwrap();
+    assert_eq!(
+        ckpt.contents().text_encoder,
+        Some(TextEncoderKind::OpenClip)
+    );
+    let folder = fixtures().join("clip/text_encoder_gelu");
+    let config = ClipTextConfig::from_file(folder.join("config.json")).unwrap();
+    let weights = ckpt.text_encoder_weights_for(&config).unwrap();
+    let single = ClipTextEncoder::load(weights.into_var_builder(&Device::Cpu), &config).unwrap();
+    let vb = rotoscope::models::loading::load_safetensors_vb(
+        &[folder.join("model.safetensors")],
+        &Device::Cpu,
+    )
+    .unwrap();
+    let diffusers = ClipTextEncoder::load(vb, &config).unwrap();
+    let ids = &r["text.ids"];
+    let got = single.forward(ids).unwrap();
+    check(
+        "OpenCLIP layout vs diffusers layout",
+        &got,
+        &diffusers.forward(ids).unwrap(),
+        SAME_MODEL,
+    );
+    check(
+        "OpenCLIP layout vs transformers",
+        &got,
+        &r["sd2_text.hidden"],
+        DIFFUSERS,
+    );
+}

@@ -302,20 +302,17 @@ pub fn inventory(
     let base_kind = classify(&spec.base);
     model_entries("model.base", &spec.base, &base_components, hub, &mut inv);
     if let SourceKind::File(path) | SourceKind::MissingPath(path) = &base_kind {
-        match &spec.config {
-            Some(config) => {
-                let role = "model.config";
-                let source = config.to_string_lossy().into_owned();
-                if config.is_dir() {
-                    if config.join("tokenizer").is_dir() {
-                        model_entries(role, &source, &[Component::Tokenizer], hub, &mut inv);
-                    }
-                } else {
-                    inv.files
-                        .push(file_entry(role, &source, config, Origin::User));
+        if let Some(config) = &spec.config {
+            let role = "model.config";
+            let source = config.to_string_lossy().into_owned();
+            if config.is_dir() {
+                if config.join("tokenizer").is_dir() {
+                    model_entries(role, &source, &[Component::Tokenizer], hub, &mut inv);
                 }
+            } else {
+                inv.files
+                    .push(file_entry(role, &source, config, Origin::User));
             }
-            None => {}
         }
         let has_config_tokenizer = spec
             .config

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 
 use crate::models::clip::{ClipError, ClipTextConfig, ClipTextEncoder};
 use crate::models::controlnet::{ControlNetConfig, ControlNetModel};
@@ -24,6 +24,7 @@ use crate::models::single_file::{
 use crate::models::tokenizer::{ClipTokenizer, TokenizerError};
 use crate::models::unet::{PerBlock, UNet2DConditionModel, UNetConfig, UNetError};
 use crate::models::vae::{AutoencoderKL, VaeConfig, VaeError};
+use crate::prompt::{PromptEncoder, PromptError};
 use crate::schedulers::{SchedulerConfig, SchedulerError};
 
 /// Errors of resolving or loading the model stack.
@@ -47,6 +48,8 @@ pub enum ModelStackError {
     Tokenizer(#[from] TokenizerError),
     #[error(transparent)]
     Scheduler(#[from] SchedulerError),
+    #[error(transparent)]
+    Prompt(#[from] PromptError),
     #[error("{0}")]
     Invalid(String),
 }
@@ -396,6 +399,36 @@ impl StackWeights {
 }
 
 impl ModelStack {
+    /// An A1111-style prompt encoder (weights, long prompts, BREAK) with this stack's
+    /// textual-inversion embeddings and clip skip.
+    pub fn prompt_encoder(&self, device: &Device) -> Result<PromptEncoder<'_>, PromptError> {
+        PromptEncoder::new(
+            &self.tokenizer,
+            &self.text_encoder,
+            &self.embeddings,
+            self.clip_skip,
+            device,
+        )
+    }
+
+    /// The text conditioning of one generation: the prompt, and with classifier-free guidance
+    /// the negative prompt, padded to the same length (`[1, 77·chunks, hidden]` each).
+    pub fn encode_prompts(
+        &self,
+        prompt: &str,
+        negative_prompt: &str,
+        guidance: bool,
+        device: &Device,
+    ) -> Result<(Tensor, Option<Tensor>), PromptError> {
+        let encoder = self.prompt_encoder(device)?;
+        if guidance {
+            let (cond, uncond) = encoder.encode_pair(prompt, negative_prompt)?;
+            Ok((cond, Some(uncond)))
+        } else {
+            Ok((encoder.encode(prompt)?, None))
+        }
+    }
+
     /// Resolves and loads `spec`.
     pub fn load(
         spec: &ModelStackSpec,

@@ -227,7 +227,10 @@ embeddings: [easynegative.safetensors]
         let err = parse("model:\n  base: m\n  clip_skip: 0\nprompt: a\n")
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("test.yaml:3:14: model.clip_skip: "), "{err}");
+        assert!(
+            err.starts_with("test.yaml:3:14: model.clip_skip: "),
+            "{err}"
+        );
         let err = parse("model:\n  base: m\nprompt: a\nloras:\n  - { path: a, weight: 99 }\n")
             .unwrap_err()
             .to_string();

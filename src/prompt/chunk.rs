@@ -69,7 +69,7 @@ impl EmbeddingIndex {
         let Some(&first) = ids.first() else { return };
         let entries = self.by_first.entry(first).or_default();
         entries.push((ids, index, vectors));
-        entries.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        entries.sort_by_key(|e| std::cmp::Reverse(e.0.len()));
     }
 
     /// `find_embedding_at_position`: (embedding index, vectors, trigger length in tokens).

@@ -297,24 +297,27 @@ pub fn clip_config(shapes: &ShapeMap) -> Result<Value, String> {
     clip_json(vocab, width, positions, layers, intermediate, "quick_gelu")
 }
 
+/// OpenCLIP ViT-H/14's depth. SD2 conditions on its penultimate layer, so diffusers' SD2 text
+/// encoder keeps 23 layers; checkpoints converted back from diffusers hold only those.
+const OPEN_CLIP_H_LAYERS: usize = 24;
+
 /// A transformers `CLIPTextConfig` for an OpenCLIP text encoder (keys without
-/// `cond_stage_model.model.`), keeping all but the last layer as diffusers' SD2 configs do.
+/// `cond_stage_model.model.`). A full 24-layer ViT-H/14 keeps 23 layers, as diffusers' SD2
+/// configs do; other depths (files converted from diffusers) keep every layer they hold.
 pub fn open_clip_config(shapes: &ShapeMap) -> Result<Value, String> {
     let token = shape(shapes, "token_embedding.weight")?;
     let positions = dim(shapes, "positional_embedding", 0)?;
-    let layers = indices(shapes, "transformer.resblocks.").len();
-    if layers < 2 {
-        return Err(format!("{layers} transformer layers"));
+    let held = indices(shapes, "transformer.resblocks.").len();
+    if held == 0 {
+        return Err("no transformer layers".into());
     }
+    let layers = if held == OPEN_CLIP_H_LAYERS {
+        held - 1
+    } else {
+        held
+    };
     let intermediate = dim(shapes, "transformer.resblocks.0.mlp.c_fc.weight", 0)?;
-    clip_json(
-        token[0],
-        token[1],
-        positions,
-        layers - 1,
-        intermediate,
-        "gelu",
-    )
+    clip_json(token[0], token[1], positions, layers, intermediate, "gelu")
 }
 
 fn clip_json(
@@ -325,7 +328,7 @@ fn clip_json(
     intermediate: usize,
     activation: &str,
 ) -> Result<Value, String> {
-    if width % 64 != 0 {
+    if !width.is_multiple_of(64) {
         return Err(format!(
             "text encoder width {width} is not a multiple of CLIP's 64-channel heads"
         ));
@@ -356,10 +359,9 @@ mod tests {
         let mut m = ShapeMap::new();
         add(&mut m, "input_blocks.0.0.weight", &[320, in_channels, 3, 3]);
         let channels = [320, 640, 1280, 1280];
-        for level in 0..4 {
+        for (level, &c) in channels.iter().enumerate() {
             for layer in 0..2 {
                 let i = 1 + level * 3 + layer;
-                let c = channels[level];
                 add(
                     &mut m,
                     &format!("input_blocks.{i}.0.out_layers.3.weight"),

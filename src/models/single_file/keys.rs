@@ -323,8 +323,8 @@ pub fn clip_ldm_to_diffusers(key: &str) -> Option<String> {
 }
 
 /// An OpenCLIP (SD2) text encoder key (without `cond_stage_model.model.`) → transformers
-/// names; the fused `in_proj` q/k/v tensors become three entries. `layers` encoder layers are
-/// kept (diffusers drops the last of the 24: SD2 conditions on the penultimate layer).
+/// names; the fused `in_proj` q/k/v tensors become three entries. The first `layers` encoder
+/// layers are kept (diffusers drops the last of ViT-H's 24: SD2 conditions on the penultimate).
 /// `width` is the model width (rows per q/k/v part).
 pub fn open_clip_ldm_to_diffusers(
     key: &str,
