@@ -31,7 +31,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::regions::{RegionGeometry, RegionKind};
 use super::tracks::BoxSmoothing;
-use crate::preset::checked;
+use crate::preset::{check_control_scale, check_strength, checked};
 
 /// Settings of both parts and the box smoothing.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -154,7 +154,7 @@ impl RegionSettings {
 
     /// Every rule the parser checks; errors name the field (`denoise`).
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        check_denoise(self.denoise).map_err(|m| ("denoise", m))?;
+        check_strength(self.denoise).map_err(|m| ("denoise", m))?;
         check_steps(self.steps).map_err(|m| ("steps", m))?;
         check_cfg(self.cfg_scale).map_err(|m| ("cfg_scale", m))?;
         check_padding(self.padding).map_err(|m| ("padding", m))?;
@@ -263,14 +263,6 @@ fn hands_section<'de, D: Deserializer<'de>>(d: D) -> Result<RegionSettings, D::E
 
 // ---- rules ----
 
-fn check_denoise(v: f32) -> Result<(), String> {
-    if v > 0.0 && v <= 1.0 {
-        Ok(())
-    } else {
-        Err(format!("must be in (0, 1], got {v}"))
-    }
-}
-
 fn check_steps(v: u32) -> Result<(), String> {
     if (1..=1000).contains(&v) {
         Ok(())
@@ -329,16 +321,8 @@ fn check_feather(v: u32) -> Result<(), String> {
     }
 }
 
-fn check_control_scale(v: f32) -> Result<(), String> {
-    if v.is_finite() && (0.0..=4.0).contains(&v) {
-        Ok(())
-    } else {
-        Err(format!("must be between 0 and 4, got {v}"))
-    }
-}
-
 fn denoise_in_range<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f32>, D::Error> {
-    checked(d, check_denoise).map(Some)
+    checked(d, check_strength).map(Some)
 }
 
 fn steps_in_range<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
