@@ -5,7 +5,8 @@
 //!
 //! Environment: `TORCH_PYTHON` (default `/work/venv-ref/bin/python`, then `python3`) runs
 //! `scripts/bench_torch_unet.py` first; `UNET_BENCH_SIZES` (default `32,64`), `UNET_BENCH_RUNS`
-//! (default 3). Without a working torch the Rust timings are printed alone.
+//! (default 3). Without a working torch the Rust timings are printed alone. On a shared machine
+//! compare the best runs: the median suffers from other processes.
 
 use std::process::Command;
 
@@ -14,6 +15,7 @@ use rotoscope::models::unet::bench::{peak_rss_bytes, random_sd15_unet, time_unet
 struct TorchTiming {
     latent_size: usize,
     median: f64,
+    min: f64,
     peak_rss_bytes: u64,
 }
 
@@ -55,6 +57,11 @@ fn torch_timings(sizes: &[usize], runs: usize) -> Vec<TorchTiming> {
             Some(TorchTiming {
                 latent_size: v["latent_size"].as_u64()? as usize,
                 median: v["median"].as_f64()?,
+                min: v["seconds"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|s| s.as_f64())
+                    .fold(f64::INFINITY, f64::min),
                 peak_rss_bytes: v["peak_rss_bytes"].as_u64()?,
             })
         })
@@ -80,9 +87,10 @@ fn main() {
     let torch = torch_timings(&sizes, runs);
     for t in &torch {
         println!(
-            "torch  {0}x{0} batch 2: median {1:.3} s  peak RSS {2:.2} GiB",
+            "torch  {0}x{0} batch 2: median {1:.3} s, best {2:.3} s, peak RSS {3:.2} GiB",
             t.latent_size,
             t.median,
+            t.min,
             gib(t.peak_rss_bytes)
         );
     }
@@ -93,17 +101,19 @@ fn main() {
     for &size in &sizes {
         let timing = time_unet_step(&unet, 2, size, runs).expect("UNet step");
         let median = timing.median_seconds();
+        let best = timing.seconds.iter().copied().fold(f64::INFINITY, f64::min);
         let rss = timing.peak_rss_bytes.unwrap_or(0);
         let runs: Vec<String> = timing.seconds.iter().map(|s| format!("{s:.3}")).collect();
         print!(
-            "candle {size}x{size} batch 2: median {median:.3} s ({}) peak RSS {:.2} GiB",
+            "candle {size}x{size} batch 2: median {median:.3} s, best {best:.3} s ({}), peak RSS {:.2} GiB",
             runs.join(", "),
             gib(rss)
         );
         match torch.iter().find(|t| t.latent_size == size) {
             Some(t) => println!(
-                "  -> time {:.2}x torch, peak RSS {:.2}x torch",
+                "  -> time {:.2}x torch (median), {:.2}x (best); peak RSS {:.2}x torch",
                 median / t.median,
+                best / t.min,
                 rss as f64 / t.peak_rss_bytes as f64
             ),
             None => println!(),

@@ -10,6 +10,7 @@ pub mod models;
 pub mod noise;
 pub mod preprocess;
 pub mod preset;
+pub mod prompt;
 pub mod render;
 pub mod schedulers;
 pub mod score;

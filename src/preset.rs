@@ -13,6 +13,9 @@ use serde::de::{self, DeserializeOwned, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 
+pub mod models_ext;
+pub use models_ext::LoraEntry;
+
 use crate::render::stages::blend::OverlapBlend;
 use crate::render::temporal::settings::{SeedPerFrame, TemporalSettings};
 use crate::video::Rational;
@@ -96,6 +99,12 @@ pub struct Preset {
     /// Temporal-consistency conditioning (see `render::temporal::settings`).
     #[serde(default)]
     pub temporal: TemporalSettings,
+    /// LoRAs merged into the model at load (see [`models_ext`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loras: Vec<LoraEntry>,
+    /// Textual-inversion embedding files; the trigger word is the file name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub embeddings: Vec<String>,
 }
 
 /// Where a model comes from: a hub id (`owner/name`), a diffusers folder or a single file.
@@ -106,6 +115,16 @@ pub struct ModelSpec {
     pub base: String,
     #[serde(default)]
     pub vae: Option<String>,
+    /// Configs of a single-file `base`: the LDM yaml or a diffusers folder (see [`models_ext`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// A1111's clip skip: 1 = the text encoder's last layer, 2 = the penultimate, ...
+    #[serde(
+        default = "models_ext::default_clip_skip",
+        deserialize_with = "models_ext::clip_skip_in_range",
+        skip_serializing_if = "models_ext::is_default_clip_skip"
+    )]
+    pub clip_skip: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -462,6 +481,16 @@ impl Preset {
         check_strength(s.strength).map_err(|m| invalid("sampler.strength".into(), m))?;
         if self.model.base.trim().is_empty() {
             return Err(invalid("model.base".into(), "must not be empty".into()));
+        }
+        models_ext::check_clip_skip(self.model.clip_skip)
+            .map_err(|m| invalid("model.clip_skip".into(), m))?;
+        for (i, lora) in self.loras.iter().enumerate() {
+            models_ext::check_lora_weight(lora.weight)
+                .map_err(|m| invalid(format!("loras[{i}].weight"), m))?;
+            if let Some(w) = lora.clip_weight {
+                models_ext::check_lora_weight(w)
+                    .map_err(|m| invalid(format!("loras[{i}].clip_weight"), m))?;
+            }
         }
         if let Some(r) = self.resolution {
             check_latent_aligned(r.width).map_err(|m| invalid("resolution.width".into(), m))?;

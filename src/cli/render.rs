@@ -1,8 +1,19 @@
-//! `rotoscope render`: probe the input, plan batches, run the stage pipeline, write the
-//! output (MP4 with the source's audio, or a PNG sequence) under a temporary name and rename.
+//! `rotoscope render`: probe the input, plan batches, run the stage pipeline with the Stable
+//! Diffusion renderer, write the output (MP4 with the source's audio, or a PNG sequence)
+//! under a temporary name and rename.
+//!
+//! Resumable: finished batches are kept in the work directory (`--work-dir`, default
+//! `<output>.work/`); a rerun of the same command reuses them, a changed preset or input
+//! starts over (and says why), `--no-resume` clears them. Ctrl-C stops after the current
+//! frame, keeps the finished batches and exits with 130; a second Ctrl-C quits at once. The
+//! work directory is removed once the output is complete.
+//!
+//! Model entries of the preset are used as given (hub ids, existing paths) or, for a
+//! relative path that only exists next to the preset file, from there (as `still` does), so
+//! `presets/smoke.yaml` finds the test models from any directory.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
 use clap::Args;
@@ -10,16 +21,31 @@ use serde::Serialize;
 
 use super::args::{FrameSelection, OutputTarget};
 use super::plan::{frame_range, read_options};
+use super::preprocess::models_dir;
+use super::still::model_source;
 use super::{load_preset, CliError};
-use crate::preset::{Preset, PresetOverrides};
+use crate::preprocess::cache::fingerprint_file;
+use crate::preset::{Preset, PresetError, PresetOverrides};
 use crate::render::pipeline::{Pipeline, PipelineReport};
 use crate::render::plan::{plan_for_preset, BatchPlan};
 use crate::render::progress::{BarProgress, JsonProgress, ProgressReporter, SilentProgress};
-use crate::render::stages::passthrough::PassThroughRenderer;
-use crate::render::stages::{FrameRenderer, FrameSink};
+use crate::render::resume::{
+    default_work_dir, is_interrupted, Notifier, RendererFactory, ResumableRenderer, RunIdentity,
+    StopFlag, WorkDir, WORK_FORMAT,
+};
+use crate::render::sd_renderer::{SdRenderConfig, SdRenderer, RENDERER_NAME};
+use crate::render::stages::preprocessors::{build_preprocessors, PreprocessorOptions};
+use crate::render::stages::{FrameSink, PreparedFrame, Preprocessor};
+use crate::render::temporal::anchor::read_prepared_frame;
 use crate::video::encode::{frames_to_seconds, Mp4Settings, Mp4Writer};
 use crate::video::png_sequence::PngSequenceWriter;
-use crate::video::{probe_with, VideoInfo, VideoReader};
+use crate::video::{probe_with, ReadOptions, VideoInfo, VideoReader};
+
+/// Exit code after Ctrl-C (128 + SIGINT), as shells report it.
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// UNet weights smaller than this are a random test model (SD1.5's are 1.7 GB in fp16).
+const TEST_MODEL_BYTES: u64 = 64 << 20;
 
 #[derive(Debug, Args)]
 pub struct RenderArgs {
@@ -39,11 +65,16 @@ pub struct RenderArgs {
     #[arg(long, value_name = "S")]
     pub seed: Option<u64>,
     /// Directory for finished batches, so an interrupted render can resume
+    /// (default: OUTPUT.work next to the output)
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
     /// Ignore finished batches in the work directory and render everything again
     #[arg(long)]
     pub no_resume: bool,
+    /// Read poses from OpenPose JSON files in DIR (`*_<frame>_keypoints.json`, e.g. from
+    /// `rotoscope preprocess`) instead of estimating them
+    #[arg(long, value_name = "DIR")]
+    pub pose_json: Option<PathBuf>,
     /// Overwrite an existing output
     #[arg(long)]
     pub force: bool,
@@ -56,6 +87,7 @@ pub struct RenderArgs {
 }
 
 /// How this run talks to the user.
+#[derive(Clone)]
 enum Reporting {
     Quiet,
     Bars(Arc<BarProgress>),
@@ -94,45 +126,134 @@ impl Reporting {
 pub fn run(args: RenderArgs) -> anyhow::Result<()> {
     let overrides = PresetOverrides { seed: args.seed };
     let preset = load_preset(&args.preset, &overrides)?;
+    let preset_dir = args
+        .preset
+        .is_file()
+        .then(|| args.preset.parent().map(Path::to_path_buf))
+        .flatten();
     // Input first: a wrong input is the more fundamental mistake to report.
-    let reader = open_input(&args.input, &preset, args.frames)?;
+    let options = read_options(&preset);
+    let (reader, clip_frames) = open_input(&args.input, &options, args.frames)?;
     let info = reader.info().clone();
     let target = OutputTarget::from_arg(&args.output);
     check_output(&target, &args.input, args.force)?;
     let plan = plan_for_preset(info.frame_count as usize, &preset)
         .with_context(|| format!("planning batches for {}", args.preset.display()))?;
-
-    let renderer: Box<dyn FrameRenderer> = Box::new(PassThroughRenderer);
-    let (width, height) = renderer.output_size(info.width, info.height);
-    let sink = create_sink(&target, &args, &preset, &info, (width, height))?;
-
-    let reporting = Reporting::new(&args);
-    reporting.note(&format!(
-        "note: renderer \"{}\": the Stable Diffusion renderer is not in this build yet, \
-         frames pass through unchanged",
-        renderer.name()
-    ));
-    if args.work_dir.is_some() || args.no_resume {
-        reporting.note(
-            "note: --work-dir / --no-resume take effect with the Stable Diffusion renderer \
-             (resumable batches); the pass-through renderer has nothing to cache",
-        );
+    let size = preset.render_size(info.width, info.height);
+    let config =
+        SdRenderConfig::from_preset(&preset, size, &|m| model_source(m, preset_dir.as_deref()));
+    let anchor_index = preset.temporal.anchor.resolve(info.start_frame);
+    if config.needs_anchor() && anchor_index >= clip_frames {
+        return Err(PresetError::Invalid {
+            origin: args.preset.display().to_string(),
+            field: "temporal.anchor".into(),
+            message: format!(
+                "frame {anchor_index} is past the end of {} ({clip_frames} frames)",
+                args.input.display()
+            ),
+        }
+        .into());
     }
+    let reporting = Reporting::new(&args);
+
+    let work_root = args
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| default_work_dir(target.path()));
+    let run_identity = RunIdentity {
+        format: WORK_FORMAT,
+        renderer: format!("{RENDERER_NAME} rotoscope {}", env!("CARGO_PKG_VERSION")),
+        preset_fingerprint: preset.fingerprint(),
+        input: fingerprint_file(&args.input)?,
+        first_frame: info.start_frame,
+        frame_count: info.frame_count,
+        fps: info.fps.to_string(),
+        width: size.0,
+        height: size.1,
+        seed: preset.sampler.seed,
+    };
+    let (work, opened) = WorkDir::open(&work_root, run_identity, &args.input, !args.no_resume)?;
+    if let Some(line) = opened.describe(&work_root) {
+        reporting.note(&line);
+    }
+    let unfinished: Vec<_> = plan
+        .batches
+        .iter()
+        .filter(|b| !work.is_finished(b))
+        .map(|b| info.start_frame + b.start as u64..info.start_frame + b.end as u64)
+        .collect();
+
+    let stop = install_interrupt_handler();
+    let preprocess_options = PreprocessorOptions {
+        models_dir: models_dir(),
+        pose: preset.preprocess.pose.clone(),
+        softedge: preset.preprocess.softedge.clone(),
+        fps: info.fps.as_f64(),
+        pose_json: args.pose_json.clone(),
+        needed: Some(unfinished.clone()),
+        stop: stop.clone(),
+    };
+    let maps = config.required_maps();
+    // Finished batches need no maps; pose tracking still sees every frame (see
+    // `preprocessors`), so only a render with nothing left skips preprocessing entirely.
+    let preprocessors = if unfinished.is_empty() {
+        Vec::new()
+    } else {
+        build_preprocessors(&maps, &preprocess_options)?
+    };
+
+    let notify: Notifier = {
+        let reporting = reporting.clone();
+        Arc::new(move |text: &str| reporting.note(text))
+    };
+    let factory = renderer_factory(
+        config,
+        AnchorInput {
+            path: args.input.clone(),
+            options: options.clone(),
+            index: anchor_index,
+            first_frame: info.start_frame,
+            preprocess: PreprocessorOptions {
+                needed: None,
+                ..preprocess_options
+            },
+            maps,
+        },
+        matches!(reporting, Reporting::Bars(_)),
+        notify.clone(),
+    );
+    let renderer = ResumableRenderer::new(RENDERER_NAME, size, work.clone(), factory, stop, notify);
+    let sink = create_sink(&target, &args, &preset, &info, size)?;
     if let Reporting::Json(json) = &reporting {
         json.emit(&start_event(
             &args,
             &preset,
             &info,
             &plan,
-            renderer.name(),
-            (width, height),
+            RENDERER_NAME,
+            size,
         ));
     }
 
-    let pipeline = Pipeline::new(Box::new(reader), renderer, sink);
-    let report = pipeline
-        .run(&plan, reporting.progress())
-        .with_context(|| format!("rendering {}", args.input.display()))?;
+    let mut pipeline = Pipeline::new(Box::new(reader), Box::new(renderer), sink);
+    pipeline.preprocessors = preprocessors;
+    pipeline.blend = preset.batch.blend;
+    let report = match pipeline.run(&plan, reporting.progress()) {
+        Ok(report) => report,
+        Err(err) if is_interrupted(&err) => {
+            let kept = plan.batches.iter().filter(|b| work.is_finished(b)).count();
+            // Printed even with --quiet: the user pressed Ctrl-C and must learn how to go on.
+            eprintln!(
+                "interrupted: {kept} of {} batches are finished and kept in {}; run the same \
+                 command again to resume (--no-resume starts over)",
+                plan.batches.len(),
+                work.root().display()
+            );
+            std::process::exit(EXIT_INTERRUPTED);
+        }
+        Err(err) => return Err(err).with_context(|| format!("rendering {}", args.input.display())),
+    };
+    work.remove()?;
 
     match &reporting {
         Reporting::Json(json) => json.emit(&done_event(&report, json.elapsed_secs())),
@@ -146,20 +267,128 @@ pub fn run(args: RenderArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Open the input the way the preset and `--frames` ask. Without `--frames` the reader's
-/// own scan is the only pass over the file; with it, a probe first finds the clip's length.
+/// The anchor frame's input, read when the renderer is built.
+struct AnchorInput {
+    path: PathBuf,
+    options: ReadOptions,
+    index: u64,
+    /// The first rendered frame.
+    first_frame: u64,
+    preprocess: PreprocessorOptions,
+    maps: Vec<crate::preset::ControlKind>,
+}
+
+/// Loads the models, and renders the anchor frame (or rebuilds its attention cache from the
+/// cached output) when cross-frame attention needs it. Runs on the render thread, only when a
+/// batch needs rendering.
+fn renderer_factory(
+    config: SdRenderConfig,
+    anchor: AnchorInput,
+    hub_progress: bool,
+    notify: Notifier,
+) -> RendererFactory {
+    Box::new(move |work: &WorkDir, batch: &[PreparedFrame]| {
+        notify(&format!("loading models: {}", config.model));
+        let mut renderer = SdRenderer::load(config, hub_progress)?;
+        if renderer.unet_weight_bytes() < TEST_MODEL_BYTES {
+            notify(&format!(
+                "note: {} is a tiny test model with random weights ({} kB UNet): the images \
+                 are patterns from random weights, not a trained style",
+                renderer.config().model,
+                renderer.unet_weight_bytes() / 1024
+            ));
+        }
+        if renderer.config().needs_anchor() {
+            // The first rendered frame, when it is the anchor, is preprocessed exactly as the
+            // pipeline does it (fresh trackers): take it from the batch when it is there.
+            let in_batch = batch
+                .iter()
+                .find(|f| f.source.index == anchor.index && anchor.index == anchor.first_frame);
+            let read;
+            let prepared = match in_batch {
+                Some(frame) => frame,
+                None => {
+                    let mut preprocessors: Vec<Box<dyn Preprocessor>> =
+                        build_preprocessors(&anchor.maps, &anchor.preprocess)?;
+                    read = read_prepared_frame(
+                        &anchor.path,
+                        &anchor.options,
+                        anchor.index,
+                        &mut preprocessors,
+                    )?;
+                    &read
+                }
+            };
+            let cached = work.load_anchor(anchor.index)?;
+            let reused = cached.is_some();
+            if let Some(fresh) = renderer.prepare_anchor(prepared, cached)? {
+                work.save_anchor(&fresh)?;
+            }
+            let (bytes, _) = renderer.attention_cache_bytes();
+            notify(&format!(
+                "anchor frame {}{}: cross-frame attention keeps {:.1} MB per reference frame",
+                anchor.index,
+                if reused {
+                    " (output from the work directory)"
+                } else {
+                    ""
+                },
+                bytes as f64 / 1e6
+            ));
+        }
+        Ok(Box::new(renderer) as Box<dyn crate::render::resume::ChainedRenderer>)
+    })
+}
+
+/// The stop flag Ctrl-C sets; installed once per process.
+static STOP: OnceLock<StopFlag> = OnceLock::new();
+
+extern "C" fn on_interrupt(_signal: libc::c_int) {
+    const FIRST: &[u8] = b"\nstopping after the current frame (Ctrl-C again to quit at once)\n";
+    if let Some(stop) = STOP.get() {
+        if stop.request() {
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(EXIT_INTERRUPTED) };
+        }
+        // SAFETY: write(2) is async-signal-safe; the buffer is a static.
+        unsafe { libc::write(2, FIRST.as_ptr().cast(), FIRST.len()) };
+    }
+}
+
+/// Make Ctrl-C (SIGINT) ask the render to stop between frames instead of killing it.
+fn install_interrupt_handler() -> StopFlag {
+    let stop = STOP.get_or_init(StopFlag::new).clone();
+    // SAFETY: an all-zero sigaction is a valid value to fill in; the handler only touches
+    // an atomic flag and async-signal-safe calls.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGINT, &action, std::ptr::null_mut());
+    }
+    stop
+}
+
+/// Open the input the way the preset and `--frames` ask; also the whole clip's frame count.
+/// Without `--frames` the reader's own scan is the only pass over the file; with it, a probe
+/// first finds the clip's length.
 fn open_input(
     input: &Path,
-    preset: &Preset,
+    options: &ReadOptions,
     frames: Option<FrameSelection>,
-) -> anyhow::Result<VideoReader> {
-    let mut options = read_options(preset);
+) -> anyhow::Result<(VideoReader, u64)> {
+    let mut options = options.clone();
+    let mut clip_frames = None;
     if frames.is_some() {
         let whole = probe_with(input, &options)?;
+        clip_frames = Some(whole.frame_count);
         options.frames = frame_range(&whole, frames)?;
     }
     // The video module refuses inputs without frames (VideoError::ZeroFrames).
-    Ok(VideoReader::open_with(input, options)?)
+    let reader = VideoReader::open_with(input, options)?;
+    let clip_frames = clip_frames.unwrap_or(reader.info().frame_count);
+    Ok((reader, clip_frames))
 }
 
 /// Refuse outputs we must not write before any decoding work starts.

@@ -334,7 +334,7 @@ fn load_models(
 
 /// A preset model reference: hub ids and existing paths as given; a relative path that only
 /// exists next to the preset file is taken from there.
-fn model_source(spec: &str, preset_dir: Option<&Path>) -> String {
+pub(crate) fn model_source(spec: &str, preset_dir: Option<&Path>) -> String {
     let path = Path::new(spec);
     if path.is_relative() && !path.exists() {
         if let Some(candidate) = preset_dir.map(|dir| dir.join(path)) {

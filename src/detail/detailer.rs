@@ -395,10 +395,13 @@ mod tests {
     use crate::render::plan::plan_batches;
     use std::sync::{Arc, Mutex};
 
+    /// What a request asked for: seed, detail size, with a control image, prompt.
+    type Call = (u64, (u32, u32), bool, String);
+
     /// Records requests and paints the repainted area with a colour made from the seed.
     #[derive(Clone, Default)]
     struct FakeInpainter {
-        calls: Arc<Mutex<Vec<(u64, (u32, u32), bool, String)>>>,
+        calls: Arc<Mutex<Vec<Call>>>,
         controlnet: bool,
     }
 
@@ -411,7 +414,7 @@ mod tests {
     }
 
     impl RegionInpainter for FakeInpainter {
-        fn inpaint(&mut self, r: &InpaintRequest) -> Result<RgbImage, ImagePipelineError> {
+        fn inpaint(&mut self, r: &InpaintRequest) -> Result<RgbImage, Box<ImagePipelineError>> {
             self.calls.lock().unwrap().push((
                 r.seed,
                 r.image.dimensions(),

@@ -27,7 +27,7 @@ pub enum DetailError {
         kind: RegionKind,
         track: u64,
         #[source]
-        source: ImagePipelineError,
+        source: Box<ImagePipelineError>,
     },
     /// Sizes that disagree inside the detailer (a bug, not bad input).
     #[error("internal size mismatch: {0}")]

@@ -36,7 +36,7 @@ pub struct InpaintRequest<'a> {
 /// Repaints crops.
 pub trait RegionInpainter: Send {
     /// The repainted crop, the size of `request.image`.
-    fn inpaint(&mut self, request: &InpaintRequest) -> Result<RgbImage, ImagePipelineError>;
+    fn inpaint(&mut self, request: &InpaintRequest) -> Result<RgbImage, Box<ImagePipelineError>>;
 
     /// Whether a control image can be used (an openpose ControlNet is loaded).
     fn has_controlnet(&self) -> bool;
@@ -72,7 +72,7 @@ impl StableDiffusionInpainter {
 }
 
 impl RegionInpainter for StableDiffusionInpainter {
-    fn inpaint(&mut self, request: &InpaintRequest) -> Result<RgbImage, ImagePipelineError> {
+    fn inpaint(&mut self, request: &InpaintRequest) -> Result<RgbImage, Box<ImagePipelineError>> {
         let (width, height) = request.image.dimensions();
         let settings = GenerationSettings {
             prompt: request.prompt.to_string(),
@@ -85,15 +85,15 @@ impl RegionInpainter for StableDiffusionInpainter {
             seed: request.seed,
         };
         let init = InitImage::Inpaint {
-            image: rgb_to_tensor(request.image, self.device())?,
-            mask: gray_to_tensor(request.mask, self.device())?,
+            image: rgb_to_tensor(request.image, self.device()).map_err(Box::new)?,
+            mask: gray_to_tensor(request.mask, self.device()).map_err(Box::new)?,
             strength: request.denoise as f64,
         };
         let mut controls = Vec::new();
         if let (Some(image), Some(model)) = (request.control, &self.openpose) {
             controls.push(ControlInput {
                 model: model.as_ref(),
-                image: rgb_to_tensor(image, self.device())?,
+                image: rgb_to_tensor(image, self.device()).map_err(Box::new)?,
                 scale: request.control_scale as f64,
                 start: 0.0,
                 end: 1.0,
@@ -102,8 +102,9 @@ impl RegionInpainter for StableDiffusionInpainter {
         }
         let generated = self
             .sd
-            .generate(&settings, &init, &controls, None, &mut |_| {})?;
-        tensor_to_rgb(&generated.image)
+            .generate(&settings, &init, &controls, None, &mut |_| {})
+            .map_err(Box::new)?;
+        tensor_to_rgb(&generated.image).map_err(Box::new)
     }
 
     fn has_controlnet(&self) -> bool {

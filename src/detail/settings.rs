@@ -314,7 +314,7 @@ fn check_min_size(v: u32) -> Result<(), String> {
 fn check_resolution(v: u32) -> Result<(), String> {
     if !(32..=2048).contains(&v) {
         Err(format!("must be between 32 and 2048 pixels, got {v}"))
-    } else if v % 8 != 0 {
+    } else if !v.is_multiple_of(8) {
         Err(format!("must be a multiple of 8, got {v}"))
     } else {
         Ok(())

@@ -15,8 +15,8 @@
 //! A batch directory only appears complete (the rename is atomic), so whatever stopped a
 //! render, every `batch_NNNN/` is whole; stray `.partial` directories are removed on the next
 //! start. A batch counts as finished only if its manifest matches this run exactly: renderer
-//! version, preset fingerprint, input identity (size, modification time, SHA-256 of its first
-//! and last MiB), frame range, frame rate, render size, seed and the batch's range. Anything
+//! version, preset fingerprint, input fingerprint (size, modification time, SHA-256 of its
+//! first and last MiB), frame range, frame rate, render size, seed and the batch's range. Anything
 //! else is discarded, and the caller is told why.
 //!
 //! Determinism: frames are u8 and PNG is lossless, so a batch read back is byte for byte what
@@ -25,7 +25,7 @@
 //! from disk. An interrupted-then-resumed render therefore equals an uninterrupted one.
 
 use std::fs::{self, File};
-use std::io::{BufWriter, Read, Seek, SeekFrom};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -33,7 +33,6 @@ use std::sync::Arc;
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::{ExtendedColorType, ImageEncoder};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::render::plan::Batch;
 use crate::render::stages::{FrameRenderer, PreparedFrame, StageError};
@@ -43,9 +42,6 @@ use crate::video::Frame;
 /// Version of the work-directory format and of the renderer's output for given inputs.
 /// Bump when either changes, so old work directories are not mixed into new renders.
 pub const WORK_FORMAT: u32 = 1;
-
-/// Bytes hashed at each end of the input to recognise it cheaply.
-const SAMPLE_BYTES: u64 = 1 << 20;
 
 const MANIFEST: &str = "manifest.json";
 const PARTIAL_SUFFIX: &str = ".partial";
@@ -64,12 +60,6 @@ pub enum ResumeError {
     NotADirectory { root: PathBuf },
     #[error("{}: unreadable batch: {reason}", path.display())]
     Unreadable { path: PathBuf, reason: String },
-    #[error("cannot identify input {}: {source}", path.display())]
-    Input {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 fn io_err(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> ResumeError {
@@ -126,49 +116,6 @@ pub fn is_interrupted(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// The input file, recognised without reading it whole.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InputIdentity {
-    pub size: u64,
-    /// Modification time, nanoseconds since the Unix epoch (0 if the system has none).
-    pub modified_ns: u64,
-    /// SHA-256 of the first and the last MiB (the whole file if smaller).
-    pub sample_sha256: String,
-}
-
-impl InputIdentity {
-    pub fn of(path: &Path) -> Result<Self, ResumeError> {
-        let err = |source| ResumeError::Input {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut file = File::open(path).map_err(err)?;
-        let meta = file.metadata().map_err(err)?;
-        let size = meta.len();
-        let modified_ns = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos() as u64);
-        let mut hasher = Sha256::new();
-        let mut buffer = vec![0u8; SAMPLE_BYTES.min(size) as usize];
-        file.read_exact(&mut buffer).map_err(err)?;
-        hasher.update(&buffer);
-        if size > SAMPLE_BYTES {
-            let tail = SAMPLE_BYTES.min(size - SAMPLE_BYTES);
-            file.seek(SeekFrom::End(-(tail as i64))).map_err(err)?;
-            buffer.resize(tail as usize, 0);
-            file.read_exact(&mut buffer).map_err(err)?;
-            hasher.update(&buffer);
-        }
-        Ok(Self {
-            size,
-            modified_ns,
-            sample_sha256: hex::encode(hasher.finalize()),
-        })
-    }
-}
-
 /// Everything that decides what a render produces, besides the batch itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunIdentity {
@@ -176,7 +123,9 @@ pub struct RunIdentity {
     /// Renderer name and program version.
     pub renderer: String,
     pub preset_fingerprint: String,
-    pub input: InputIdentity,
+    /// [`fingerprint_file`](crate::preprocess::cache::fingerprint_file) of the input: size,
+    /// modification time, first and last MiB.
+    pub input: String,
     /// First input frame and number of frames rendered (`--frames`).
     pub first_frame: u64,
     pub frame_count: u64,
@@ -631,9 +580,10 @@ pub trait ChainedRenderer: Send {
 }
 
 /// Builds the real renderer the first time a batch needs rendering (model loading is skipped
-/// entirely when every batch is finished).
-pub type RendererFactory =
-    Box<dyn FnOnce(&WorkDir) -> Result<Box<dyn ChainedRenderer>, StageError> + Send>;
+/// entirely when every batch is finished); gets the work directory and that batch's frames.
+pub type RendererFactory = Box<
+    dyn FnOnce(&WorkDir, &[PreparedFrame]) -> Result<Box<dyn ChainedRenderer>, StageError> + Send,
+>;
 
 enum Lazy {
     Pending(Option<RendererFactory>),
@@ -680,12 +630,15 @@ impl ResumableRenderer {
         }
     }
 
-    fn renderer(&mut self) -> Result<&mut dyn ChainedRenderer, StageError> {
+    fn renderer(
+        &mut self,
+        frames: &[PreparedFrame],
+    ) -> Result<&mut dyn ChainedRenderer, StageError> {
         if let Lazy::Pending(factory) = &mut self.renderer {
             let factory = factory
                 .take()
                 .ok_or("the renderer failed to load earlier in this run")?;
-            self.renderer = Lazy::Ready(factory(&self.work)?);
+            self.renderer = Lazy::Ready(factory(&self.work, frames)?);
         }
         match &mut self.renderer {
             Lazy::Ready(r) => Ok(r.as_mut()),
@@ -724,9 +677,12 @@ impl FrameRenderer for ResumableRenderer {
             None => {
                 let lead_in = self.lead_in.take();
                 let stop = self.stop.clone();
-                let rendered =
-                    self.renderer()?
-                        .render_chained(batch, frames, lead_in.as_ref(), &stop)?;
+                let rendered = self.renderer(frames)?.render_chained(
+                    batch,
+                    frames,
+                    lead_in.as_ref(),
+                    &stop,
+                )?;
                 self.work.save_batch(batch, &rendered)?;
                 self.rendered += 1;
                 rendered
@@ -747,11 +703,7 @@ mod tests {
             format: WORK_FORMAT,
             renderer: "test".into(),
             preset_fingerprint: "abc".into(),
-            input: InputIdentity {
-                size: 10,
-                modified_ns: 1,
-                sample_sha256: "00".into(),
-            },
+            input: "00".into(),
             first_frame: 0,
             frame_count: 10,
             fps: "24/1".into(),
@@ -895,7 +847,7 @@ mod tests {
             "chained",
             (2, 1),
             work,
-            Box::new(move |_| {
+            Box::new(move |_, _| {
                 Ok(Box::new(Chained {
                     calls: factory_calls,
                 }))

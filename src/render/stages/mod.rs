@@ -12,6 +12,7 @@
 pub mod blend;
 pub mod encode;
 pub mod passthrough;
+pub mod preprocessors;
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
