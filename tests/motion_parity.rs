@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use rotoscope::models::loading::load_safetensors_vb;
+use rotoscope::models::loading::{load_safetensors_vb, HubOptions};
 use rotoscope::models::motion::weights::{MotionWeights, Naming};
 use rotoscope::models::motion::{MotionLoadOptions, MotionModuleFiles, MotionModules};
 use rotoscope::models::unet::{UNet2DConditionModel, UNetConfig, UNetExtras};
@@ -127,6 +127,28 @@ fn temporal_transformer_matches_diffusers() {
     let split = module.forward(input, 4).unwrap();
     assert!(max_abs_diff(&split, &out) > 1e-3);
     assert!(module.forward(input, 3).is_err());
+    // Longer sequences than the positional encoding covers are refused, not truncated.
+    let long = Tensor::zeros((33, 16, 2, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let err = module.forward(&long, 33).unwrap_err().to_string();
+    assert!(err.contains("covers 32"), "{err}");
+}
+
+#[test]
+fn preset_paths_resolve_to_files() {
+    let hub = HubOptions {
+        offline: true,
+        cache_dir: None,
+        progress: false,
+        endpoint: None,
+        token: None,
+    };
+    let folder = fixtures().join("motion/adapter_v2");
+    let files = MotionModuleFiles::resolve(folder.to_str().unwrap(), &hub).unwrap();
+    assert_eq!(files, adapter_v2_files());
+    let ckpt = fixtures().join("motion/adapter_v1_original.ckpt");
+    let files = MotionModuleFiles::resolve(ckpt.to_str().unwrap(), &hub).unwrap();
+    assert_eq!(files.weights, ckpt);
+    assert_eq!(files.config, None);
 }
 
 #[test]

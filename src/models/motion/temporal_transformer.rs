@@ -190,7 +190,7 @@ impl TemporalTransformer {
         encoding: PositionalEncoding,
     ) -> Result<Self> {
         let c = spec.channels;
-        if spec.heads == 0 || c % spec.heads != 0 {
+        if spec.heads == 0 || !c.is_multiple_of(spec.heads) {
             candle_core::bail!(
                 "motion module {}: {} heads do not divide {c} channels",
                 vb.prefix(),

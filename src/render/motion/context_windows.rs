@@ -6,9 +6,9 @@
 //! step): windows start every `length - overlap` frames, and the last one is moved back so
 //! that it ends at the last frame (it then overlaps its neighbour by more than `overlap`).
 //! A batch of at most `length` frames is one window. Weights within a window are flat (all
-//! 1) or a pyramid rising linearly from the window's edges to its centre (`1, 2, …, 2, 1`;
-//! FreeNoise / AnimateDiff-Evolved); a frame's prediction is `Σ_k w_k·ε_k / Σ_k w_k` over the
-//! windows `k` containing it.
+//! ones) or a pyramid rising linearly from the window's edges to its centre
+//! (`1, 2, …, 2, 1`, as in FreeNoise and AnimateDiff-Evolved); a frame's prediction is
+//! `Σ_k w_k·ε_k / Σ_k w_k` over the windows `k` containing it.
 
 use std::ops::Range;
 
@@ -88,7 +88,7 @@ pub fn plan_windows(
     }
     let length = options.length;
     if frames <= length {
-        return Ok(vec![0..frames]);
+        return Ok(std::iter::once(0..frames).collect());
     }
     let stride = length - options.overlap;
     let mut windows = Vec::new();

@@ -49,12 +49,19 @@ pub enum VideoError {
     Noise(#[from] NoiseError),
     #[error("context windows: {0}")]
     Context(#[from] ContextError),
+    /// Text encoding, VAE or image conversion (boxed: the pipeline error is large).
     #[error(transparent)]
-    Pipeline(#[from] ImagePipelineError),
+    Pipeline(Box<ImagePipelineError>),
     #[error("video tensor op: {0}")]
     Tensor(#[from] candle_core::Error),
     #[error("{0}")]
     Invalid(String),
+}
+
+impl From<ImagePipelineError> for VideoError {
+    fn from(e: ImagePipelineError) -> Self {
+        Self::Pipeline(Box::new(e))
+    }
 }
 
 /// One ControlNet of a video run, with a control image per frame.
@@ -331,7 +338,7 @@ impl WindowStep<'_> {
 fn control_images(frames: &[RgbImage], device: &Device) -> Result<Tensor, VideoError> {
     let tensors = frames
         .iter()
-        .map(|img| rgb_to_tensor(img, device))
+        .map(|img| rgb_to_tensor(img, device).map_err(VideoError::from))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Tensor::cat(&tensors, 0)?)
 }
