@@ -53,7 +53,7 @@ impl PartTrack {
     /// While lost, whether to search on this frame: on the first frame after losing it and
     /// then every `every` frames (`every` ≤ 1: every frame).
     pub fn should_search(&self, every: u32) -> bool {
-        every <= 1 || self.lost_frames % every == 0
+        every <= 1 || self.lost_frames.is_multiple_of(every)
     }
 
     /// Search on the next frame whatever the interval (the person was just re-detected).
