@@ -9,7 +9,7 @@
 use pulp::{Arch, Simd, WithSimd};
 
 use super::activation::Activation;
-use rayon::prelude::*;
+use super::parallel::for_each_row_zip;
 
 /// Output channels per panel: two AVX-512 vectors.
 const NR: usize = 32;
@@ -78,17 +78,22 @@ pub fn matmul_packed(a: &[f32], w: &PackedWeights, activation: Activation, c: &m
     // Enough row blocks to keep every thread busy; whole register tiles per block.
     let tasks = (rayon::current_num_threads() * 4).max(1);
     let rows_per_task = m.div_ceil(tasks).div_ceil(MR).max(1) * MR;
-    let rows_per_task = rows_per_task.max(if m * k * n < 1 << 16 { m } else { MR });
-    c.par_chunks_mut(rows_per_task * n)
-        .zip(a.par_chunks(rows_per_task * k))
-        .for_each(|(c_block, a_block)| {
+    let work = rows_per_task * k * n;
+    for_each_row_zip(
+        c,
+        rows_per_task * n,
+        a,
+        rows_per_task * k,
+        work,
+        |c_block, a_block| {
             Arch::new().dispatch(Block {
                 a: a_block,
                 w,
                 activation,
                 c: c_block,
             });
-        });
+        },
+    );
 }
 
 struct Block<'a> {
