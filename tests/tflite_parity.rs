@@ -165,4 +165,11 @@ fn wrong_input_shape_is_an_error_naming_the_model() {
         err.contains("face_detection_short_range.tflite") && err.contains("[1, 128, 128, 3]"),
         "{err}"
     );
+    let short = rotoscope::preprocess::tflite::Array {
+        shape: vec![1, 128, 128, 3],
+        data: vec![0.0; 10],
+    };
+    let err = model.run_arrays(vec![short]).unwrap_err().to_string();
+    assert!(err.contains("holds 10 values"), "{err}");
+    assert!(model.run(&[]).is_err());
 }

@@ -384,6 +384,15 @@ impl TfliteModel {
                     info.name, info.shape, array.shape
                 )));
             }
+            if array.data.len() != array.shape.iter().product::<usize>() {
+                return Err(bad(format!(
+                    "input '{}' holds {} values, its shape {:?} needs {}",
+                    info.name,
+                    array.data.len(),
+                    array.shape,
+                    array.shape.iter().product::<usize>()
+                )));
+            }
             slots[id] = Some(array);
         }
         for (n, node) in self.nodes.iter().enumerate() {
