@@ -228,10 +228,11 @@ impl TfliteModel {
                 detail,
             };
             let [output] = op_def.outputs[..] else {
-                return Err(invalid(format!(
-                    "{} outputs; only single-output operators are supported",
-                    op_def.outputs.len()
-                )));
+                return Err(TfliteError::UnsupportedOp {
+                    path,
+                    index,
+                    op: format!("{name} with {} outputs", op_def.outputs.len()),
+                });
             };
             if code == builtin::DEQUANTIZE {
                 let source = op_def
