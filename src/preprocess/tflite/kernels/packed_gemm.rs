@@ -266,4 +266,40 @@ mod tests {
             }
         }
     }
+
+    /// The generic tile code on other vector widths than this machine's: 1 lane (scalar
+    /// fallback), 8 lanes (AVX2-like, scalar tile path) and 16 emulated lanes.
+    #[test]
+    fn every_vector_width_matches_naive() {
+        fn check<S: Simd>(simd: S) {
+            let (m, k, n) = (13, 19, 45);
+            let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+            let w: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.11).cos()).collect();
+            let bias: Vec<f32> = (0..n).map(|i| i as f32 * 0.1 - 1.0).collect();
+            let packed = PackedWeights::new(&w, &bias, n, k);
+            let mut c = vec![f32::NAN; m * n];
+            Block {
+                a: &a,
+                w: &packed,
+                activation: Activation::Relu,
+                c: &mut c,
+            }
+            .with_simd(simd);
+            for i in 0..m {
+                for j in 0..n {
+                    let want = (bias[j]
+                        + (0..k).map(|kk| a[i * k + kk] * w[j * k + kk]).sum::<f32>())
+                    .max(0.0);
+                    assert!(
+                        (c[i * n + j] - want).abs() < 1e-4,
+                        "{} lanes ({i},{j})",
+                        S::F32_LANES
+                    );
+                }
+            }
+        }
+        check(pulp::Scalar::new());
+        check(pulp::Scalar256b);
+        check(pulp::Scalar512b);
+    }
 }
