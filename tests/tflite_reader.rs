@@ -78,6 +78,12 @@ fn block_sparse_weights_match_tflite() {
     }
 }
 
+/// Models are shared between the preprocessing threads.
+const _: fn() = || {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<TfliteModel>();
+};
+
 #[test]
 fn unsupported_operator_names_model_and_op() {
     let path = fixture_dir().join("unsupported_softmax.tflite");

@@ -3,6 +3,12 @@
 #   astronaut.png  Eileen Collins, NASA portrait (public domain): face, upper body, one gloved hand
 #   camera.png     "cameraman" (grayscale): body in profile, face, both gloved hands on a camera
 # Installs into $MODELS_DIR/photos/. Idempotent. Needs: python3 with pip, sha256sum.
+#
+# No bare, clearly visible hand: scikit-image's other photos have no people (lfw_subset.npy
+# is faces only), and the photo data shipped by matplotlib (grace_hopper.jpg: portrait),
+# mediapipe's wheel and the @mediapipe/* / @tensorflow-models hand npm packages (none) do not
+# help. MediaPipe's hand landmark model gives the cameraman's gloved hands a presence score
+# near 0, so hand tests on these photos check parity, not detection.
 set -euo pipefail
 : "${MODELS_DIR:?MODELS_DIR must be set (run scripts/fetch-models.sh)}"
 

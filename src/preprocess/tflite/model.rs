@@ -228,10 +228,11 @@ impl TfliteModel {
                 detail,
             };
             let [output] = op_def.outputs[..] else {
-                return Err(invalid(format!(
-                    "{} outputs; only single-output operators are supported",
-                    op_def.outputs.len()
-                )));
+                return Err(TfliteError::UnsupportedOp {
+                    path,
+                    index,
+                    op: format!("{name} with {} outputs", op_def.outputs.len()),
+                });
             };
             if code == builtin::DEQUANTIZE {
                 let source = op_def
@@ -382,6 +383,15 @@ impl TfliteModel {
                 return Err(bad(format!(
                     "input '{}' must have shape {:?}, got {:?}",
                     info.name, info.shape, array.shape
+                )));
+            }
+            if array.data.len() != array.shape.iter().product::<usize>() {
+                return Err(bad(format!(
+                    "input '{}' holds {} values, its shape {:?} needs {}",
+                    info.name,
+                    array.data.len(),
+                    array.shape,
+                    array.shape.iter().product::<usize>()
                 )));
             }
             slots[id] = Some(array);

@@ -1,7 +1,7 @@
 //! Fused activation functions (`ActivationFunctionType`) and the standalone activation ops.
 
+use super::parallel::for_each_row;
 use pulp::Arch;
-use rayon::prelude::*;
 
 /// Elements per parallel task for cheap elementwise loops.
 pub const ELEMENTWISE_CHUNK: usize = 1 << 15;
@@ -62,7 +62,7 @@ fn map_serial(data: &mut [f32], f: impl Fn(f32) -> f32) {
 /// `x = f(x)` over `data`, in parallel chunks, each compiled for the CPU's widest SIMD
 /// instruction set (pulp dispatch) so simple `f`s auto-vectorise.
 pub fn map_in_place(data: &mut [f32], f: impl Fn(f32) -> f32 + Sync + Send + Copy) {
-    data.par_chunks_mut(ELEMENTWISE_CHUNK).for_each(|chunk| {
+    for_each_row(data, ELEMENTWISE_CHUNK, ELEMENTWISE_CHUNK, |_, chunk| {
         Arch::new().dispatch(|| {
             for x in chunk.iter_mut() {
                 *x = f(*x);
@@ -81,7 +81,7 @@ pub fn logistic(data: &mut [f32]) {
 pub fn prelu(data: &mut [f32], alpha: &[f32]) {
     let period = alpha.len();
     let chunk = (ELEMENTWISE_CHUNK / period).max(1) * period;
-    data.par_chunks_mut(chunk).for_each(|chunk| {
+    for_each_row(data, chunk, chunk, |_, chunk| {
         Arch::new().dispatch(|| {
             for row in chunk.chunks_exact_mut(period) {
                 for (x, &a) in row.iter_mut().zip(alpha) {

@@ -1,7 +1,7 @@
 //! Elementwise binary ops with NumPy-style broadcasting (ADD, MUL, SUB, ...).
 
+use super::parallel::for_each_row_zip;
 use pulp::Arch;
-use rayon::prelude::*;
 
 use super::activation::{Activation, ELEMENTWISE_CHUNK};
 use crate::preprocess::tflite::array::Array;
@@ -58,15 +58,20 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
 /// `a = op(a, b)` elementwise for equal shapes, each chunk compiled for the CPU's widest
 /// SIMD set so the loop vectorises.
 fn zip_in_place(a: &mut [f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send + Copy) {
-    a.par_chunks_mut(ELEMENTWISE_CHUNK)
-        .zip(b.par_chunks(ELEMENTWISE_CHUNK))
-        .for_each(|(x, y)| {
+    for_each_row_zip(
+        a,
+        ELEMENTWISE_CHUNK,
+        b,
+        ELEMENTWISE_CHUNK,
+        ELEMENTWISE_CHUNK,
+        |x, y| {
             Arch::new().dispatch(|| {
                 for (x, &y) in x.iter_mut().zip(y) {
                     *x = f(*x, y);
                 }
             })
-        });
+        },
+    );
 }
 
 /// `op(a, b)` with broadcasting. When `a` is given up by its owner (`owned`), equal shapes

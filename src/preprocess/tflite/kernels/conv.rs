@@ -1,7 +1,7 @@
 //! CONV_2D in NHWC: im2col (skipped for 1×1 stride-1 convs, which are a plain matmul) then
 //! one GEMM against the OHWI weights, bias folded into the GEMM's output.
 
-use rayon::prelude::*;
+use super::parallel::for_each_row;
 
 use super::activation::Activation;
 use super::packed_gemm::{matmul_packed, PackedWeights};
@@ -93,34 +93,32 @@ impl Conv2d {
         let mut cols = vec![0.0f32; batch * oh * ow * k];
         let (sy, sx) = self.stride;
         let (dy, dx) = self.dilation;
-        cols.par_chunks_mut(ow * k)
-            .enumerate()
-            .for_each(|(row, dst)| {
-                let (b, oy) = (row / oh, row % oh);
-                for ky in 0..self.kernel_h {
-                    let Some(iy) = source_index(oy, ky, sy, dy, wy.pad_before, h) else {
+        for_each_row(&mut cols, ow * k, ow * k, |row, dst| {
+            let (b, oy) = (row / oh, row % oh);
+            for ky in 0..self.kernel_h {
+                let Some(iy) = source_index(oy, ky, sy, dy, wy.pad_before, h) else {
+                    continue;
+                };
+                let src_row = &input.data[((b * h + iy) * w) * c..][..w * c];
+                let span = self.kernel_w * c;
+                for ox in 0..ow {
+                    // Undilated and inside the row: the kernel row is one contiguous run.
+                    let first = (ox * sx).checked_sub(wx.pad_before);
+                    if let Some(ix) = first.filter(|&ix| dx == 1 && ix + self.kernel_w <= w) {
+                        let at = ox * k + ky * span;
+                        dst[at..at + span].copy_from_slice(&src_row[ix * c..][..span]);
                         continue;
-                    };
-                    let src_row = &input.data[((b * h + iy) * w) * c..][..w * c];
-                    let span = self.kernel_w * c;
-                    for ox in 0..ow {
-                        // Undilated and inside the row: the kernel row is one contiguous run.
-                        let first = (ox * sx).checked_sub(wx.pad_before);
-                        if let Some(ix) = first.filter(|&ix| dx == 1 && ix + self.kernel_w <= w) {
-                            let at = ox * k + ky * span;
-                            dst[at..at + span].copy_from_slice(&src_row[ix * c..][..span]);
+                    }
+                    for kx in 0..self.kernel_w {
+                        let Some(ix) = source_index(ox, kx, sx, dx, wx.pad_before, w) else {
                             continue;
-                        }
-                        for kx in 0..self.kernel_w {
-                            let Some(ix) = source_index(ox, kx, sx, dx, wx.pad_before, w) else {
-                                continue;
-                            };
-                            let at = ox * k + (ky * self.kernel_w + kx) * c;
-                            dst[at..at + c].copy_from_slice(&src_row[ix * c..][..c]);
-                        }
+                        };
+                        let at = ox * k + (ky * self.kernel_w + kx) * c;
+                        dst[at..at + c].copy_from_slice(&src_row[ix * c..][..c]);
                     }
                 }
-            });
+            }
+        });
         cols
     }
 
@@ -146,20 +144,19 @@ impl Conv2d {
             y: wy,
             x: wx,
         };
-        out.par_chunks_mut(ow * oc)
-            .enumerate()
-            .for_each(|(row, dst)| {
-                let (b, oy) = (row / oh, row % oh);
-                let image = &input.data[b * h * w * c..][..h * w * c];
-                let mut partial = vec![0.0f32; ow * c];
-                for (o, tiles) in filters.iter().enumerate() {
-                    partial.fill(0.0);
-                    accumulate_row(&mut partial, image, oy, &window, tiles);
-                    for (px, sums) in dst.chunks_exact_mut(oc).zip(partial.chunks_exact(c)) {
-                        px[o] = self.bias[o] + sums.iter().sum::<f32>();
-                    }
+        let work = ow * oc * self.kernel_h * self.kernel_w * c;
+        for_each_row(out, ow * oc, work, |row, dst| {
+            let (b, oy) = (row / oh, row % oh);
+            let image = &input.data[b * h * w * c..][..h * w * c];
+            let mut partial = vec![0.0f32; ow * c];
+            for (o, tiles) in filters.iter().enumerate() {
+                partial.fill(0.0);
+                accumulate_row(&mut partial, image, oy, &window, tiles);
+                for (px, sums) in dst.chunks_exact_mut(oc).zip(partial.chunks_exact(c)) {
+                    px[o] = self.bias[o] + sums.iter().sum::<f32>();
                 }
-            });
+            }
+        });
     }
 
     pub fn run(&self, input: &Array) -> Result<Array, String> {

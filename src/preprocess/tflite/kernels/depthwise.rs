@@ -2,7 +2,7 @@
 //! weights are `[1, kh, kw, out_channels]`. Each task computes one output row, walking the
 //! filter taps outermost so the innermost loop runs over contiguous channels.
 
-use rayon::prelude::*;
+use super::parallel::for_each_row;
 
 use super::activation::Activation;
 use super::taps::{accumulate_row, TapTiles, Window};
@@ -114,21 +114,20 @@ impl DepthwiseConv2d {
             y: wy,
             x: wx,
         };
-        out.par_chunks_mut(ow * oc)
-            .enumerate()
-            .for_each(|(row, dst)| {
-                let (b, oy) = (row / oh, row % oh);
-                for px in dst.chunks_exact_mut(oc) {
-                    px.copy_from_slice(&self.bias);
-                }
-                let image = &input.data[b * h * w * c..][..h * w * c];
-                if self.multiplier == 1 {
-                    accumulate_row(dst, image, oy, &window, &self.tiles);
-                } else {
-                    self.accumulate_row_multiplied(dst, image, oy, &window);
-                }
-                self.activation.apply_serial(dst);
-            });
+        let work = ow * oc * self.kernel_h * self.kernel_w;
+        for_each_row(&mut out, ow * oc, work, |row, dst| {
+            let (b, oy) = (row / oh, row % oh);
+            for px in dst.chunks_exact_mut(oc) {
+                px.copy_from_slice(&self.bias);
+            }
+            let image = &input.data[b * h * w * c..][..h * w * c];
+            if self.multiplier == 1 {
+                accumulate_row(dst, image, oy, &window, &self.tiles);
+            } else {
+                self.accumulate_row_multiplied(dst, image, oy, &window);
+            }
+            self.activation.apply_serial(dst);
+        });
         Ok(Array::new(vec![batch, oh, ow, oc], out))
     }
 }

@@ -9,6 +9,7 @@ pub mod conv;
 pub mod depthwise;
 pub mod fully_connected;
 pub mod packed_gemm;
+pub mod parallel;
 pub mod pool;
 pub mod reduce;
 pub mod resize;

@@ -9,7 +9,7 @@
 use pulp::{Arch, Simd, WithSimd};
 
 use super::activation::Activation;
-use rayon::prelude::*;
+use super::parallel::for_each_row_zip;
 
 /// Output channels per panel: two AVX-512 vectors.
 const NR: usize = 32;
@@ -78,17 +78,22 @@ pub fn matmul_packed(a: &[f32], w: &PackedWeights, activation: Activation, c: &m
     // Enough row blocks to keep every thread busy; whole register tiles per block.
     let tasks = (rayon::current_num_threads() * 4).max(1);
     let rows_per_task = m.div_ceil(tasks).div_ceil(MR).max(1) * MR;
-    let rows_per_task = rows_per_task.max(if m * k * n < 1 << 16 { m } else { MR });
-    c.par_chunks_mut(rows_per_task * n)
-        .zip(a.par_chunks(rows_per_task * k))
-        .for_each(|(c_block, a_block)| {
+    let work = rows_per_task * k * n;
+    for_each_row_zip(
+        c,
+        rows_per_task * n,
+        a,
+        rows_per_task * k,
+        work,
+        |c_block, a_block| {
             Arch::new().dispatch(Block {
                 a: a_block,
                 w,
                 activation,
                 c: c_block,
             });
-        });
+        },
+    );
 }
 
 struct Block<'a> {
@@ -260,5 +265,41 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The generic tile code on other vector widths than this machine's: 1 lane (scalar
+    /// fallback), 8 lanes (AVX2-like, scalar tile path) and 16 emulated lanes.
+    #[test]
+    fn every_vector_width_matches_naive() {
+        fn check<S: Simd>(simd: S) {
+            let (m, k, n) = (13, 19, 45);
+            let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+            let w: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.11).cos()).collect();
+            let bias: Vec<f32> = (0..n).map(|i| i as f32 * 0.1 - 1.0).collect();
+            let packed = PackedWeights::new(&w, &bias, n, k);
+            let mut c = vec![f32::NAN; m * n];
+            Block {
+                a: &a,
+                w: &packed,
+                activation: Activation::Relu,
+                c: &mut c,
+            }
+            .with_simd(simd);
+            for i in 0..m {
+                for j in 0..n {
+                    let want = (bias[j]
+                        + (0..k).map(|kk| a[i * k + kk] * w[j * k + kk]).sum::<f32>())
+                    .max(0.0);
+                    assert!(
+                        (c[i * n + j] - want).abs() < 1e-4,
+                        "{} lanes ({i},{j})",
+                        S::F32_LANES
+                    );
+                }
+            }
+        }
+        check(pulp::Scalar::new());
+        check(pulp::Scalar256b);
+        check(pulp::Scalar512b);
     }
 }

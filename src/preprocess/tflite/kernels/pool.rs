@@ -1,7 +1,7 @@
 //! MAX_POOL_2D and AVERAGE_POOL_2D in NHWC. As in TFLite, padding cells never take part:
 //! the window is clipped to the input and the average divides by the clipped count.
 
-use rayon::prelude::*;
+use super::parallel::for_each_row;
 
 use super::activation::Activation;
 use crate::preprocess::tflite::array::Array;
@@ -34,43 +34,40 @@ impl Pool2d {
             axis_window(self.padding, w, self.filter.1, self.stride.1, 1).ok_or_else(too_big)?;
         let (oh, ow) = (wy.out, wx.out);
         let mut out = vec![0.0f32; batch * oh * ow * c];
-        out.par_chunks_mut(ow * c)
-            .enumerate()
-            .for_each(|(row, dst)| {
-                let (b, oy) = (row / oh, row % oh);
-                let y_start = (oy * self.stride.0) as isize - wy.pad_before as isize;
-                let y0 = y_start.max(0) as usize;
-                let y1 = ((y_start + self.filter.0 as isize).min(h as isize)).max(0) as usize;
-                for (ox, px) in dst.chunks_exact_mut(c).enumerate() {
-                    let x_start = (ox * self.stride.1) as isize - wx.pad_before as isize;
-                    let x0 = x_start.max(0) as usize;
-                    let x1 = ((x_start + self.filter.1 as isize).min(w as isize)).max(0) as usize;
-                    px.fill(match self.kind {
-                        PoolKind::Max => f32::NEG_INFINITY,
-                        PoolKind::Average => 0.0,
-                    });
-                    for iy in y0..y1 {
-                        for ix in x0..x1 {
-                            let src = &input.data[((b * h + iy) * w + ix) * c..][..c];
-                            match self.kind {
-                                PoolKind::Max => {
-                                    px.iter_mut().zip(src).for_each(|(a, &x)| *a = a.max(x))
-                                }
-                                PoolKind::Average => {
-                                    px.iter_mut().zip(src).for_each(|(a, &x)| *a += x)
-                                }
+        let work = ow * c * self.filter.0 * self.filter.1;
+        for_each_row(&mut out, ow * c, work, |row, dst| {
+            let (b, oy) = (row / oh, row % oh);
+            let y_start = (oy * self.stride.0) as isize - wy.pad_before as isize;
+            let y0 = y_start.max(0) as usize;
+            let y1 = ((y_start + self.filter.0 as isize).min(h as isize)).max(0) as usize;
+            for (ox, px) in dst.chunks_exact_mut(c).enumerate() {
+                let x_start = (ox * self.stride.1) as isize - wx.pad_before as isize;
+                let x0 = x_start.max(0) as usize;
+                let x1 = ((x_start + self.filter.1 as isize).min(w as isize)).max(0) as usize;
+                px.fill(match self.kind {
+                    PoolKind::Max => f32::NEG_INFINITY,
+                    PoolKind::Average => 0.0,
+                });
+                for iy in y0..y1 {
+                    for ix in x0..x1 {
+                        let src = &input.data[((b * h + iy) * w + ix) * c..][..c];
+                        match self.kind {
+                            PoolKind::Max => {
+                                px.iter_mut().zip(src).for_each(|(a, &x)| *a = a.max(x))
                             }
+                            PoolKind::Average => px.iter_mut().zip(src).for_each(|(a, &x)| *a += x),
                         }
-                    }
-                    let count = ((y1 - y0) * (x1 - x0)) as f32;
-                    for v in px.iter_mut() {
-                        if self.kind == PoolKind::Average {
-                            *v /= count;
-                        }
-                        *v = self.activation.apply_scalar(*v);
                     }
                 }
-            });
+                let count = ((y1 - y0) * (x1 - x0)) as f32;
+                for v in px.iter_mut() {
+                    if self.kind == PoolKind::Average {
+                        *v /= count;
+                    }
+                    *v = self.activation.apply_scalar(*v);
+                }
+            }
+        });
         Ok(Array::new(vec![batch, oh, ow, c], out))
     }
 }

@@ -4,7 +4,7 @@
 //! `max(floor(src), 0)`, the upper `min(ceil(src), in−1)`, and the weights use the unclamped
 //! source coordinate (so at the borders both neighbours coincide and the weights still sum to 1).
 
-use rayon::prelude::*;
+use super::parallel::for_each_row;
 
 use crate::preprocess::tflite::array::Array;
 
@@ -60,27 +60,25 @@ impl ResizeBilinear {
             .map(|x| self.sample(x, w, self.out_w))
             .collect();
         let mut out = vec![0.0f32; batch * self.out_h * self.out_w * c];
-        out.par_chunks_mut(self.out_w * c)
-            .enumerate()
-            .for_each(|(row, dst)| {
-                let (b, y) = (row / self.out_h, row % self.out_h);
-                let sy = self.sample(y, h, self.out_h);
-                let dy = sy.src - sy.lower as f32;
-                let row0 = &input.data[(b * h + sy.lower) * w * c..][..w * c];
-                let row1 = &input.data[(b * h + sy.upper) * w * c..][..w * c];
-                for (sx, px) in xs.iter().zip(dst.chunks_exact_mut(c)) {
-                    let dx = sx.src - sx.lower as f32;
-                    let (a, b2) = (&row0[sx.lower * c..][..c], &row0[sx.upper * c..][..c]);
-                    let (cc, d) = (&row1[sx.lower * c..][..c], &row1[sx.upper * c..][..c]);
-                    for i in 0..c {
-                        // Same term order as the reference kernel.
-                        px[i] = a[i] * (1.0 - dy) * (1.0 - dx)
-                            + cc[i] * dy * (1.0 - dx)
-                            + b2[i] * (1.0 - dy) * dx
-                            + d[i] * dy * dx;
-                    }
+        for_each_row(&mut out, self.out_w * c, self.out_w * c * 4, |row, dst| {
+            let (b, y) = (row / self.out_h, row % self.out_h);
+            let sy = self.sample(y, h, self.out_h);
+            let dy = sy.src - sy.lower as f32;
+            let row0 = &input.data[(b * h + sy.lower) * w * c..][..w * c];
+            let row1 = &input.data[(b * h + sy.upper) * w * c..][..w * c];
+            for (sx, px) in xs.iter().zip(dst.chunks_exact_mut(c)) {
+                let dx = sx.src - sx.lower as f32;
+                let (a, b2) = (&row0[sx.lower * c..][..c], &row0[sx.upper * c..][..c]);
+                let (cc, d) = (&row1[sx.lower * c..][..c], &row1[sx.upper * c..][..c]);
+                for i in 0..c {
+                    // Same term order as the reference kernel.
+                    px[i] = a[i] * (1.0 - dy) * (1.0 - dx)
+                        + cc[i] * dy * (1.0 - dx)
+                        + b2[i] * (1.0 - dy) * dx
+                        + d[i] * dy * dx;
                 }
-            });
+            }
+        });
         Ok(Array::new(vec![batch, self.out_h, self.out_w, c], out))
     }
 }

@@ -342,6 +342,26 @@ mod tests {
         assert_eq!(TapTiles::new(&[0.0; 528], 528).tile_len, 528);
     }
 
+    fn run_with<S: Simd>(
+        simd: S,
+        image: &[f32],
+        oy: usize,
+        window: &Window,
+        tiles: &TapTiles,
+        len: usize,
+    ) -> Vec<f32> {
+        let mut dst = vec![0.5f32; len];
+        RowKernel {
+            dst: &mut dst,
+            image,
+            oy,
+            window,
+            tiles,
+        }
+        .with_simd(simd);
+        dst
+    }
+
     #[test]
     fn row_matches_direct_sum() {
         // (channels, stride, dilation, padding, kernel, width): stride-1 runs, strided whole
@@ -375,6 +395,16 @@ mod tests {
             for oy in 0..y.out {
                 let mut row = vec![0.5f32; x.out * c];
                 accumulate_row(&mut row, &image, oy, &g, &tiles);
+                // The same generic code at other vector widths (scalar, 8 and 16 emulated lanes).
+                for other in [
+                    run_with(pulp::Scalar::new(), &image, oy, &g, &tiles, x.out * c),
+                    run_with(pulp::Scalar256b, &image, oy, &g, &tiles, x.out * c),
+                    run_with(pulp::Scalar512b, &image, oy, &g, &tiles, x.out * c),
+                ] {
+                    for (a, b) in other.iter().zip(&row) {
+                        assert!((a - b).abs() < 1e-5, "c{c} s{stride} d{d}: {a} vs {b}");
+                    }
+                }
                 for ox in 0..x.out {
                     for ch in 0..c {
                         let mut want = 0.5f32;
