@@ -3,99 +3,75 @@
 //!
 //!     cargo bench --bench unet_step
 //!
-//! The torch reference (`scripts/bench_torch_unet.py --serve`) runs in a child process and the
-//! two take turns step by step, so both see the same load on a shared machine. Environment:
-//! `TORCH_PYTHON` (default `/work/venv-ref/bin/python`, then `python3`), `UNET_BENCH_SIZES`
-//! (default `32,64`), `UNET_BENCH_RUNS` (default 3). Without a working torch the Rust timings are
-//! printed alone.
+//! Environment: `TORCH_PYTHON` (default `/work/venv-ref/bin/python`, then `python3`) runs
+//! `scripts/bench_torch_unet.py` first; `UNET_BENCH_SIZES` (default `32,64`), `UNET_BENCH_RUNS`
+//! (default 3). Without a working torch the Rust timings are printed alone. On a shared machine
+//! compare the best runs: the median suffers from other processes. The two run one after the
+//! other, not interleaved: interleaving slowed both (idle thread pools of one spinning while the
+//! other works).
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::Command;
 
-use rotoscope::models::unet::bench::{peak_rss_bytes, random_sd15_unet, time_one_step};
+use rotoscope::models::unet::bench::{peak_rss_bytes, random_sd15_unet, time_unet_step};
 
-/// The torch side, stepping on request.
-struct Torch {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
+struct TorchTiming {
+    latent_size: usize,
+    median: f64,
+    min: f64,
+    peak_rss_bytes: u64,
 }
 
-impl Torch {
-    fn start() -> Option<Self> {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench_torch_unet.py");
-        let python = std::env::var("TORCH_PYTHON").unwrap_or_else(|_| {
-            if std::path::Path::new("/work/venv-ref/bin/python").exists() {
-                "/work/venv-ref/bin/python".into()
-            } else {
-                "python3".into()
-            }
-        });
-        let mut child = match Command::new(&python)
-            .arg(script)
-            .arg("--serve")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-        {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("cannot run {python}: {e}; timing candle alone");
-                return None;
-            }
-        };
-        let stdin = child.stdin.take()?;
-        let mut stdout = BufReader::new(child.stdout.take()?);
-        let mut line = String::new();
-        if stdout.read_line(&mut line).ok()? == 0 || line.trim() != "ready" {
-            eprintln!("torch reference did not start; timing candle alone");
-            let _ = child.kill();
-            return None;
+fn torch_timings(sizes: &[usize], runs: usize) -> Vec<TorchTiming> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench_torch_unet.py");
+    let python = std::env::var("TORCH_PYTHON").unwrap_or_else(|_| {
+        if std::path::Path::new("/work/venv-ref/bin/python").exists() {
+            "/work/venv-ref/bin/python".into()
+        } else {
+            "python3".into()
         }
-        Some(Self {
-            child,
-            stdin,
-            stdout,
+    });
+    let sizes: Vec<String> = sizes.iter().map(usize::to_string).collect();
+    let output = Command::new(&python)
+        .arg(script)
+        .arg("--runs")
+        .arg(runs.to_string())
+        .arg("--sizes")
+        .args(&sizes)
+        .output();
+    let output = match output {
+        Ok(o) if o.status.success() => o,
+        Ok(o) => {
+            eprintln!(
+                "torch reference failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            return Vec::new();
+        }
+        Err(e) => {
+            eprintln!("cannot run {python}: {e}");
+            return Vec::new();
+        }
+    };
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|v| {
+            Some(TorchTiming {
+                latent_size: v["latent_size"].as_u64()? as usize,
+                median: v["median"].as_f64()?,
+                min: v["seconds"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|s| s.as_f64())
+                    .fold(f64::INFINITY, f64::min),
+                peak_rss_bytes: v["peak_rss_bytes"].as_u64()?,
+            })
         })
-    }
-
-    /// (seconds, peak RSS bytes) of one step.
-    fn step(&mut self, size: usize) -> Option<(f64, u64)> {
-        writeln!(self.stdin, "{size}").ok()?;
-        self.stdin.flush().ok()?;
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).ok()?;
-        let v: serde_json::Value = serde_json::from_str(&line).ok()?;
-        Some((v["seconds"].as_f64()?, v["peak_rss_bytes"].as_u64()?))
-    }
-}
-
-impl Drop for Torch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+        .collect()
 }
 
 fn gib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 30) as f64
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    s[s.len() / 2]
-}
-
-fn best(v: &[f64]) -> f64 {
-    v.iter().copied().fold(f64::INFINITY, f64::min)
-}
-
-fn fmt(v: &[f64]) -> String {
-    v.iter()
-        .map(|s| format!("{s:.2}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn main() {
@@ -107,49 +83,42 @@ fn main() {
     let runs: usize = std::env::var("UNET_BENCH_RUNS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(3)
-        .max(1);
+        .unwrap_or(3);
 
-    let mut torch = Torch::start();
-    let unet = random_sd15_unet().expect("build SD1.5 UNet");
-    println!(
-        "candle weights loaded: peak RSS {:.2} GiB",
-        gib(peak_rss_bytes().unwrap_or(0))
-    );
-    for &size in &sizes {
-        // Warm-up, then alternate torch and candle steps.
-        let _ = torch.as_mut().and_then(|t| t.step(size));
-        time_one_step(&unet, 2, size).expect("UNet step");
-        let (mut ours, mut theirs, mut torch_rss) = (Vec::new(), Vec::new(), 0);
-        for _ in 0..runs {
-            if let Some((s, rss)) = torch.as_mut().and_then(|t| t.step(size)) {
-                theirs.push(s);
-                torch_rss = rss;
-            }
-            ours.push(time_one_step(&unet, 2, size).expect("UNet step"));
-        }
-        let rss = peak_rss_bytes().unwrap_or(0);
+    // Torch first, in its own process, so the two never compete for the cores.
+    let torch = torch_timings(&sizes, runs);
+    for t in &torch {
         println!(
-            "candle {size}x{size} batch 2: median {:.3} s, best {:.3} s ({}), peak RSS {:.2} GiB",
-            median(&ours),
-            best(&ours),
-            fmt(&ours),
+            "torch  {0}x{0} batch 2: median {1:.3} s, best {2:.3} s, peak RSS {3:.2} GiB",
+            t.latent_size,
+            t.median,
+            t.min,
+            gib(t.peak_rss_bytes)
+        );
+    }
+
+    let unet = random_sd15_unet().expect("build SD1.5 UNet");
+    let after_load = peak_rss_bytes().unwrap_or(0);
+    println!("candle weights loaded: peak RSS {:.2} GiB", gib(after_load));
+    for &size in &sizes {
+        let timing = time_unet_step(&unet, 2, size, runs).expect("UNet step");
+        let median = timing.median_seconds();
+        let best = timing.seconds.iter().copied().fold(f64::INFINITY, f64::min);
+        let rss = timing.peak_rss_bytes.unwrap_or(0);
+        let runs: Vec<String> = timing.seconds.iter().map(|s| format!("{s:.3}")).collect();
+        print!(
+            "candle {size}x{size} batch 2: median {median:.3} s, best {best:.3} s ({}), peak RSS {:.2} GiB",
+            runs.join(", "),
             gib(rss)
         );
-        if !theirs.is_empty() {
-            println!(
-                "torch  {size}x{size} batch 2: median {:.3} s, best {:.3} s ({}), peak RSS {:.2} GiB",
-                median(&theirs),
-                best(&theirs),
-                fmt(&theirs),
-                gib(torch_rss)
-            );
-            println!(
-                "  -> candle/torch time {:.2}x (median), {:.2}x (best); peak RSS {:.2}x",
-                median(&ours) / median(&theirs),
-                best(&ours) / best(&theirs),
-                rss as f64 / torch_rss as f64
-            );
+        match torch.iter().find(|t| t.latent_size == size) {
+            Some(t) => println!(
+                "  -> time {:.2}x torch (median), {:.2}x (best); peak RSS {:.2}x torch",
+                median / t.median,
+                best / t.min,
+                rss as f64 / t.peak_rss_bytes as f64
+            ),
+            None => println!(),
         }
     }
 }

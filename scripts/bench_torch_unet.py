@@ -2,19 +2,14 @@
 """Reference timing for benches/unet_step.rs: one SD1.5 UNet step with diffusers on torch CPU.
 
 Random (default-initialised) weights, fp32, no grad, 2 threads, batch 2 with 77 text tokens.
-
-Standalone: prints one JSON object per latent size
+Prints one JSON object per latent size:
   {"latent_size": 32, "batch": 2, "seconds": [...], "median": s, "peak_rss_bytes": n}
-  usage: bench_torch_unet.py [--sizes 32 64] [--runs 3] [--threads 2]
-Serve mode (--serve, used by the Rust bench to interleave steps with its own so both see the
-same machine load): prints "ready", then for every stdin line "<latent_size>" runs one step and
-prints {"latent_size": n, "seconds": s, "peak_rss_bytes": n}.
+Usage: bench_torch_unet.py [--sizes 32 64] [--runs 3] [--threads 2]
 """
 import argparse
 import json
 import resource
 import statistics
-import sys
 import time
 
 import torch
@@ -32,42 +27,29 @@ SD15 = dict(
 )
 
 
-def peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def step(unet, batch: int, size: int) -> float:
-    sample = torch.randn(batch, 4, size, size)
-    ehs = torch.randn(batch, 77, 768)
-    start = time.perf_counter()
-    unet(sample, 500, ehs)
-    return time.perf_counter() - start
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--serve", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**SD15).eval()
     with torch.no_grad():
-        if args.serve:
-            print("ready", flush=True)
-            for line in sys.stdin:
-                size = int(line)
-                seconds = step(unet, args.batch, size)
-                print(json.dumps(dict(latent_size=size, seconds=seconds, peak_rss_bytes=peak_rss())), flush=True)
-            return
         for size in args.sizes:
-            step(unet, args.batch, size)  # warm-up
-            seconds = [step(unet, args.batch, size) for _ in range(args.runs)]
+            sample = torch.randn(args.batch, 4, size, size)
+            ehs = torch.randn(args.batch, 77, 768)
+            unet(sample, 500, ehs)  # warm-up
+            seconds = []
+            for _ in range(args.runs):
+                start = time.perf_counter()
+                unet(sample, 500, ehs)
+                seconds.append(time.perf_counter() - start)
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
             print(json.dumps(dict(latent_size=size, batch=args.batch, seconds=seconds,
-                                  median=statistics.median(seconds), peak_rss_bytes=peak_rss())), flush=True)
+                                  median=statistics.median(seconds), peak_rss_bytes=peak)), flush=True)
 
 
 if __name__ == "__main__":
