@@ -6,7 +6,9 @@
 //! Environment: `TORCH_PYTHON` (default `/work/venv-ref/bin/python`, then `python3`) runs
 //! `scripts/bench_torch_unet.py` first; `UNET_BENCH_SIZES` (default `32,64`), `UNET_BENCH_RUNS`
 //! (default 3). Without a working torch the Rust timings are printed alone. On a shared machine
-//! compare the best runs: the median suffers from other processes.
+//! compare the best runs: the median suffers from other processes. The two run one after the
+//! other, not interleaved: interleaving slowed both (idle thread pools of one spinning while the
+//! other works).
 
 use std::process::Command;
 

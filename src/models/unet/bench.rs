@@ -110,14 +110,9 @@ pub fn random_sd15_unet() -> Result<UNet2DConditionModel> {
     UNet2DConditionModel::load(random_var_builder(), &config)
 }
 
-/// Times `runs` UNet steps (after one warm-up step) at `batch` × 4 × `latent_size`² with 77 text
-/// tokens.
-pub fn time_unet_step(
-    unet: &UNet2DConditionModel,
-    batch: usize,
-    latent_size: usize,
-    runs: usize,
-) -> Result<StepTiming> {
+/// Seconds for one UNet step at `batch` × in_channels × `latent_size`² with 77 random text
+/// tokens (inputs are made before the clock starts).
+pub fn time_one_step(unet: &UNet2DConditionModel, batch: usize, latent_size: usize) -> Result<f64> {
     let dev = Device::Cpu;
     let config = unet.config();
     let sample = Tensor::randn(
@@ -130,15 +125,24 @@ pub fn time_unet_step(
         .cross_attention_dim
         .resolve(config.block_out_channels.len(), "cross_attention_dim")?[0];
     let ehs = Tensor::randn(0f32, 1.0, (batch, 77, cross_dim), &dev)?;
-    let extras = UNetExtras::default();
-    unet.forward(&sample, 500.0, &ehs, &extras)?;
-    let mut seconds = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let start = Instant::now();
-        let out = unet.forward(&sample, 500.0, &ehs, &extras)?;
-        seconds.push(start.elapsed().as_secs_f64());
-        drop(out);
-    }
+    let start = Instant::now();
+    let out = unet.forward(&sample, 500.0, &ehs, &UNetExtras::default())?;
+    let seconds = start.elapsed().as_secs_f64();
+    drop(out);
+    Ok(seconds)
+}
+
+/// Times `runs` UNet steps (after one warm-up step).
+pub fn time_unet_step(
+    unet: &UNet2DConditionModel,
+    batch: usize,
+    latent_size: usize,
+    runs: usize,
+) -> Result<StepTiming> {
+    time_one_step(unet, batch, latent_size)?;
+    let seconds = (0..runs)
+        .map(|_| time_one_step(unet, batch, latent_size))
+        .collect::<Result<Vec<_>>>()?;
     Ok(StepTiming {
         batch,
         latent_size,

@@ -12,12 +12,13 @@ use super::attention::AttentionBudget;
 use super::cpu::{with_cpu_f32, SharedMut};
 use super::kernels::{exp_sum_inplace, row_max, scale_inplace};
 
-/// Scores per thread buffer: 1 MiB, well inside this machine class's 2 MiB L2.
-const SCRATCH_SCORES: usize = 1 << 18;
-/// Query rows per block at most: enough work units for every thread even at small sizes.
-const MAX_QUERY_BLOCK: usize = 128;
-/// Query rows per block at least, when keys are blocked: keeps the matmuls efficient.
-const MIN_QUERY_BLOCK: usize = 64;
+/// Scores per thread buffer: 512 KiB, well inside L2. Measured at SD1.5's 64² self-attention
+/// (2×8 heads, 4096 tokens, d = 40): 128 queries × 1024 keys beat both 64 × 4096 (+18 %) and
+/// 128 × 4096 (+6 %); the online softmax across key blocks costs less than the larger buffer.
+const SCRATCH_SCORES: usize = 1 << 17;
+/// Query rows per block: large enough to amortise packing the keys in each matmul, small
+/// enough to leave many work units for the threads.
+const QUERY_BLOCK: usize = 128;
 
 /// Block sizes of the fused kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,8 +33,8 @@ impl FusedBlocks {
     pub fn for_budget(n_q: usize, n_k: usize, budget: AttentionBudget) -> Self {
         let threads = rayon::current_num_threads().max(1);
         let scratch = (budget.max_scores / threads).clamp(1, SCRATCH_SCORES);
-        let keys = n_k.clamp(1, (scratch / MIN_QUERY_BLOCK.min(n_q.max(1))).max(1));
-        let queries = (scratch / keys).clamp(1, MAX_QUERY_BLOCK).min(n_q.max(1));
+        let keys = n_k.clamp(1, (scratch / QUERY_BLOCK.min(n_q.max(1))).max(1));
+        let queries = (scratch / keys).clamp(1, QUERY_BLOCK).min(n_q.max(1));
         Self { queries, keys }
     }
 }
@@ -271,11 +272,13 @@ mod tests {
     fn blocks_stay_small() {
         let big = AttentionBudget::default();
         let b = FusedBlocks::for_budget(4096, 4096, big);
-        assert!(b.queries * b.keys <= SCRATCH_SCORES && b.keys == 4096 && b.queries >= 32);
+        assert_eq!((b.queries, b.keys), (QUERY_BLOCK, 1024));
         let b = FusedBlocks::for_budget(4096, 12288, big);
-        assert!(b.queries * b.keys <= SCRATCH_SCORES && b.queries >= MIN_QUERY_BLOCK);
+        assert_eq!((b.queries, b.keys), (QUERY_BLOCK, 1024));
         let b = FusedBlocks::for_budget(4096, 77, big);
-        assert_eq!((b.queries, b.keys), (MAX_QUERY_BLOCK, 77));
+        assert_eq!((b.queries, b.keys), (QUERY_BLOCK, 77));
+        let b = FusedBlocks::for_budget(20, 50, big);
+        assert_eq!((b.queries, b.keys), (20, 50));
         let b = FusedBlocks::for_budget(10, 10, AttentionBudget { max_scores: 4 });
         assert!(
             b.queries * b.keys * rayon::current_num_threads() <= 4 * rayon::current_num_threads()
