@@ -4,7 +4,10 @@
 //! one hides the posterior's mean/log-variance, does not clamp the log-variance as diffusers
 //! does, and its mid-block attention materialises the full N×N score matrix (N = h·w of the
 //! latent: 4096² at 512², 16384² at 1024²). Here attention runs over bounded query chunks and
-//! optional tiled encode/decode reproduces diffusers' `enable_tiling()` exactly.
+//! optional tiled encode/decode reproduces diffusers' `enable_tiling()` exactly. Convolutions
+//! run on the GEMM kernels of [`super::conv3x3`] (upsampling fused into the following conv)
+//! and normalisation on [`super::group_norm`]: at 512² the decode uses about 0.9× the CPU time
+//! of diffusers on torch (benches/vae_decode.rs).
 //!
 //! Conventions follow diffusers: images are NCHW in [-1, 1]; `decode` takes latents already
 //! divided by [`AutoencoderKL::scaling_factor`]; the caller multiplies encoded samples by it.
