@@ -1,7 +1,8 @@
 //! VAE decode at SD1.5 shapes (random weights) against diffusers on torch, same run.
 //!
-//! `cargo bench --profile dev --bench vae_decode -- [SIZE] [--runs N] [--encode] [--no-torch]`
-//! (the dev profile builds dependencies at opt-level 3 and avoids a full release rebuild).
+//! `cargo bench --bench vae_decode -- [SIZE] [--runs N] [--encode] [--no-torch]`
+//! Use the release (bench) profile: the dev profile keeps debug assertions and overflow checks
+//! on in dependencies, which makes gemm about 4× slower.
 //! The torch reference runs `scripts/bench_torch_vae.py` with `$ROTOSCOPE_REF_PYTHON`
 //! (default /work/venv-ref/bin/python) after the Rust timing, so both see the same machine.
 

@@ -10,11 +10,12 @@
 //! the bias added. candle 0.11's CPU conv instead gathers an im2col tile element by element
 //! after a single-threaded NHWC transpose, and runs several times slower.
 //!
+//! The encoder's stride-2 conv runs the same way over the four parity phases of its input.
 //! Upsampling by repetition followed by a 3×3 conv equals, for each of the four output phases
 //! `(y mod 2, x mod 2)`, a 2×2 conv of the low-resolution input whose weights are sums of the
 //! original taps: 16 products per input pixel instead of 36, and no upsampled tensor.
 
-use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
@@ -141,6 +142,52 @@ impl Conv3x3 {
 /// for repeated use). Non-f32 or non-CPU tensors go to candle's conv2d.
 pub fn conv3x3(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     Conv3x3::new(weight, bias)?.forward(x)
+}
+
+/// diffusers' `Downsample2D` with a conv and `padding=0`: the input gets one zero row and column
+/// at the bottom and right, then a 3×3 conv with stride 2. Run as stride-1 shifted GEMMs over
+/// the four (row parity, column parity) phase planes of the input: tap `(dy, dx)` reads phase
+/// `(dy mod 2, dx mod 2)` shifted by `(dy / 2, dx / 2)`.
+#[derive(Debug, Clone)]
+pub struct DownsampleConv3x3 {
+    /// `[9, Cout, Cin]` tap matrices.
+    taps: Tensor,
+    bias: Vec<f32>,
+}
+
+impl DownsampleConv3x3 {
+    pub fn new(weight: &Tensor, bias: Option<&Tensor>) -> Result<Self> {
+        let Conv3x3 { taps, bias } = Conv3x3::new(weight, bias)?;
+        Ok(Self { taps, bias })
+    }
+
+    pub fn load(vb: candle_nn::VarBuilder, in_c: usize, out_c: usize) -> Result<Self> {
+        let Conv3x3 { taps, bias } = Conv3x3::load(vb, in_c, out_c)?;
+        Ok(Self { taps, bias })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, c_out, c_in) = self.taps.dims3()?;
+        let (_, x_in, h, w) = x.dims4()?;
+        if x_in != c_in || h < 2 || w < 2 {
+            candle_core::bail!(
+                "downsample conv: input {:?} for {c_in} input channels (at least 2×2)",
+                x.dims()
+            );
+        }
+        if !is_cpu_f32(&[x, &self.taps]) {
+            let weight = self.taps.permute((1, 2, 0))?.reshape((c_out, c_in, 3, 3))?;
+            let bias = Tensor::from_slice(&self.bias, c_out, x.device())?.to_dtype(x.dtype())?;
+            let padded = x.pad_with_zeros(3, 0, 1)?.pad_with_zeros(2, 0, 1)?;
+            return add_channel_bias(padded.conv2d(&weight, 0, 2, 1, 1)?, Some(&bias));
+        }
+        x.contiguous()?.apply_op2_no_bwd(
+            &self.taps,
+            &PhaseStride2Conv {
+                bias: self.bias.clone(),
+            },
+        )
+    }
 }
 
 /// Nearest 2× upsampling followed by a 3×3 conv (diffusers' `Upsample2D` with a conv), with the
@@ -402,6 +449,108 @@ impl CustomOp3 for ShiftedGemmConv {
     }
 }
 
+/// Operands: input `[B, Cin, H, W]` and `[9, Cout, Cin]` tap weights.
+struct PhaseStride2Conv {
+    bias: Vec<f32>,
+}
+
+impl CustomOp2 for PhaseStride2Conv {
+    fn name(&self) -> &'static str {
+        "downsample-conv3x3"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = slice_of(xs, xl)?;
+        let w = slice_of(ws, wl)?;
+        let bias = &self.bias;
+        let (batch, c_in, h, width) = xl.shape().dims4()?;
+        let (_, c_out, _) = wl.shape().dims3()?;
+        // Padded to (h + 1) × (width + 1), then a 3×3 window every 2 pixels.
+        let (out_h, out_w) = ((h - 2) / 2 + 1, (width - 2) / 2 + 1);
+        // Phase planes: out_h + 1 rows of pitch out_w + 1, plus one spare float for the last
+        // tap's column range. Pixels beyond the input are the zero padding.
+        let pitch = out_w + 1;
+        let plane = (out_h + 1) * pitch + 1;
+        let mut phases = vec![0f32; batch * 4 * c_in * plane];
+        phases
+            .par_chunks_mut(4 * c_in * plane)
+            .zip(x.par_chunks(c_in * h * width))
+            .for_each(|(dst, src)| {
+                for (phase, planes) in dst.chunks_exact_mut(c_in * plane).enumerate() {
+                    let (py, px) = (phase / 2, phase % 2);
+                    for (plane_dst, channel) in planes
+                        .chunks_exact_mut(plane)
+                        .zip(src.chunks_exact(h * width))
+                    {
+                        for a in 0..=out_h {
+                            let row = 2 * a + py;
+                            if row >= h {
+                                break;
+                            }
+                            let src_row = &channel[row * width..(row + 1) * width];
+                            let dst_row = &mut plane_dst[a * pitch..(a + 1) * pitch];
+                            for (d, s) in dst_row.iter_mut().zip(src_row.iter().skip(px).step_by(2))
+                            {
+                                *d = *s;
+                            }
+                        }
+                    }
+                }
+            });
+        let mut out = vec![0f32; batch * c_out * out_h * out_w];
+        let out_ptr = OutPtr(out.as_mut_ptr());
+        let rows = rows_per_block(batch, out_h, pitch, c_out);
+        let blocks = out_h.div_ceil(rows);
+        let phases = &phases;
+        (0..batch * blocks)
+            .into_par_iter()
+            .for_each_init(Vec::<f32>::new, |scratch, task| {
+                let (b, block) = (task / blocks, task % blocks);
+                let y0 = block * rows;
+                let r = rows.min(out_h - y0);
+                let cols = r * pitch;
+                let image = &phases[b * 4 * c_in * plane..(b + 1) * 4 * c_in * plane];
+                let taps: Vec<Tap> = (0..9)
+                    .map(|tap| {
+                        let (dy, dx) = (tap / 3, tap % 3);
+                        let phase = 2 * (dy % 2) + dx % 2;
+                        Tap {
+                            weight: w.as_ptr().wrapping_add(tap * c_out * c_in),
+                            col_stride: 1,
+                            row_stride: c_in as isize,
+                            offset: phase * c_in * plane + (y0 + dy / 2) * pitch + dx / 2,
+                        }
+                    })
+                    .collect();
+                // SAFETY: weights are 9 × c_out × c_in floats; within a phase the largest
+                // offset is (y0 + 1)·pitch + 1 and offset + cols ≤ (out_h + 1)·pitch + 1 = plane.
+                unsafe { accumulate_taps(scratch, c_out, cols, c_in, image, plane, &taps) };
+                for (o, acc) in scratch.chunks_exact(cols).enumerate() {
+                    for i in 0..r {
+                        let src = &acc[i * pitch..i * pitch + out_w];
+                        let start = ((b * c_out + o) * out_h + y0 + i) * out_w;
+                        // SAFETY: rows y0..y0+r of batch item b belong to this task only.
+                        let dst =
+                            unsafe { std::slice::from_raw_parts_mut(out_ptr.at(start), out_w) };
+                        for (d, s) in dst.iter_mut().zip(src) {
+                            *d = s + bias[o];
+                        }
+                    }
+                }
+            });
+        Ok((
+            CpuStorage::F32(out),
+            Shape::from((batch, c_out, out_h, out_w)),
+        ))
+    }
+}
+
 struct Upsample2xConv;
 
 impl CustomOp3 for Upsample2xConv {
@@ -532,6 +681,30 @@ mod tests {
         check(2, 16, 4, 33, 9);
         check(1, 4, 4, 1, 1);
         check(3, 7, 5, 2, 40);
+    }
+
+    #[test]
+    fn downsample_matches_padded_stride2_conv() {
+        for (batch, c_in, c_out, h, w) in [(1, 3, 4, 8, 8), (2, 5, 3, 7, 10), (1, 2, 2, 2, 3)] {
+            let x = random((batch, c_in, h, w), 1.0);
+            let weight = random((c_out, c_in, 3, 3), 0.2);
+            let bias = Tensor::randn(0f32, 0.5, c_out, &Device::Cpu).unwrap();
+            let padded = x
+                .pad_with_zeros(3, 0, 1)
+                .unwrap()
+                .pad_with_zeros(2, 0, 1)
+                .unwrap();
+            let want = padded
+                .conv2d(&weight, 0, 2, 1, 1)
+                .unwrap()
+                .broadcast_add(&bias.reshape((1, c_out, 1, 1)).unwrap())
+                .unwrap();
+            let got = DownsampleConv3x3::new(&weight, Some(&bias))
+                .unwrap()
+                .forward(&x)
+                .unwrap();
+            assert!(max_diff(&got, &want) < 1e-4, "{batch}x{c_in} {h}x{w}");
+        }
     }
 
     #[test]
