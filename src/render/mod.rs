@@ -3,6 +3,7 @@
 
 pub mod guidance;
 pub mod image_pipeline;
+pub mod model_cache;
 pub mod motion;
 pub mod pipeline;
 pub mod plan;

@@ -14,9 +14,10 @@
 //!    conditioning equals `StableDiffusionControlNet{Img2Img,}Pipeline` for that seed;
 //! 5. denoising, with the cross-frame attention hook when enabled, then the VAE decode.
 //!
-//! Models are loaded once per render ([`LoadedModels`]: the model stack, so single-file
-//! checkpoints, LoRAs, textual inversion and clip skip work; the prompt with A1111 weighting)
-//! and can be shared ([`SharedModels`], e.g. with face and hand detailing). The first frame
+//! Models are loaded once ([`ModelWeights`]: the model stack, so single-file checkpoints,
+//! LoRAs, textual inversion and clip skip work, and the ControlNets), kept across jobs on the
+//! same models by a [`ModelCache`], and combined with each job's prompt (A1111 weighting) in
+//! [`LoadedModels`], which can be shared ([`SharedModels`], e.g. with face and hand detailing). The first frame
 //! of a batch continues from the frame before the batch (its [`LeadIn`], from the previous
 //! batch), so batches chain; the previous frame's attention cache starts empty at every
 //! batch, which keeps the state at a batch start reproducible from disk.
@@ -31,13 +32,16 @@ use crate::flow::{FlowParams, Plane};
 use crate::models::attention_hook::SelfAttentionHook;
 use crate::models::controlnet::ControlNetModel;
 use crate::models::loading::HubOptions;
+use crate::models::controlnet::ControlNetConfig;
+use crate::models::embeddings::TextualInversion;
 use crate::models::model_stack::{
-    resolve_controlnet, ModelStackError, ModelStackSpec, StackWeights,
+    resolve_controlnet, ModelStackError, ModelStackSpec, Part, StackWeights,
 };
 use crate::noise::TorchGenerator;
 use crate::preset::models_ext::locate;
 use crate::preset::{ControlKind, Preset};
 use crate::prompt::{PromptEncoder, PromptError};
+use crate::render::model_cache::ModelCache;
 use crate::render::guidance::uses_cfg;
 use crate::render::image_pipeline::{
     rgb_to_tensor, tensor_to_rgb, ImagePipelineError as SdError, StableDiffusion,
@@ -262,7 +266,163 @@ enum Pass {
     Frame,
 }
 
-/// The models of a render, loaded once and shared (with a detailer, for one).
+/// The weights of a render: the model stack and its ControlNets, without anything that
+/// depends on the job's prompt. Keyed by [`ModelKey`], so that jobs on the same models share
+/// them ([`crate::render::model_cache::ModelCache`]).
+pub struct ModelWeights {
+    pub sd: Arc<StableDiffusion>,
+    /// Distinct ControlNet models; `net_of[k]` is the model of `config.controlnets[k]`.
+    pub nets: Vec<Arc<ControlNetModel>>,
+    pub net_of: Vec<usize>,
+    /// Textual-inversion embeddings and clip skip: how prompts are encoded with these models.
+    embeddings: Arc<Vec<TextualInversion>>,
+    clip_skip: usize,
+}
+
+/// What decides the weights a config loads: the model stack and the ControlNet models in
+/// order (compared by value).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelKey {
+    pub models: ModelStackSpec,
+    pub controlnets: Vec<String>,
+}
+
+impl ModelKey {
+    pub fn of(config: &SdRenderConfig) -> Self {
+        Self {
+            models: config.models.clone(),
+            controlnets: config.controlnets.iter().map(|c| c.model.clone()).collect(),
+        }
+    }
+}
+
+/// Every model file of a config, found (hub ids through the Hugging Face cache, downloaded
+/// when online) but not read.
+struct ResolvedModels {
+    stack: StackWeights,
+    distinct: Vec<String>,
+    net_of: Vec<usize>,
+    net_parts: Vec<Part<ControlNetConfig>>,
+}
+
+impl ResolvedModels {
+    /// Problems of all models are reported together ([`SdRenderError::Models`]).
+    fn resolve(config: &SdRenderConfig, hub: &HubOptions) -> Result<Self, SdRenderError> {
+        let mut problems = Vec::new();
+        let stack = StackWeights::resolve(&config.models, hub)
+            .map_err(|e| problems.push(e))
+            .ok();
+        let mut distinct: Vec<String> = Vec::new();
+        let mut net_of = Vec::new();
+        for c in &config.controlnets {
+            let k = distinct
+                .iter()
+                .position(|m| *m == c.model)
+                .unwrap_or_else(|| {
+                    distinct.push(c.model.clone());
+                    distinct.len() - 1
+                });
+            net_of.push(k);
+        }
+        let base_unet = stack.as_ref().map(|s| &s.base_unet_weights);
+        let net_parts: Vec<_> = distinct
+            .iter()
+            .filter_map(|source| {
+                resolve_controlnet(source, None, base_unet, hub)
+                    .map_err(|e| problems.push(e))
+                    .ok()
+            })
+            .collect();
+        match stack {
+            Some(stack) if problems.is_empty() => Ok(Self {
+                stack,
+                distinct,
+                net_of,
+                net_parts,
+            }),
+            _ => Err(SdRenderError::Models(problems)),
+        }
+    }
+}
+
+impl ModelWeights {
+    /// Whether every model file of `config` can be found (downloading hub files when
+    /// online), without reading any weights: the list of what is missing, all at once.
+    pub fn check_available(config: &SdRenderConfig, hub: &HubOptions) -> Result<(), SdRenderError> {
+        ResolvedModels::resolve(config, hub).map(drop)
+    }
+
+    /// Resolve every model of `config` first, so that missing files of all models are
+    /// reported together; then read the weights.
+    pub fn load(config: &SdRenderConfig, hub: &HubOptions) -> Result<Self, SdRenderError> {
+        let device = Device::Cpu;
+        let resolved = ResolvedModels::resolve(config, hub)?;
+        let stack = resolved
+            .stack
+            .build(&device)
+            .map_err(|source| SdRenderError::Load {
+                what: config.models.base.clone(),
+                source: Box::new(source),
+            })?;
+        let sd = StableDiffusion::from_parts(
+            stack.unet,
+            stack.vae,
+            stack.text_encoder,
+            stack.tokenizer,
+            stack.scheduler_config,
+            &device,
+        );
+        let mut nets = Vec::with_capacity(resolved.distinct.len());
+        for (source, part) in resolved.distinct.iter().zip(resolved.net_parts) {
+            let net = ControlNetModel::load(part.weights.into_var_builder(&device), &part.config)
+                .map_err(|e| SdRenderError::Load {
+                    what: source.clone(),
+                    source: Box::new(e.into()),
+                })?;
+            nets.push(Arc::new(net));
+        }
+        Ok(Self {
+            sd: Arc::new(sd),
+            nets,
+            net_of: resolved.net_of,
+            embeddings: Arc::new(stack.embeddings),
+            clip_skip: stack.clip_skip,
+        })
+    }
+
+    /// The prompt and negative prompt of `config` (A1111 weighting, embeddings, clip skip).
+    pub fn encode_text(&self, config: &SdRenderConfig) -> Result<TextConditioning, SdRenderError> {
+        let sd = &self.sd;
+        let encoder = PromptEncoder::new(
+            &sd.tokenizer,
+            &sd.text_encoder,
+            &self.embeddings,
+            self.clip_skip,
+            sd.device(),
+        )?;
+        Ok(if uses_cfg(config.guidance_scale) {
+            let (cond, uncond) = encoder.encode_pair(&config.prompt, &config.negative_prompt)?;
+            TextConditioning {
+                cond,
+                uncond: Some(uncond),
+            }
+        } else {
+            TextConditioning {
+                cond: encoder.encode(&config.prompt)?,
+                uncond: None,
+            }
+        })
+    }
+
+    /// The UNet's channels per level: SD1.5 has `[320, 640, 1280, 1280]`; a few channels
+    /// mean a random test model.
+    pub fn unet_channels(&self) -> &[usize] {
+        &self.sd.unet.config().block_out_channels
+    }
+}
+
+/// The models of a render with the job's text conditioning, shared (with a detailer, for
+/// one). The weights may be shared with other jobs ([`ModelWeights`]).
 pub struct LoadedModels {
     pub sd: Arc<StableDiffusion>,
     /// Distinct ControlNet models; `net_of[k]` is the model of `config.controlnets[k]`.
@@ -273,88 +433,21 @@ pub struct LoadedModels {
 }
 
 impl LoadedModels {
-    /// Resolve every model of `config` first (hub ids go through the Hugging Face cache), so
-    /// that missing files of all models are reported together; then read the weights.
+    /// Load the weights of `config` (see [`ModelWeights::load`]) and encode its prompt.
     pub fn load(config: &SdRenderConfig, hub: &HubOptions) -> Result<Self, SdRenderError> {
-        let device = Device::Cpu;
-        let mut problems = Vec::new();
-        let stack = StackWeights::resolve(&config.models, hub)
-            .map_err(|e| problems.push(e))
-            .ok();
-        let mut distinct: Vec<&str> = Vec::new();
-        let mut net_of = Vec::new();
-        for c in &config.controlnets {
-            let k = distinct
-                .iter()
-                .position(|m| *m == c.model)
-                .unwrap_or_else(|| {
-                    distinct.push(&c.model);
-                    distinct.len() - 1
-                });
-            net_of.push(k);
-        }
-        let base_unet = stack.as_ref().map(|s| &s.base_unet_weights);
-        let net_parts: Vec<_> = distinct
-            .iter()
-            .map(|source| {
-                resolve_controlnet(source, None, base_unet, hub)
-                    .map_err(|e| problems.push(e))
-                    .ok()
-            })
-            .collect();
-        let Some(stack) = stack.filter(|_| problems.is_empty()) else {
-            return Err(SdRenderError::Models(problems));
-        };
+        Self::from_weights(&ModelWeights::load(config, hub)?, config)
+    }
 
-        let stack = stack.build(&device).map_err(|source| SdRenderError::Load {
-            what: config.models.base.clone(),
-            source: Box::new(source),
-        })?;
-        let text = {
-            let encoder = PromptEncoder::new(
-                &stack.tokenizer,
-                &stack.text_encoder,
-                &stack.embeddings,
-                stack.clip_skip,
-                &device,
-            )?;
-            if uses_cfg(config.guidance_scale) {
-                let (cond, uncond) =
-                    encoder.encode_pair(&config.prompt, &config.negative_prompt)?;
-                TextConditioning {
-                    cond,
-                    uncond: Some(uncond),
-                }
-            } else {
-                TextConditioning {
-                    cond: encoder.encode(&config.prompt)?,
-                    uncond: None,
-                }
-            }
-        };
-        let sd = StableDiffusion::from_parts(
-            stack.unet,
-            stack.vae,
-            stack.text_encoder,
-            stack.tokenizer,
-            stack.scheduler_config,
-            &device,
-        );
-        let mut nets = Vec::with_capacity(distinct.len());
-        for (source, part) in distinct.iter().zip(net_parts) {
-            let part = part.expect("every ControlNet resolved, or the load stopped above");
-            let net = ControlNetModel::load(part.weights.into_var_builder(&device), &part.config)
-                .map_err(|e| SdRenderError::Load {
-                what: source.to_string(),
-                source: Box::new(e.into()),
-            })?;
-            nets.push(Arc::new(net));
-        }
+    /// `config`'s prompt on weights loaded for an equal [`ModelKey`].
+    pub fn from_weights(
+        weights: &ModelWeights,
+        config: &SdRenderConfig,
+    ) -> Result<Self, SdRenderError> {
         Ok(Self {
-            sd: Arc::new(sd),
-            nets,
-            net_of,
-            text,
+            sd: weights.sd.clone(),
+            nets: weights.nets.clone(),
+            net_of: weights.net_of.clone(),
+            text: weights.encode_text(config)?,
         })
     }
 
@@ -379,24 +472,37 @@ impl LoadedModels {
 }
 
 /// Models loaded on first use, shared by everything that needs them (the renderer, a
-/// detailer): loading is skipped entirely when nothing asks.
+/// detailer): loading is skipped entirely when nothing asks. The weights come from a
+/// [`ModelCache`], so consecutive jobs on the same models load them once.
 pub struct SharedModels {
     config: SdRenderConfig,
     hub: HubOptions,
+    cache: Arc<ModelCache>,
     loaded: Mutex<Option<Arc<LoadedModels>>>,
 }
 
 impl SharedModels {
+    /// Models for one render, with a cache of their own.
     pub fn new(config: SdRenderConfig, hub: HubOptions) -> Self {
+        Self::with_cache(config, hub, Arc::new(ModelCache::new()))
+    }
+
+    /// Models whose weights come from (and stay in) `cache`.
+    pub fn with_cache(config: SdRenderConfig, hub: HubOptions, cache: Arc<ModelCache>) -> Self {
         Self {
             config,
             hub,
+            cache,
             loaded: Mutex::new(None),
         }
     }
 
     pub fn config(&self) -> &SdRenderConfig {
         &self.config
+    }
+
+    pub fn hub(&self) -> &HubOptions {
+        &self.hub
     }
 
     /// Whether the models are loaded already.
@@ -407,13 +513,20 @@ impl SharedModels {
             .is_some()
     }
 
+    /// Whether the weights are in the cache already (loaded by an earlier job), so that
+    /// [`Self::get`] only encodes the prompt.
+    pub fn weights_cached(&self) -> bool {
+        self.cache.holds(&ModelKey::of(&self.config))
+    }
+
     /// The models, loading them on the first call.
     pub fn get(&self) -> Result<Arc<LoadedModels>, SdRenderError> {
         let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(models) = loaded.as_ref() {
             return Ok(models.clone());
         }
-        let models = Arc::new(LoadedModels::load(&self.config, &self.hub)?);
+        let weights = self.cache.weights(&self.config, &self.hub)?;
+        let models = Arc::new(LoadedModels::from_weights(&weights, &self.config)?);
         *loaded = Some(models.clone());
         Ok(models)
     }
