@@ -180,7 +180,7 @@ fn missing_models_are_listed_together() {
     .unwrap();
     let out = dir.path().join("o.mp4");
     let result = render(&sample(), &preset, &out, &["--frames", "..2"]);
-    assert_error(&result, 1, &["model file(s) missing"]);
+    assert_error(&result, 2, &["model file(s) missing"]);
     let messages = stderr(&result);
     // The base model's files and the TemporalNet's, in one report.
     for needed in [

@@ -12,33 +12,29 @@
 //! relative path that only exists next to the preset file, from there (as `still` does), so
 //! `presets/smoke.yaml` finds the test models from any directory.
 
+pub mod job;
+mod offline;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 
+use self::job::{run_render_job, JobInterrupted, RenderJob, Reporting};
 use super::args::{FrameSelection, OutputTarget};
-use super::plan::{frame_range, read_options};
-use super::preprocess::models_dir;
+use super::plan::frame_range;
 use super::{load_preset, CliError};
 use crate::detail::{detailer_for_preset, FaceHandDetailer, StableDiffusionInpainter};
-use crate::models::loading::HubOptions;
-use crate::preprocess::cache::fingerprint_file;
 use crate::preset::ControlKind;
-use crate::preset::{Preset, PresetError, PresetOverrides};
-use crate::render::pipeline::{Pipeline, PipelineReport};
+use crate::preset::{Preset, PresetOverrides};
+use crate::render::model_cache::ModelCache;
+use crate::render::pipeline::PipelineReport;
 use crate::render::plan::Batch;
-use crate::render::plan::{plan_for_preset, BatchPlan};
-use crate::render::progress::{BarProgress, JsonProgress, ProgressReporter, SilentProgress};
-use crate::render::resume::{
-    default_work_dir, is_interrupted, Notifier, RendererFactory, ResumableRenderer, RunIdentity,
-    StopFlag, WorkDir, WORK_FORMAT,
-};
-use crate::render::sd_renderer::{
-    LoadedModels, SdRenderConfig, SdRenderError, SdRenderer, SharedModels, RENDERER_NAME,
-};
+use crate::render::plan::BatchPlan;
+use crate::render::progress::{BarProgress, JsonProgress};
+use crate::render::resume::{Notifier, RendererFactory, StopFlag, WorkDir};
+use crate::render::sd_renderer::{LoadedModels, SdRenderError, SdRenderer, SharedModels};
 use crate::render::stages::preprocessors::{build_preprocessors, PreprocessorOptions};
 use crate::render::stages::{Detailer, StageError};
 use crate::render::stages::{FrameSink, PreparedFrame, Preprocessor};
@@ -93,222 +89,50 @@ pub struct RenderArgs {
     pub json: bool,
 }
 
-/// How this run talks to the user.
-#[derive(Clone)]
-enum Reporting {
-    Quiet,
-    Bars(Arc<BarProgress>),
-    Json(Arc<JsonProgress>),
-}
-
-impl Reporting {
-    fn new(args: &RenderArgs) -> Self {
-        if args.json {
-            Reporting::Json(Arc::new(JsonProgress::new()))
-        } else if args.quiet {
-            Reporting::Quiet
-        } else {
-            Reporting::Bars(Arc::new(BarProgress::new()))
-        }
-    }
-
-    fn progress(&self) -> Arc<dyn ProgressReporter> {
-        match self {
-            Reporting::Quiet => Arc::new(SilentProgress),
-            Reporting::Bars(bars) => bars.clone(),
-            Reporting::Json(json) => json.clone(),
-        }
-    }
-
-    /// A human-readable note on stderr (stdout stays pure JSON with `--json`).
-    fn note(&self, text: &str) {
-        match self {
-            Reporting::Quiet => {}
-            Reporting::Bars(bars) => bars.println(text),
-            Reporting::Json(_) => eprintln!("{text}"),
-        }
-    }
-}
-
 pub fn run(args: RenderArgs) -> anyhow::Result<()> {
     let overrides = PresetOverrides { seed: args.seed };
     let preset = load_preset(&args.preset, &overrides)?;
-    let preset_dir = args
-        .preset
-        .is_file()
-        .then(|| args.preset.parent().map(Path::to_path_buf))
-        .flatten();
-    // Input first: a wrong input is the more fundamental mistake to report.
-    let options = read_options(&preset);
-    let (reader, clip_frames) = open_input(&args.input, &options, args.frames)?;
-    let info = reader.info().clone();
-    let target = OutputTarget::from_arg(&args.output);
-    check_output(&target, &args.input, args.force)?;
-    let plan = plan_for_preset(info.frame_count as usize, &preset)
-        .with_context(|| format!("planning batches for {}", args.preset.display()))?;
-    let size = preset.render_size(info.width, info.height);
-    let config = SdRenderConfig::from_preset(&preset, size, preset_dir.as_deref());
-    let anchor_index = preset.temporal.anchor.resolve(info.start_frame);
-    if config.needs_anchor() && anchor_index >= clip_frames {
-        return Err(PresetError::Invalid {
-            origin: args.preset.display().to_string(),
-            field: "temporal.anchor".into(),
-            message: format!(
-                "frame {anchor_index} is past the end of {} ({clip_frames} frames)",
-                args.input.display()
-            ),
-        }
-        .into());
-    }
-    let reporting = Reporting::new(&args);
-
-    let work_root = args
-        .work_dir
-        .clone()
-        .unwrap_or_else(|| default_work_dir(target.path()));
-    let run_identity = RunIdentity {
-        format: WORK_FORMAT,
-        renderer: format!("{RENDERER_NAME} rotoscope {}", env!("CARGO_PKG_VERSION")),
-        preset_fingerprint: preset.fingerprint(),
-        input: fingerprint_file(&args.input)?,
-        first_frame: info.start_frame,
-        frame_count: info.frame_count,
-        fps: info.fps.to_string(),
-        width: size.0,
-        height: size.1,
-        seed: preset.sampler.seed,
+    let job = RenderJob {
+        input: args.input,
+        preset,
+        preset_origin: args.preset.display().to_string(),
+        preset_dir: job::preset_dir(&args.preset),
+        output: args.output,
+        frames: args.frames,
+        work_dir: args.work_dir,
+        resume: !args.no_resume,
+        pose_json: args.pose_json,
+        force: args.force,
     };
-    // The work directory sits next to the output: where it cannot be made, the output cannot
-    // be written either.
-    let (work, opened) = WorkDir::open(&work_root, run_identity, &args.input, !args.no_resume)
-        .map_err(|e| CliError::OutputUnwritable {
-            path: work_root.clone(),
-            reason: format!("its work directory: {e}"),
-        })?;
-    if let Some(line) = opened.describe(&work_root) {
-        reporting.note(&line);
-    }
-    let rendered = (|| -> anyhow::Result<PipelineReport> {
-        // A resumed render replaces the frames its interrupted run already wrote to a PNG
-        // sequence (they come from the same work directory); anything else needs --force.
-        let resuming = opened.reusable > 0;
-        let sink = create_sink(&target, &args, &preset, &info, size, resuming)?;
-        let unfinished: Vec<_> = plan
-            .batches
-            .iter()
-            .filter(|b| !work.is_finished(b))
-            .map(|b| info.start_frame + b.start as u64..info.start_frame + b.end as u64)
-            .collect();
-
-        let stop = install_interrupt_handler();
-        let preprocess_options = PreprocessorOptions {
-            models_dir: models_dir(),
-            pose: preset.preprocess.pose.clone(),
-            softedge: preset.preprocess.softedge.clone(),
-            fps: info.fps.as_f64(),
-            pose_json: args.pose_json.clone(),
-            needed: Some(unfinished.clone()),
-            stop: stop.clone(),
-        };
-        let mut maps = config.required_maps();
-        // Face and hand detailing finds the regions in the pose keypoints.
-        if preset.detail.any_enabled() && !maps.contains(&ControlKind::Openpose) {
-            maps.push(ControlKind::Openpose);
-        }
-        // Finished batches need no maps; pose tracking still sees every frame (see
-        // `preprocessors`), so only a render with nothing left to render or detail skips
-        // preprocessing entirely.
-        let preprocessors = if unfinished.is_empty() && !preset.detail.any_enabled() {
-            Vec::new()
-        } else {
-            build_preprocessors(&maps, &preprocess_options)?
-        };
-
-        let notify: Notifier = {
-            let reporting = reporting.clone();
-            Arc::new(move |text: &str| reporting.note(text))
-        };
-        let notify_detail = notify.clone();
-        let shared = Arc::new(SharedModels::new(
-            config,
-            HubOptions::from_env(matches!(reporting, Reporting::Bars(_))),
-        ));
-        let factory = renderer_factory(
-            shared.clone(),
-            AnchorInput {
-                path: args.input.clone(),
-                options: options.clone(),
-                index: anchor_index,
-                first_frame: info.start_frame,
-                preprocess: PreprocessorOptions {
-                    needed: None,
-                    ..preprocess_options
-                },
-                maps,
-            },
-            notify.clone(),
-        );
-        let renderer =
-            ResumableRenderer::new(RENDERER_NAME, size, work.clone(), factory, stop, notify);
-        if let Reporting::Json(json) = &reporting {
-            json.emit(&start_event(
-                &args,
-                &preset,
-                &info,
-                &plan,
-                RENDERER_NAME,
-                size,
-            ));
-        }
-
-        let mut pipeline = Pipeline::new(Box::new(reader), Box::new(renderer), sink);
-        pipeline.preprocessors = preprocessors;
-        if preset.detail.any_enabled() {
-            pipeline.detailers.push(Box::new(SharedModelDetailer {
-                shared,
-                preset: preset.clone(),
-                fps: info.fps.as_f64(),
-                notify: notify_detail,
-                detailer: None,
-            }));
-        }
-        pipeline.blend = preset.batch.blend;
-        match pipeline.run(&plan, reporting.progress()) {
-            Ok(report) => Ok(report),
-            Err(err) if is_interrupted(&err) => {
-                let kept = plan.batches.iter().filter(|b| work.is_finished(b)).count();
-                // Printed even with --quiet: the user pressed Ctrl-C and must learn how to go on.
-                eprintln!(
-                    "interrupted: {kept} of {} batches are finished and kept in {}; run the \
-                     same command again to resume (--no-resume starts over)",
-                    plan.batches.len(),
-                    work.root().display()
-                );
-                std::process::exit(EXIT_INTERRUPTED);
-            }
-            Err(err) => Err(err).with_context(|| format!("rendering {}", args.input.display())),
-        }
-    })();
-    let report = match rendered {
-        Ok(report) => report,
+    let reporting = if args.json {
+        Reporting::json(Arc::new(JsonProgress::new()))
+    } else if args.quiet {
+        Reporting::quiet()
+    } else {
+        Reporting::bars(Arc::new(BarProgress::new()))
+    };
+    let stop = install_interrupt_handler();
+    let outcome = match run_render_job(&job, &Arc::new(ModelCache::new()), &reporting, &stop) {
+        Ok(outcome) => outcome,
         Err(err) => {
-            // Nothing worth resuming: leave no empty work directory behind.
-            if !plan.batches.iter().any(|b| work.is_finished(b)) {
-                let _ = work.remove();
+            if let Some(interrupted) = err.downcast_ref::<JobInterrupted>() {
+                // Printed even with --quiet: the user pressed Ctrl-C and must learn how to go on.
+                eprintln!("{interrupted}");
+                std::process::exit(EXIT_INTERRUPTED);
             }
             return Err(err);
         }
     };
-    work.remove()?;
-
-    match &reporting {
-        Reporting::Json(json) => json.emit(&done_event(&report, json.elapsed_secs())),
-        _ => reporting.note(&format!(
+    if reporting.json_out().is_some() {
+        job::emit_done(&reporting, &outcome);
+    } else {
+        let report = &outcome.report;
+        reporting.note(&format!(
             "wrote {}: {} in {:.1} s",
             report.output.path.display(),
             report.output.detail,
             report.wall_secs
-        )),
+        ));
     }
     Ok(())
 }
@@ -333,13 +157,15 @@ fn load_models(
         return shared.get();
     }
     let base = &shared.config().models.base;
-    notify(&format!("loading models: {base}"));
+    if shared.weights_cached() {
+        notify(&format!(
+            "models already loaded: {base} (shared with the previous job)"
+        ));
+    } else {
+        notify(&format!("loading models: {base}"));
+    }
     let models = shared.get()?;
-    if models
-        .unet_channels()
-        .first()
-        .is_some_and(|&c| c < TEST_MODEL_CHANNELS)
-    {
+    if job::is_test_model(models.unet_channels()) {
         notify(&format!(
             "note: {base} is a tiny test model with random weights (UNet channels {:?}): its \
              images are patterns from random weights, not a trained style",
@@ -545,8 +371,7 @@ fn check_output(target: &OutputTarget, input: &Path, force: bool) -> anyhow::Res
 
 fn create_sink(
     target: &OutputTarget,
-    args: &RenderArgs,
-    preset: &Preset,
+    job: &RenderJob,
     info: &VideoInfo,
     (width, height): (u32, u32),
     resuming: bool,
@@ -554,14 +379,14 @@ fn create_sink(
     Ok(match target {
         OutputTarget::Mp4(path) => {
             let mut settings = Mp4Settings::new(width, height, info.fps);
-            settings.crf = preset.output.crf as f32;
-            settings.preset = preset.output.encoder_preset.clone();
-            settings.overwrite = args.force;
+            settings.crf = job.preset.output.crf as f32;
+            settings.preset = job.preset.output.encoder_preset.clone();
+            settings.overwrite = job.force;
             if info.has_audio {
-                settings.audio_source = Some(args.input.clone());
+                settings.audio_source = Some(job.input.clone());
                 // With --frames, only the audio under the selected frames; otherwise the
                 // whole track, as long as it is.
-                if args.frames.is_some() {
+                if job.frames.is_some() {
                     let frames = info.start_frame..info.start_frame + info.frame_count;
                     settings.audio_range = Some(frames_to_seconds(&frames, info.fps));
                 }
@@ -569,7 +394,7 @@ fn create_sink(
             Box::new(Mp4Writer::create(path, settings)?)
         }
         OutputTarget::PngSequence(dir) => {
-            Box::new(PngSequenceWriter::create(dir, args.force || resuming)?)
+            Box::new(PngSequenceWriter::create(dir, job.force || resuming)?)
         }
     })
 }
@@ -596,17 +421,17 @@ struct StartEvent<'a> {
 }
 
 fn start_event<'a>(
-    args: &'a RenderArgs,
-    preset: &'a Preset,
+    job: &'a RenderJob,
     info: &VideoInfo,
     plan: &BatchPlan,
     renderer: &'a str,
     (width, height): (u32, u32),
 ) -> StartEvent<'a> {
+    let preset = &job.preset;
     StartEvent {
         event: "start",
-        input: &args.input,
-        output: &args.output,
+        input: &job.input,
+        output: &job.output,
         frames: info.frame_count,
         start_frame: info.start_frame,
         fps: info.fps.to_string(),
@@ -634,6 +459,9 @@ struct DoneEvent<'a> {
     /// Seconds each stage spent working (not waiting): the pipeline's overhead next to
     /// the render.
     stage_secs: StageSecs,
+    /// The models were tiny random test models (`presets/smoke.yaml`): the images are
+    /// patterns from random weights, not a trained style.
+    test_weights: bool,
 }
 
 #[derive(Serialize)]
@@ -644,7 +472,7 @@ struct StageSecs {
     encode: f64,
 }
 
-fn done_event(report: &PipelineReport, elapsed: f64) -> DoneEvent<'_> {
+fn done_event(report: &PipelineReport, elapsed: f64, test_weights: bool) -> DoneEvent<'_> {
     DoneEvent {
         event: "done",
         output: &report.output.path,
@@ -657,5 +485,6 @@ fn done_event(report: &PipelineReport, elapsed: f64) -> DoneEvent<'_> {
             render: report.render_secs,
             encode: report.encode_secs,
         },
+        test_weights,
     }
 }

@@ -30,10 +30,10 @@ use image::RgbImage;
 
 use crate::flow::{FlowParams, Plane};
 use crate::models::attention_hook::SelfAttentionHook;
-use crate::models::controlnet::ControlNetModel;
-use crate::models::loading::HubOptions;
 use crate::models::controlnet::ControlNetConfig;
+use crate::models::controlnet::ControlNetModel;
 use crate::models::embeddings::TextualInversion;
+use crate::models::loading::HubOptions;
 use crate::models::model_stack::{
     resolve_controlnet, ModelStackError, ModelStackSpec, Part, StackWeights,
 };
@@ -41,11 +41,11 @@ use crate::noise::TorchGenerator;
 use crate::preset::models_ext::locate;
 use crate::preset::{ControlKind, Preset};
 use crate::prompt::{PromptEncoder, PromptError};
-use crate::render::model_cache::ModelCache;
 use crate::render::guidance::uses_cfg;
 use crate::render::image_pipeline::{
     rgb_to_tensor, tensor_to_rgb, ImagePipelineError as SdError, StableDiffusion,
 };
+use crate::render::model_cache::ModelCache;
 use crate::render::plan::Batch;
 use crate::render::resume::{next_lead_in, ChainedRenderer, Interrupted, LeadIn, StopFlag};
 use crate::render::sampler::{denoise, ControlInput, DenoiseRequest, TextConditioning};
@@ -376,9 +376,9 @@ impl ModelWeights {
         for (source, part) in resolved.distinct.iter().zip(resolved.net_parts) {
             let net = ControlNetModel::load(part.weights.into_var_builder(&device), &part.config)
                 .map_err(|e| SdRenderError::Load {
-                    what: source.clone(),
-                    source: Box::new(e.into()),
-                })?;
+                what: source.clone(),
+                source: Box::new(e.into()),
+            })?;
             nets.push(Arc::new(net));
         }
         Ok(Self {
