@@ -576,7 +576,11 @@ fn parse_error(error: &serde_yaml_ng::Error, origin: &str) -> PresetError {
 
 /// serde_yaml_ng renders errors as `path.to.field: message at line L column C`; take that
 /// apart so the location can lead, as compilers print it.
-fn split_field_and_message(rendered: &str, line: usize, column: usize) -> (String, String) {
+pub(crate) fn split_field_and_message(
+    rendered: &str,
+    line: usize,
+    column: usize,
+) -> (String, String) {
     let suffix = format!(" at line {line} column {column}");
     let text = rendered.strip_suffix(&suffix).unwrap_or(rendered);
     if let Some((head, rest)) = text.split_once(": ") {

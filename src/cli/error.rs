@@ -4,7 +4,7 @@
 //! |---|---|
 //! | 0 | success |
 //! | 1 | the program failed (internal error, missing FFmpeg encoder, not yet available, ...) |
-//! | 2 | bad user input: missing / unreadable / invalid input file, bad preset, bad flag value, output exists without `--force`, unwritable output, model files missing (offline) |
+//! | 2 | bad user input: missing / unreadable / invalid input file, bad preset, bad flag value, output exists without `--force`, unwritable output, model files missing (offline), invalid jobs file |
 //!
 //! The binary prints one line, `error: <what>: <why>`, naming the file, field or frame.
 //! [`exit_code`] decides the code by looking through the error's chain for the library's
@@ -12,6 +12,7 @@
 
 use std::path::PathBuf;
 
+use super::batch::JobsFileError;
 use super::render::job::ModelsMissing;
 use crate::preset::PresetError;
 use crate::render::pipeline::PipelineError;
@@ -79,6 +80,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<PresetError>().is_some()
             || cause.downcast_ref::<PlanError>().is_some()
             || cause.downcast_ref::<ModelsMissing>().is_some()
+            || cause.downcast_ref::<JobsFileError>().is_some()
         {
             return EXIT_BAD_INPUT;
         }

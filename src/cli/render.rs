@@ -280,7 +280,7 @@ extern "C" fn on_interrupt(_signal: libc::c_int) {
 }
 
 /// Make Ctrl-C (SIGINT) ask the render to stop between frames instead of killing it.
-fn install_interrupt_handler() -> StopFlag {
+pub(crate) fn install_interrupt_handler() -> StopFlag {
     let stop = STOP.get_or_init(StopFlag::new).clone();
     // SAFETY: an all-zero sigaction is a valid value to fill in; the handler only touches
     // an atomic flag and async-signal-safe calls.
