@@ -222,9 +222,13 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
         );
         result.secs = round_ms(job_started.elapsed().as_secs_f64());
         match outcome {
-            Ok(JobRun::Skipped { frames }) => {
+            Ok(JobRun::Skipped {
+                frames,
+                test_weights,
+            }) => {
                 result.status = JobStatus::Skipped;
                 result.frames = Some(frames);
+                result.test_weights = test_weights;
                 view.note(&format!(
                     "job {number}/{}: {}: skipped, {} is up to date",
                     jobs.len(),
@@ -317,6 +321,7 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
 enum JobRun {
     Skipped {
         frames: u64,
+        test_weights: bool,
     },
     Done {
         frames: u64,
@@ -362,6 +367,7 @@ fn run_job(
         Decision::Skip(done) => {
             return Ok(JobRun::Skipped {
                 frames: done.frames,
+                test_weights: done.test_weights,
             })
         }
         Decision::Foreign => anyhow::bail!(
@@ -398,7 +404,13 @@ fn run_job(
         report.output.detail,
         report.wall_secs
     ));
-    state.record(&spec.output, &spec.name, &key, report.frames)?;
+    state.record(
+        &spec.output,
+        &spec.name,
+        &key,
+        report.frames,
+        outcome.test_weights,
+    )?;
     Ok(JobRun::Done {
         frames: report.frames,
         resumed_batches: outcome.reused_batches,

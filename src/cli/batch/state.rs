@@ -83,6 +83,9 @@ pub struct FinishedJob {
     pub key: String,
     pub stamp: OutputStamp,
     pub frames: u64,
+    /// Rendered with tiny random test models.
+    #[serde(default)]
+    pub test_weights: bool,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -181,6 +184,7 @@ impl BatchState {
         name: &str,
         key: &str,
         frames: u64,
+        test_weights: bool,
     ) -> Result<(), StateError> {
         if let Some(stamp) = OutputStamp::of(output) {
             self.file.outputs.insert(
@@ -190,6 +194,7 @@ impl BatchState {
                     key: key.to_string(),
                     stamp,
                     frames,
+                    test_weights,
                 },
             );
         }
@@ -229,7 +234,7 @@ mod tests {
             Decision::Render { overwrite: false }
         );
         std::fs::write(&out, b"video").unwrap();
-        state.record(&out, "a", &key, 3).unwrap();
+        state.record(&out, "a", &key, 3, false).unwrap();
 
         let state = BatchState::load(&state_file).unwrap();
         match state.decide(&out, &key, false) {
