@@ -242,10 +242,7 @@ fn bad_flag_values() {
 }
 
 #[test]
-fn later_subcommands_say_they_are_not_available_yet() {
-    let cases: [&[&str]; 1] = [&["batch", "jobs.yaml"]];
-    for args in cases {
-        let out = rotoscope(args);
-        assert_error(&out, 1, &["not yet available in this build", args[0]]);
-    }
+fn batch_names_a_missing_jobs_file() {
+    let out = rotoscope(["batch", "no-such-jobs.yaml"]);
+    assert_error(&out, 2, &["no-such-jobs.yaml", "cannot read the jobs file"]);
 }

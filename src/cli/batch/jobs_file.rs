@@ -291,7 +291,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.starts_with("jobs.yaml:2:5: jobs[0]: unknown field `sed`"),
+            err.starts_with("jobs.yaml:5:5: jobs[0]: unknown field `sed`"),
             "{err}"
         );
 
