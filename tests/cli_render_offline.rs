@@ -3,6 +3,8 @@
 //! preprocessing with the real packaged pose / soft-edge weights, keeps it, and stops with
 //! exit code 2 and the exact list of missing model files and how to get them.
 
+#[path = "video_common/mod.rs"]
+mod cli_media;
 #[path = "render_common/mod.rs"]
 mod render_common;
 
@@ -141,4 +143,62 @@ fn offline_main_command_preprocesses_then_lists_the_missing_model_files() {
     let again = main_command(&output, &hf_home);
     assert_eq!(again.status.code(), Some(2));
     assert_eq!(modified(&cache.join("softedge_000001.png")), stamp);
+}
+
+/// The maps kept by a run that stopped for missing models are used once the models are there.
+#[test]
+fn kept_maps_are_used_when_the_models_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("not-yet-downloaded");
+    std::fs::create_dir(&empty).unwrap();
+    let models = repo_path("tests/fixtures/pipeline");
+    let preset = dir.path().join("tiny.yaml");
+    let write_preset = |base: &Path| {
+        std::fs::write(
+            &preset,
+            format!(
+                "model: {{base: {}}}\nprompt: x\nresolution: {{width: 64, height: 64}}\n\
+                 sampler: {{steps: 2}}\noutput: {{encoder_preset: ultrafast}}\n\
+                 controlnets:\n  - {{type: openpose, model: {}}}\n",
+                base.display(),
+                models.join("controlnet_a").display()
+            ),
+        )
+        .unwrap()
+    };
+    let output = dir.path().join("o.mp4");
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_rotoscope"))
+            .arg("render")
+            .arg(repo_path("samples/astronaut.mp4"))
+            .arg("-p")
+            .arg(&preset)
+            .arg("-o")
+            .arg(&output)
+            .args(["--frames", "0..4"])
+            .env("ROTOSCOPE_MODELS", models_dir())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run rotoscope")
+    };
+
+    write_preset(&empty);
+    let first = run();
+    let err = String::from_utf8_lossy(&first.stderr).into_owned();
+    assert_eq!(first.status.code(), Some(2), "{err}");
+    assert!(err.contains("model file(s) missing for"), "{err}");
+    let kept = dir.path().join("o.mp4.work/preprocess");
+    assert!(kept.join("pose_000003_keypoints.json").is_file(), "{err}");
+
+    write_preset(&models);
+    let second = run();
+    let err = String::from_utf8_lossy(&second.stderr).into_owned();
+    assert_eq!(second.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("using the pose / soft-edge maps kept in"),
+        "{err}"
+    );
+    assert_eq!(cli_media::ffprobe_frame_count(&output), 4);
+    // The work directory, kept maps included, goes once the output is complete.
+    assert!(!dir.path().join("o.mp4.work").exists());
 }

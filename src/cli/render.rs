@@ -13,7 +13,7 @@
 //! `presets/smoke.yaml` finds the test models from any directory.
 
 pub mod job;
-mod offline;
+mod map_cache;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};

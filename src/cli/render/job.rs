@@ -6,15 +6,15 @@
 //! model file is there (hub ids are downloaded now when online). When files are missing
 //! (offline, nothing in the Hugging Face cache), the job still runs the preprocessing with
 //! the packaged pose / soft-edge weights into `<work dir>/preprocess/` (the `rotoscope
-//! preprocess` layout and cache, kept for the next run) and then stops with the list of
-//! missing files and how to get them ([`ModelsMissing`], exit code 2).
+//! preprocess` layout and cache; the next run of the job takes the maps from there) and then
+//! stops with the list of missing files and how to get them ([`ModelsMissing`], exit code 2).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
 
-use super::offline::{preprocess_into_cache, PREPROCESS_CACHE_DIR};
+use super::map_cache::{cached_preprocessors, preprocess_into_cache, PREPROCESS_CACHE_DIR};
 use super::{
     check_output, create_sink, done_event, open_input, renderer_factory, start_event, AnchorInput,
     SharedModelDetailer, TEST_MODEL_CHANNELS,
@@ -177,8 +177,7 @@ impl std::fmt::Display for ModelsMissing {
             writeln!(
                 f,
                 "Preprocessing ran anyway: the pose / soft-edge maps of {} frame(s) are kept in \
-                 {} (as `rotoscope preprocess` writes them; running this command again skips \
-                 them, and `--pose-json` can read the poses).",
+                 {} (as `rotoscope preprocess` writes them) and used by the next run.",
                 self.preprocessed,
                 self.cache_dir.display()
             )?;
@@ -291,35 +290,58 @@ pub fn run_render_job(
         }
         let needs_models = !unfinished.is_empty() || preset.detail.any_enabled();
 
+        // Before the models are checked: an output that must not be written is the first
+        // thing to report.
+        let sink = create_sink(&target, job, &info, size, resuming)?;
+        // Maps kept by an earlier run that stopped for missing models are used, not redone.
+        let kept_maps = work_root.join(PREPROCESS_CACHE_DIR);
+        let kept = |maps: &[ControlKind]| {
+            cached_preprocessors(maps, &preprocess_options, &input_fingerprint, &kept_maps)
+        };
+
         // Every model file there (or downloaded) before the long work starts; if not, do the
         // preprocessing that needs no SD weights, keep it, and say what is missing.
         if needs_models && !shared.weights_cached() {
             if let Err(missing) = ModelWeights::check_available(shared.config(), shared.hub()) {
-                let cache_dir = work_root.join(PREPROCESS_CACHE_DIR);
                 let preprocessed = preprocess_into_cache(
                     reader,
-                    &maps,
-                    &preprocess_options,
-                    &input_fingerprint,
-                    &cache_dir,
+                    kept(&maps)?,
                     reporting.progress().as_ref(),
-                )?;
+                    stop,
+                )
+                .map_err(|err| {
+                    if stop.is_requested() {
+                        JobInterrupted {
+                            kept: 0,
+                            total: plan.batches.len(),
+                            work_dir: work_root.clone(),
+                        }
+                        .into()
+                    } else {
+                        err
+                    }
+                })?;
                 return Err(ModelsMissing {
                     missing,
                     preprocessed,
-                    cache_dir,
+                    cache_dir: kept_maps.clone(),
                     preset: job.preset_origin.clone(),
                 }
                 .into());
             }
         }
 
-        let sink = create_sink(&target, job, &info, size, resuming)?;
         // Finished batches need no maps; pose tracking still sees every frame (see
         // `preprocessors`), so only a render with nothing left to render or detail skips
         // preprocessing entirely.
         let preprocessors = if !needs_models {
             Vec::new()
+        } else if kept_maps.is_dir() {
+            reporting.note(&format!(
+                "using the pose / soft-edge maps kept in {}",
+                kept_maps.display()
+            ));
+            kept(&maps)?
         } else {
             build_preprocessors(&maps, &preprocess_options)?
         };
@@ -338,7 +360,7 @@ pub fn run_render_job(
                 first_frame: info.start_frame,
                 preprocess: PreprocessorOptions {
                     needed: None,
-                    ..preprocess_options
+                    ..preprocess_options.clone()
                 },
                 maps,
             },
