@@ -274,3 +274,99 @@ fn jobs_file_errors_give_file_line_and_column() {
     assert_error(&out, 1, &["1 of 1 jobs failed: odd"]);
     assert!(stderr(&out).contains("no-such-preset"), "{}", stderr(&out));
 }
+
+/// Finished batches in a work directory.
+fn finished_batches(work: &Path) -> usize {
+    std::fs::read_dir(work)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.starts_with("batch_")
+                        && !name.ends_with(".partial")
+                        && e.path().join("manifest.json").is_file()
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn an_interrupted_job_resumes_from_its_last_finished_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(sample(), dir.path().join("clip.mp4")).unwrap();
+    tiny_preset(dir.path());
+    let jobs = dir.path().join("jobs.yaml");
+    std::fs::write(
+        &jobs,
+        "defaults: {preset: tiny.yaml}\njobs:\n\
+         \x20 - {name: long, input: clip.mp4, output: out/long.mp4, frames: '0..48'}\n\
+         \x20 - {name: after, input: clip.mp4, output: out/after.mp4, frames: '0..4'}\n",
+    )
+    .unwrap();
+    let work = dir.path().join("out/long.mp4.work");
+    let log = dir.path().join("first.log");
+    let report_file = dir.path().join("first.json");
+    let mut child = std::process::Command::new(bin())
+        .arg("batch")
+        .arg(&jobs)
+        .arg("--json")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&report_file).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "batch ended ({status}) before a batch was finished: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        if finished_batches(&work) >= 1 {
+            // SAFETY: signalling our own child process, which has not been waited for.
+            assert_eq!(
+                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
+                0
+            );
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 300, "render too slow");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let status = child.wait().unwrap();
+    let messages = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(130), "{messages}");
+    assert!(messages.contains("job long: interrupted"), "{messages}");
+    let text = std::fs::read_to_string(&report_file).unwrap();
+    let report: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        statuses(&report),
+        [
+            ("long".into(), "interrupted".into()),
+            ("after".into(), "not_run".into())
+        ]
+    );
+    let kept = finished_batches(&work);
+    assert!(kept >= 1);
+    assert!(!dir.path().join("out/long.mp4").exists());
+
+    let again = batch(&jobs, &["--json"]);
+    assert_ok(&again);
+    let report = final_report(&again);
+    assert_eq!(
+        statuses(&report),
+        [
+            ("long".into(), "done".into()),
+            ("after".into(), "done".into())
+        ]
+    );
+    assert_eq!(
+        report["jobs"][0]["resumed_batches"], kept as u64,
+        "{report}"
+    );
+    assert_eq!(ffprobe_frame_count(&dir.path().join("out/long.mp4")), 48);
+    assert!(!work.exists());
+}

@@ -11,6 +11,10 @@
 //! Model entries of the preset are used as given (hub ids, existing paths) or, for a
 //! relative path that only exists next to the preset file, from there (as `still` does), so
 //! `presets/smoke.yaml` finds the test models from any directory.
+//!
+//! The work itself is a [`job::RenderJob`] run by [`job::run_render_job`], shared with
+//! `rotoscope batch`; it also decides what happens when model files are missing (offline:
+//! preprocess, keep the maps, list the missing files, exit 2).
 
 pub mod job;
 mod map_cache;
