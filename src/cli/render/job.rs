@@ -166,6 +166,8 @@ pub struct ModelsMissing {
     pub missing: SdRenderError,
     /// Frames whose pose / soft-edge maps are in `cache_dir` (0: the preset needs none).
     pub preprocessed: u64,
+    /// Why the preprocessing could not run either (its weights are missing, ...).
+    pub preprocess_problem: Option<String>,
     pub cache_dir: PathBuf,
     pub preset: String,
 }
@@ -181,6 +183,9 @@ impl std::fmt::Display for ModelsMissing {
                 self.preprocessed,
                 self.cache_dir.display()
             )?;
+        }
+        if let Some(problem) = &self.preprocess_problem {
+            writeln!(f, "The preprocessing could not run either: {problem}")?;
         }
         write!(
             f,
@@ -303,27 +308,35 @@ pub fn run_render_job(
         // preprocessing that needs no SD weights, keep it, and say what is missing.
         if needs_models && !shared.weights_cached() {
             if let Err(missing) = ModelWeights::check_available(shared.config(), shared.hub()) {
-                let preprocessed = preprocess_into_cache(
-                    reader,
-                    kept(&maps)?,
-                    reporting.progress().as_ref(),
-                    stop,
-                )
-                .map_err(|err| {
-                    if stop.is_requested() {
-                        JobInterrupted {
-                            kept: 0,
-                            total: plan.batches.len(),
-                            work_dir: work_root.clone(),
-                        }
-                        .into()
-                    } else {
-                        err
-                    }
-                })?;
+                // Without the preprocessor weights too, the missing SD files still lead.
+                let (preprocessed, preprocess_problem) = match kept(&maps) {
+                    Ok(preprocessors) => (
+                        preprocess_into_cache(
+                            reader,
+                            preprocessors,
+                            reporting.progress().as_ref(),
+                            stop,
+                        )
+                        .map_err(|err| {
+                            if stop.is_requested() {
+                                JobInterrupted {
+                                    kept: 0,
+                                    total: plan.batches.len(),
+                                    work_dir: work_root.clone(),
+                                }
+                                .into()
+                            } else {
+                                err
+                            }
+                        })?,
+                        None,
+                    ),
+                    Err(err) => (0, Some(format!("{err:#}"))),
+                };
                 return Err(ModelsMissing {
                     missing,
                     preprocessed,
+                    preprocess_problem,
                     cache_dir: kept_maps.clone(),
                     preset: job.preset_origin.clone(),
                 }
