@@ -58,7 +58,7 @@ impl BatchBars {
     }
 
     pub fn finish(&self) {
-        self.jobs.finish();
+        self.jobs.finish_and_clear();
         for bar in &self.stages {
             bar.finish_and_clear();
         }
