@@ -201,8 +201,8 @@ impl Scheduler for DdimScheduler {
         i: usize,
     ) -> Result<Tensor, SchedulerError> {
         check_index(i, self.timesteps.len())?;
-        let alpha = self.schedule.alphas_cumprod[self.all_timesteps[self.begin + i] as usize];
-        Ok(((original * alpha.sqrt() as f64)? + (noise * (1.0 - alpha).sqrt() as f64)?)?)
+        let t = self.all_timesteps[self.begin + i] as usize;
+        Ok(self.schedule.add_noise(original, noise, t)?)
     }
 }
 
