@@ -220,3 +220,30 @@ pub fn make_vfr_clip(path: &Path) {
         path.to_str().unwrap(),
     ]);
 }
+
+/// A 512² H.264 clip of `frames` frames at 25 fps (`testsrc2`) with an AAC sine tone: the
+/// input of the flat-memory tests.
+pub fn make_test_clip(path: &Path, frames: u32) {
+    let seconds = format!("{}", frames as f64 / 25.0);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=512x512:rate=25",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=300:sample_rate=44100",
+        "-t",
+        &seconds,
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        path.to_str().unwrap(),
+    ]);
+}
