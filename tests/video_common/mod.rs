@@ -247,3 +247,38 @@ pub fn make_test_clip(path: &Path, frames: u32) {
         path.to_str().unwrap(),
     ]);
 }
+
+/// `dir/NAME`: a Matroska file whose video track has no frames left (1 s of video, 3 s of
+/// audio, then everything before 2 s dropped by a stream copy).
+pub fn make_frameless_clip(dir: &Path, name: &str) -> PathBuf {
+    let av = dir.join(format!("{name}.full.mkv"));
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=64x48:rate=10:duration=1",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=duration=3",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "pcm_s16le",
+        av.to_str().unwrap(),
+    ]);
+    let empty = dir.join(name);
+    ffmpeg(&[
+        "-i",
+        av.to_str().unwrap(),
+        "-ss",
+        "2",
+        "-c",
+        "copy",
+        empty.to_str().unwrap(),
+    ]);
+    std::fs::remove_file(&av).unwrap();
+    empty
+}
