@@ -162,9 +162,10 @@ const CONTROLNET_STEP_FRACTION: f64 = 0.45;
 /// Self-attention's share of a UNet step at 512² (torch: ~0.43 s of 7.4 s), the part that
 /// cross-frame attention makes longer.
 const SELF_ATTENTION_STEP_FRACTION: f64 = 0.06;
-/// Dense optical flow between two 512² frames (`cargo bench --bench flow`), needed by
-/// `flow_init` and by a warped TemporalNet.
-const FLOW_SECS_AT_512: f64 = 0.35;
+/// One dense optical flow between two 512² frames (`cargo bench --bench flow`: median
+/// 76 ms). A warped TemporalNet needs the flow to the previous frame; `flow_init` also the
+/// reverse one, for its occlusion check.
+const FLOW_SECS_AT_512: f64 = 0.08;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Estimate {
@@ -271,9 +272,14 @@ pub fn estimate(plan: &BatchPlan, preset: &Preset, width: u32, height: u32) -> E
         seconds_per_frame += VAE_ENCODE_SECS_AT_512 * pixel_ratio;
     }
     let warped_temporalnet = temporal.temporalnet.enabled && temporal.temporalnet.warp;
-    if temporal.flow_init.enabled || warped_temporalnet {
-        seconds_per_frame += FLOW_SECS_AT_512 * pixel_ratio;
-    }
+    let flows = if temporal.flow_init.enabled {
+        2.0
+    } else if warped_temporalnet {
+        1.0
+    } else {
+        0.0
+    };
+    seconds_per_frame += flows * FLOW_SECS_AT_512 * pixel_ratio;
     let rendered_frames = plan.rendered_frames();
     let (weights_bytes, batch_buffers_bytes, activations_bytes, attention_cache_bytes) = (
         weights as u64,
@@ -479,11 +485,11 @@ mod tests {
         let per_step = sd15_reference_bytes_per_step(64, 64, 2, 1024) as u64;
         assert_eq!(t.attention_cache_bytes, 2 * 20 * per_step);
         assert!(t.attention_cache_bytes > 2_000_000_000);
-        // flow_init at 0.5: 10 steps (+ VAE encode, flow), each with two ControlNets and
+        // flow_init at 0.5: 10 steps (+ VAE encode, flow both ways), each with two ControlNets and
         // longer attention; cheaper than 20 plain steps.
         let unet = 7.4;
         let extra = 0.06 * sd15_extra_attention_fraction(64, 64, 2, 1024);
-        let expected = 10.0 * unet * (1.0 + extra) + 20.0 * unet * 0.45 + 11.0 + 5.5 + 0.35;
+        let expected = 10.0 * unet * (1.0 + extra) + 20.0 * unet * 0.45 + 11.0 + 5.5 + 2.0 * 0.08;
         assert!(
             (t.seconds_per_frame - expected).abs() < 1e-9,
             "{}",
