@@ -6,7 +6,7 @@ mod cli_common;
 use std::ffi::OsStr;
 use std::path::Path;
 
-use cli_common::media::ffmpeg;
+use cli_common::media::{ffmpeg, make_frameless_clip};
 use cli_common::*;
 
 /// `rotoscope render INPUT -p PRESET -o OUTPUT EXTRA...`
@@ -69,34 +69,7 @@ fn input_with_zero_video_frames() {
     assert_error(&out, 2, &["audio.mp4", "no video stream"]);
 
     // A video track whose frames were all cut away.
-    let av = dir.path().join("av.mkv");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc=size=64x48:rate=10:duration=1",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=duration=3",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-c:a",
-        "pcm_s16le",
-        av.to_str().unwrap(),
-    ]);
-    let empty = dir.path().join("empty.mkv");
-    ffmpeg(&[
-        "-i",
-        av.to_str().unwrap(),
-        "-ss",
-        "2",
-        "-c",
-        "copy",
-        empty.to_str().unwrap(),
-    ]);
+    let empty = make_frameless_clip(dir.path(), "empty.mkv");
     let out = render(&empty, "anime".as_ref(), &dir.path().join("o.mp4"), &[]);
     assert_error(&out, 2, &["empty.mkv", "no frames"]);
     assert_no_output(dir.path(), "o");

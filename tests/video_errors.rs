@@ -114,35 +114,7 @@ fn audio_only_files_have_no_video_stream() {
 #[test]
 fn video_stream_without_frames() {
     let dir = tempfile::tempdir().unwrap();
-    let av = dir.path().join("av.mkv");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc=size=64x48:rate=10:duration=1",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=duration=3",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-c:a",
-        "pcm_s16le",
-        av.to_str().unwrap(),
-    ]);
-    // Dropping everything before 2 s keeps the video track but none of its frames.
-    let zero = dir.path().join("zero.mkv");
-    ffmpeg(&[
-        "-i",
-        av.to_str().unwrap(),
-        "-ss",
-        "2",
-        "-c",
-        "copy",
-        zero.to_str().unwrap(),
-    ]);
+    let zero = make_frameless_clip(dir.path(), "zero.mkv");
     let err = open_err(&zero);
     assert!(matches!(err, VideoError::ZeroFrames { .. }), "{err}");
 }

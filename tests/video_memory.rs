@@ -45,29 +45,7 @@ fn pass_through(input: &Path, output: &Path, frames: u64) -> u64 {
 fn peak_memory_does_not_grow_with_length() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("long.mp4");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=512x512:rate=25",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=300",
-        "-t",
-        "80",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-pix_fmt",
-        "yuv420p",
-        "-c:a",
-        "aac",
-        "-b:a",
-        "64k",
-        input.to_str().unwrap(),
-    ]);
+    make_test_clip(&input, 2000);
 
     // Warm-up so one-time allocations (codec tables, thread pools) are not counted.
     pass_through(&input, &dir.path().join("warm.mp4"), 10);

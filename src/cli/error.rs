@@ -17,6 +17,7 @@ use super::render::job::ModelsMissing;
 use crate::preset::PresetError;
 use crate::render::pipeline::PipelineError;
 use crate::render::plan::PlanError;
+use crate::render::temporal::anchor::AnchorError;
 use crate::video::VideoError;
 
 pub const EXIT_FAILURE: u8 = 1;
@@ -74,20 +75,28 @@ pub fn video_error_is_bad_input(err: &VideoError) -> bool {
 /// whose type decides wins; an error no known type claims is a failure (1).
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
-        if let Some(e) = cause.downcast_ref::<CliError>() {
+        if let Some(e) = downcast::<CliError>(cause) {
             return code(e.is_bad_input());
         }
-        if cause.downcast_ref::<PresetError>().is_some()
-            || cause.downcast_ref::<PlanError>().is_some()
-            || cause.downcast_ref::<ModelsMissing>().is_some()
-            || cause.downcast_ref::<JobsFileError>().is_some()
+        if downcast::<PresetError>(cause).is_some()
+            || downcast::<PlanError>(cause).is_some()
+            || downcast::<ModelsMissing>(cause).is_some()
+            || downcast::<JobsFileError>(cause).is_some()
         {
             return EXIT_BAD_INPUT;
         }
-        if let Some(e) = cause.downcast_ref::<VideoError>() {
+        if let Some(e) = downcast::<VideoError>(cause) {
             return code(video_error_is_bad_input(e));
         }
-        if let Some(e) = cause.downcast_ref::<PipelineError>() {
+        if let Some(e) = downcast::<AnchorError>(cause) {
+            match e {
+                // `temporal.anchor: N` past the clip's end.
+                AnchorError::Missing { .. } => return EXIT_BAD_INPUT,
+                // The video's or preprocessor's own error (next in the chain) decides.
+                AnchorError::Video { .. } | AnchorError::Preprocess { .. } => continue,
+            }
+        }
+        if let Some(e) = downcast::<PipelineError>(cause) {
             match e {
                 // An input with fewer frames than it declares, or none at all.
                 PipelineError::InputEndedEarly { .. } | PipelineError::NoFrames => {
@@ -105,6 +114,16 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         }
     }
     EXIT_FAILURE
+}
+
+/// `cause` as a `T`, also when it is a `Box<T>`: a `#[source] Box<T>` field shows up in the
+/// chain as the box itself (it implements `Error`), which `downcast_ref::<T>` does not see.
+fn downcast<'a, T: std::error::Error + 'static>(
+    cause: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    cause
+        .downcast_ref::<T>()
+        .or_else(|| cause.downcast_ref::<Box<T>>().map(|boxed| &**boxed))
 }
 
 fn code(bad_input: bool) -> u8 {
@@ -153,6 +172,45 @@ mod tests {
             path: "o.mp4".into(),
         });
         assert_eq!(exit_code(&err), 2);
+    }
+
+    #[test]
+    fn anchor_frame_errors_follow_their_cause() {
+        let in_render = |anchor: AnchorError| {
+            anyhow::Error::new(PipelineError::Render {
+                renderer: "sd15".into(),
+                batch: 0,
+                start: 0,
+                end: 8,
+                source: Box::new(anchor),
+            })
+            .context("rendering in.mp4")
+        };
+        let undecodable = AnchorError::Video {
+            path: "in.mp4".into(),
+            index: 40,
+            source: Box::new(VideoError::DecodeFailed {
+                path: "in.mp4".into(),
+                frame: 40,
+                source: ffmpeg_next::Error::InvalidData,
+            }),
+        };
+        assert_eq!(exit_code(&in_render(undecodable)), 2);
+        let past_the_end = AnchorError::Missing {
+            path: "in.mp4".into(),
+            index: 400,
+        };
+        assert_eq!(exit_code(&in_render(past_the_end)), 2);
+        let io_failure = AnchorError::Video {
+            path: "in.mp4".into(),
+            index: 0,
+            source: Box::new(VideoError::Io {
+                path: "in.mp4".into(),
+                context: "reading".into(),
+                source: std::io::Error::other("disk"),
+            }),
+        };
+        assert_eq!(exit_code(&in_render(io_failure)), 1);
     }
 
     #[test]

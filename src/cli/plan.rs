@@ -155,6 +155,7 @@ fn describe(
             controls.join(", ")
         }
     );
+    let _ = writeln!(s, "temporal  {}", temporal_options(preset));
     let _ = writeln!(
         s,
         "batches   {} (at most {} frames, {} shared with the next)",
@@ -192,13 +193,22 @@ fn describe(
         estimate.rendered_frames,
         estimate.rendered_frames - plan.total_frames
     );
+    let attention_cache = if estimate.attention_cache_bytes > 0 {
+        format!(
+            ", cross-frame attention cache {}",
+            gigabytes(estimate.attention_cache_bytes)
+        )
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         s,
-        "  peak memory      ~{} (weights {}, batch frames {}, activations {})",
+        "  peak memory      ~{} (weights {}, batch frames {}, activations {}{})",
         gigabytes(estimate.peak_memory_bytes),
         gigabytes(estimate.weights_bytes),
         gigabytes(estimate.batch_buffers_bytes),
-        gigabytes(estimate.activations_bytes)
+        gigabytes(estimate.activations_bytes),
+        attention_cache
     );
     let _ = writeln!(
         s,
@@ -207,6 +217,34 @@ fn describe(
         estimate.seconds_per_frame
     );
     s
+}
+
+/// The temporal options the preset switches on, e.g. `temporalnet (warped), flow_init 0.75`.
+fn temporal_options(preset: &Preset) -> String {
+    let t = &preset.temporal;
+    let mut options = Vec::new();
+    if t.temporalnet.enabled {
+        options.push(format!(
+            "temporalnet{}",
+            if t.temporalnet.warp { " (warped)" } else { "" }
+        ));
+    }
+    let cross = &t.cross_frame_attention;
+    if cross.active() {
+        let refs: Vec<&str> = [(cross.anchor, "anchor"), (cross.previous, "previous")]
+            .iter()
+            .filter_map(|&(on, name)| on.then_some(name))
+            .collect();
+        options.push(format!("cross-frame attention ({})", refs.join(" + ")));
+    }
+    if t.flow_init.enabled {
+        options.push(format!("flow_init {}", t.flow_init.strength));
+    }
+    if options.is_empty() {
+        "none (every frame on its own, same seed)".to_string()
+    } else {
+        options.join(", ")
+    }
 }
 
 fn gigabytes(bytes: u64) -> String {

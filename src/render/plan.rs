@@ -9,6 +9,9 @@ use std::ops::Range;
 use serde::Serialize;
 
 use crate::preset::{Preset, MAX_BATCH_FRAMES};
+use crate::render::temporal::cross_frame::{
+    sd15_extra_attention_fraction, sd15_reference_bytes_per_step,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
@@ -156,6 +159,13 @@ const VAE_DECODE_SECS_AT_512: f64 = 11.0;
 const VAE_ENCODE_SECS_AT_512: f64 = 5.5;
 /// A ControlNet is the UNet's encoder and middle block: about 45 % of a UNet step.
 const CONTROLNET_STEP_FRACTION: f64 = 0.45;
+/// Self-attention's share of a UNet step at 512² (torch: ~0.43 s of 7.4 s), the part that
+/// cross-frame attention makes longer.
+const SELF_ATTENTION_STEP_FRACTION: f64 = 0.06;
+/// One dense optical flow between two 512² frames (`cargo bench --bench flow`: median
+/// 76 ms). A warped TemporalNet needs the flow to the previous frame; `flow_init` also the
+/// reverse one, for its occlusion check.
+const FLOW_SECS_AT_512: f64 = 0.08;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Estimate {
@@ -168,44 +178,115 @@ pub struct Estimate {
     pub batch_buffers_bytes: u64,
     /// Peak working memory of one denoising step / VAE decode.
     pub activations_bytes: u64,
+    /// Cross-frame attention's cached keys/values (anchor and previous frame, every step).
+    pub attention_cache_bytes: u64,
     pub peak_memory_bytes: u64,
     pub seconds_per_frame: f64,
     pub total_seconds: f64,
 }
 
-/// Rough peak memory and render time of `plan` at `width`×`height` with `preset`.
+/// One ControlNet as the renderer runs it: the preset's `controlnets` and, when enabled,
+/// `temporal.temporalnet` (which takes the previous output as its control image).
+struct NetUse<'a> {
+    model: &'a str,
+    /// Fraction of the denoising steps it runs in (`end - start`).
+    span: f64,
+}
+
+fn controlnets_of(preset: &Preset) -> Vec<NetUse<'_>> {
+    let mut nets: Vec<NetUse> = preset
+        .controlnets
+        .iter()
+        .map(|c| NetUse {
+            model: &c.model,
+            span: (c.end - c.start) as f64,
+        })
+        .collect();
+    let t = &preset.temporal.temporalnet;
+    if t.enabled {
+        nets.push(NetUse {
+            model: &t.model,
+            span: (t.end - t.start) as f64,
+        });
+    }
+    nets
+}
+
+/// Rough peak memory and render time of `plan` at `width`×`height` with `preset`, including
+/// the temporal options: TemporalNet runs as one more ControlNet, cross-frame attention
+/// caches keys/values and attends to more keys, `flow_init` starts frames after the first
+/// from the warped previous output at its own strength, and both need the input's flow.
 pub fn estimate(plan: &BatchPlan, preset: &Preset, width: u32, height: u32) -> Estimate {
     let pixel_ratio = (width as f64 * height as f64) / (512.0 * 512.0);
-    let controlnets = preset.controlnets.len() as f64;
+    let nets = controlnets_of(preset);
+    let mut distinct_models: Vec<&str> = nets.iter().map(|n| n.model).collect();
+    distinct_models.sort_unstable();
+    distinct_models.dedup();
 
     let weights = BYTES_PER_PARAM
-        * (UNET_PARAMS + VAE_PARAMS + TEXT_ENCODER_PARAMS + controlnets * CONTROLNET_PARAMS);
+        * (UNET_PARAMS
+            + VAE_PARAMS
+            + TEXT_ENCODER_PARAMS
+            + distinct_models.len() as f64 * CONTROLNET_PARAMS);
     let frame_bytes = width as f64 * height as f64 * 3.0;
     let latent_bytes = (width as f64 / 8.0) * (height as f64 / 8.0) * 4.0 * 4.0;
     // Per batch frame: the source, one map per ControlNet, the output, and its latent.
-    let per_frame = frame_bytes * (2.0 + controlnets) + latent_bytes;
+    let per_frame = frame_bytes * (2.0 + nets.len() as f64) + latent_bytes;
     let batch_buffers = per_frame * plan.longest_batch() as f64;
     let activations = ACTIVATIONS_AT_512 * pixel_ratio;
 
     let sampler = &preset.sampler;
-    let denoise_steps = (sampler.steps as f64 * sampler.strength as f64).ceil();
+    let temporal = &preset.temporal;
+    let guided = sampler.cfg_scale > 1.0;
+    // Frames after the first start from the warped previous output with flow_init.
+    let strength = if temporal.flow_init.enabled {
+        temporal.flow_init.strength
+    } else {
+        sampler.strength
+    } as f64;
+    let denoise_steps = (sampler.steps as f64 * strength).ceil();
     // Classifier-free guidance runs the prompt and the negative prompt: a batch of 2.
-    let guidance_factor = if sampler.cfg_scale > 1.0 { 1.0 } else { 0.5 };
+    let guidance_factor = if guided { 1.0 } else { 0.5 };
     let unet_step = UNET_STEP_SECS_AT_512 * pixel_ratio * guidance_factor;
-    let controlnet_steps: f64 = preset
-        .controlnets
-        .iter()
-        .map(|c| ((c.end - c.start) as f64 * denoise_steps).round())
-        .sum();
-    let mut seconds_per_frame = denoise_steps * unet_step
+    let controlnet_steps: f64 = nets.iter().map(|n| (n.span * denoise_steps).round()).sum();
+
+    let (latent_h, latent_w) = (height as usize / 8, width as usize / 8);
+    let cross = &temporal.cross_frame_attention;
+    let references = if cross.enabled {
+        usize::from(cross.anchor) + usize::from(cross.previous)
+    } else {
+        0
+    };
+    let max_tokens = cross.max_reference_tokens.max(1) as usize;
+    let attention_extra = SELF_ATTENTION_STEP_FRACTION
+        * sd15_extra_attention_fraction(latent_h, latent_w, references, max_tokens);
+    // Every step of the full schedule may be cached (the anchor runs all of them).
+    let attention_cache = references
+        * sampler.steps as usize
+        * sd15_reference_bytes_per_step(latent_h, latent_w, if guided { 2 } else { 1 }, max_tokens);
+
+    let mut seconds_per_frame = denoise_steps * unet_step * (1.0 + attention_extra)
         + controlnet_steps * unet_step * CONTROLNET_STEP_FRACTION
         + VAE_DECODE_SECS_AT_512 * pixel_ratio;
-    if sampler.strength < 1.0 {
+    if strength < 1.0 {
         seconds_per_frame += VAE_ENCODE_SECS_AT_512 * pixel_ratio;
     }
+    let warped_temporalnet = temporal.temporalnet.enabled && temporal.temporalnet.warp;
+    let flows = if temporal.flow_init.enabled {
+        2.0
+    } else if warped_temporalnet {
+        1.0
+    } else {
+        0.0
+    };
+    seconds_per_frame += flows * FLOW_SECS_AT_512 * pixel_ratio;
     let rendered_frames = plan.rendered_frames();
-    let (weights_bytes, batch_buffers_bytes, activations_bytes) =
-        (weights as u64, batch_buffers as u64, activations as u64);
+    let (weights_bytes, batch_buffers_bytes, activations_bytes, attention_cache_bytes) = (
+        weights as u64,
+        batch_buffers as u64,
+        activations as u64,
+        attention_cache as u64,
+    );
     Estimate {
         width,
         height,
@@ -213,7 +294,11 @@ pub fn estimate(plan: &BatchPlan, preset: &Preset, width: u32, height: u32) -> E
         weights_bytes,
         batch_buffers_bytes,
         activations_bytes,
-        peak_memory_bytes: weights_bytes + batch_buffers_bytes + activations_bytes,
+        attention_cache_bytes,
+        peak_memory_bytes: weights_bytes
+            + batch_buffers_bytes
+            + activations_bytes
+            + attention_cache_bytes,
         seconds_per_frame,
         total_seconds: seconds_per_frame * rendered_frames as f64,
     }
@@ -367,6 +452,7 @@ mod tests {
         assert!((e.total_seconds - expected * 220.0).abs() < 1e-6);
         let weights = 4.0 * (859.52e6 + 83.65e6 + 123.06e6 + 2.0 * 361.28e6);
         assert_eq!(e.weights_bytes, weights as u64);
+        assert_eq!(e.attention_cache_bytes, 0);
         assert_eq!(
             e.peak_memory_bytes,
             e.weights_bytes + e.batch_buffers_bytes + e.activations_bytes
@@ -374,5 +460,41 @@ mod tests {
         // Twice the pixels: twice the time per step.
         let wide = estimate(&plan, &preset, 1024, 512);
         assert!((wide.seconds_per_frame - 2.0 * expected).abs() < 1e-9);
+    }
+
+    #[test]
+    fn estimate_includes_the_temporal_options() {
+        let base =
+            "model: {base: m}\nprompt: p\nsampler: {steps: 20, cfg_scale: 7, strength: 1.0}\n\
+                    controlnets:\n  - {type: openpose, model: a}\n";
+        let plain = Preset::from_yaml(base, "t").unwrap();
+        let temporal = Preset::from_yaml(
+            &format!(
+                "{base}temporal:\n  temporalnet: {{enabled: true, model: tn, warp: true}}\n  \
+                 cross_frame_attention: {{enabled: true}}\n  flow_init: {{enabled: true, strength: 0.5}}\n"
+            ),
+            "t",
+        )
+        .unwrap();
+        let plan = plan_batches(100, 96, 10).unwrap();
+        let p = estimate(&plan, &plain, 512, 512);
+        let t = estimate(&plan, &temporal, 512, 512);
+        // TemporalNet is one more ControlNet model in memory.
+        assert_eq!(t.weights_bytes - p.weights_bytes, (4.0 * 361.28e6) as u64);
+        // Anchor + previous, 20 steps, 53 MB per step each (see cross_frame).
+        let per_step = sd15_reference_bytes_per_step(64, 64, 2, 1024) as u64;
+        assert_eq!(t.attention_cache_bytes, 2 * 20 * per_step);
+        assert!(t.attention_cache_bytes > 2_000_000_000);
+        // flow_init at 0.5: 10 steps (+ VAE encode, flow both ways), each with two ControlNets and
+        // longer attention; cheaper than 20 plain steps.
+        let unet = 7.4;
+        let extra = 0.06 * sd15_extra_attention_fraction(64, 64, 2, 1024);
+        let expected = 10.0 * unet * (1.0 + extra) + 20.0 * unet * 0.45 + 11.0 + 5.5 + 2.0 * 0.08;
+        assert!(
+            (t.seconds_per_frame - expected).abs() < 1e-9,
+            "{}",
+            t.seconds_per_frame
+        );
+        assert!(t.seconds_per_frame < p.seconds_per_frame);
     }
 }

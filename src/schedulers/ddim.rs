@@ -140,15 +140,6 @@ impl Scheduler for DdimScheduler {
         &self.timesteps
     }
 
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn scale_model_input(&self, sample: &Tensor, i: usize) -> Result<Tensor, SchedulerError> {
-        check_index(i, self.timesteps.len())?;
-        Ok(sample.clone())
-    }
-
     fn step(
         &mut self,
         model_output: &Tensor,
@@ -201,8 +192,8 @@ impl Scheduler for DdimScheduler {
         i: usize,
     ) -> Result<Tensor, SchedulerError> {
         check_index(i, self.timesteps.len())?;
-        let alpha = self.schedule.alphas_cumprod[self.all_timesteps[self.begin + i] as usize];
-        Ok(((original * alpha.sqrt() as f64)? + (noise * (1.0 - alpha).sqrt() as f64)?)?)
+        let t = self.all_timesteps[self.begin + i] as usize;
+        Ok(self.schedule.add_noise(original, noise, t)?)
     }
 }
 

@@ -8,8 +8,8 @@ use candle_core::Tensor;
 
 use super::config::{parse_enum, PredictionType, SchedulerConfig, TimestepSpacing};
 use super::schedule::{
-    karras_sigmas, log_sigmas, np_arange, np_interp_index, np_linspace, sigma_to_t, NoiseSchedule,
-    DDPM_BETA_DEFAULTS,
+    karras_sigmas, log_sigmas, mix, np_arange, np_interp_index, np_linspace, sigma_to_t,
+    NoiseSchedule, DDPM_BETA_DEFAULTS,
 };
 use super::{check_index, strength_begin_index, Scheduler, SchedulerError};
 use crate::noise::NoiseSource;
@@ -259,15 +259,6 @@ impl Scheduler for DpmPp2MScheduler {
         &self.timesteps
     }
 
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn scale_model_input(&self, sample: &Tensor, i: usize) -> Result<Tensor, SchedulerError> {
-        check_index(i, self.timesteps.len())?;
-        Ok(sample.clone())
-    }
-
     fn step(
         &mut self,
         model_output: &Tensor,
@@ -342,7 +333,7 @@ impl Scheduler for DpmPp2MScheduler {
     ) -> Result<Tensor, SchedulerError> {
         check_index(i, self.timesteps.len())?;
         let (alpha, sigma) = alpha_sigma(self.sigmas[self.begin + i]);
-        Ok(((original * alpha as f64)? + (noise * sigma as f64)?)?)
+        Ok(mix(original, noise, alpha, sigma)?)
     }
 }
 

@@ -96,11 +96,18 @@ pub trait Scheduler: Send {
     /// fractional; the UNet embeds them as float32).
     fn timesteps(&self) -> &[f64];
 
-    /// Standard deviation of the initial noise for txt2img (`latents = noise * sigma`).
-    fn init_noise_sigma(&self) -> f64;
+    /// Standard deviation of the initial noise for txt2img (`latents = noise * sigma`):
+    /// 1 for the DDPM-parameterised samplers (DDIM, DPM++, LCM).
+    fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
 
-    /// Scales the denoiser input for step `i` (identity for DDIM/DPM/LCM).
-    fn scale_model_input(&self, sample: &Tensor, i: usize) -> Result<Tensor, SchedulerError>;
+    /// Scales the denoiser input for step `i`: the identity unless the sampler works in
+    /// sigma space (Euler).
+    fn scale_model_input(&self, sample: &Tensor, i: usize) -> Result<Tensor, SchedulerError> {
+        check_index(i, self.timesteps().len())?;
+        Ok(sample.clone())
+    }
 
     /// Takes step `i`: from `sample` and the (guided) model output to the next sample.
     /// Ancestral/stochastic schedulers draw their noise from `noise`.

@@ -4,6 +4,8 @@
 //! torch/numpy compute them (float32 where torch uses float32, numpy's float64 formulas
 //! elsewhere); that keeps timesteps identical to diffusers, not merely close.
 
+use candle_core::Tensor;
+
 use super::config::{BetaSchedule, SchedulerConfig};
 use super::SchedulerError;
 
@@ -30,6 +32,18 @@ pub const DDPM_BETA_DEFAULTS: BetaDefaults = BetaDefaults {
 };
 
 impl NoiseSchedule {
+    /// `original` noised to timestep `t` (DDPM's forward process, diffusers' `add_noise`):
+    /// `sqrt(ᾱ_t) · x0 + sqrt(1 − ᾱ_t) · ε`.
+    pub fn add_noise(
+        &self,
+        original: &Tensor,
+        noise: &Tensor,
+        t: usize,
+    ) -> candle_core::Result<Tensor> {
+        let alpha = self.alphas_cumprod[t];
+        mix(original, noise, alpha.sqrt(), (1.0 - alpha).sqrt())
+    }
+
     pub fn from_config(
         config: &SchedulerConfig,
         defaults: BetaDefaults,
@@ -90,6 +104,16 @@ impl NoiseSchedule {
 
 /// `torch.linspace(start, end, steps, dtype=torch.float32)`: torch's CPU kernel fills the first
 /// half forwards from `start` and the second half backwards from `end`, one FMA per value.
+/// `alpha · original + sigma · noise`, the noising every sampler's `add_noise` does.
+pub fn mix(
+    original: &Tensor,
+    noise: &Tensor,
+    alpha: f32,
+    sigma: f32,
+) -> candle_core::Result<Tensor> {
+    (original * alpha as f64)? + (noise * sigma as f64)?
+}
+
 pub fn torch_linspace_f32(start: f32, end: f32, steps: usize) -> Vec<f32> {
     if steps == 1 {
         return vec![start];

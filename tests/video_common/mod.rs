@@ -220,3 +220,65 @@ pub fn make_vfr_clip(path: &Path) {
         path.to_str().unwrap(),
     ]);
 }
+
+/// A 512² H.264 clip of `frames` frames at 25 fps (`testsrc2`) with an AAC sine tone: the
+/// input of the flat-memory tests.
+pub fn make_test_clip(path: &Path, frames: u32) {
+    let seconds = format!("{}", frames as f64 / 25.0);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=512x512:rate=25",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=300:sample_rate=44100",
+        "-t",
+        &seconds,
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        path.to_str().unwrap(),
+    ]);
+}
+
+/// `dir/NAME`: a Matroska file whose video track has no frames left (1 s of video, 3 s of
+/// audio, then everything before 2 s dropped by a stream copy).
+pub fn make_frameless_clip(dir: &Path, name: &str) -> PathBuf {
+    let av = dir.join(format!("{name}.full.mkv"));
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=64x48:rate=10:duration=1",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=duration=3",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "pcm_s16le",
+        av.to_str().unwrap(),
+    ]);
+    let empty = dir.join(name);
+    ffmpeg(&[
+        "-i",
+        av.to_str().unwrap(),
+        "-ss",
+        "2",
+        "-c",
+        "copy",
+        empty.to_str().unwrap(),
+    ]);
+    std::fs::remove_file(&av).unwrap();
+    empty
+}

@@ -214,6 +214,66 @@ impl SelfAttentionHook for CrossFrameAttention {
     }
 }
 
+/// SD1.5's self-attention layers per UNet level `(level, channels, layers)`: two transformers
+/// in each of the first three down blocks, three in each of the matching up blocks, one in
+/// the middle block (level 3).
+const SD15_SELF_ATTENTION_LAYERS: [(u32, usize, usize); 4] =
+    [(0, 320, 5), (1, 640, 5), (2, 1280, 5), (3, 1280, 1)];
+
+/// Bytes one cached reference frame takes per denoising step for SD1.5 with a
+/// `latent_height × latent_width` latent, `batch` (2 with guidance) and the pooling of
+/// `max_reference_tokens` (f16 keys and values, as [`CrossFrameAttention`] stores them).
+pub fn sd15_reference_bytes_per_step(
+    latent_height: usize,
+    latent_width: usize,
+    batch: usize,
+    max_reference_tokens: usize,
+) -> usize {
+    SD15_SELF_ATTENTION_LAYERS
+        .iter()
+        .map(|&(level, channels, layers)| {
+            let (rows, cols) = level_grid(latent_height, latent_width, level);
+            let factor = pool_factor((rows, cols), max_reference_tokens);
+            let tokens = rows.div_ceil(factor) * cols.div_ceil(factor);
+            2 * batch * tokens * channels * layers * DType::F16.size_in_bytes()
+        })
+        .sum()
+}
+
+/// The extra self-attention work of attending to `references` cached frames, as a fraction
+/// of the plain self-attention work (SD1.5 layers; attention cost ∝ queries × keys).
+pub fn sd15_extra_attention_fraction(
+    latent_height: usize,
+    latent_width: usize,
+    references: usize,
+    max_reference_tokens: usize,
+) -> f64 {
+    let (mut plain, mut extra) = (0.0, 0.0);
+    for &(level, channels, layers) in &SD15_SELF_ATTENTION_LAYERS {
+        let (rows, cols) = level_grid(latent_height, latent_width, level);
+        let factor = pool_factor((rows, cols), max_reference_tokens);
+        let queries = (rows * cols) as f64;
+        let pooled = (rows.div_ceil(factor) * cols.div_ceil(factor)) as f64;
+        let weight = (channels * layers) as f64 * queries;
+        plain += weight * queries;
+        extra += weight * pooled * references as f64;
+    }
+    if plain == 0.0 {
+        0.0
+    } else {
+        extra / plain
+    }
+}
+
+/// The token grid of UNet level `level` (each level halves the previous, rounding up).
+fn level_grid(height: usize, width: usize, level: u32) -> (usize, usize) {
+    let (mut h, mut w) = (height.max(1), width.max(1));
+    for _ in 0..level {
+        (h, w) = (h.div_ceil(2), w.div_ceil(2));
+    }
+    (h, w)
+}
+
 /// The token grid `(rows, cols)` of a UNet level with `tokens` tokens for a latent of
 /// `height × width`: each level halves the previous one, rounding up (stride-2 convolutions
 /// with padding 1). `None` if no level has that many tokens.
@@ -282,6 +342,33 @@ mod tests {
         assert_eq!(token_grid(16 * 29, 64, 114), Some((16, 29)));
         assert_eq!(token_grid(15 * 8, 64, 114), Some((8, 15)));
         assert_eq!(token_grid(100, 64, 64), None);
+    }
+
+    #[test]
+    fn sd15_cache_size_matches_the_documented_figures() {
+        // 512² with guidance: 92 MB per step unpooled, 53 MB with the default 1024 tokens.
+        let whole = sd15_reference_bytes_per_step(64, 64, 2, usize::MAX);
+        assert_eq!(
+            whole,
+            8 * (5 * 4096 * 320 + 5 * 1024 * 640 + 5 * 256 * 1280 + 64 * 1280)
+        );
+        assert_eq!(whole / 100_000, 924);
+        let pooled = sd15_reference_bytes_per_step(64, 64, 2, 1024);
+        assert_eq!(pooled / 100_000, 530);
+        // Without guidance the batch halves.
+        assert_eq!(sd15_reference_bytes_per_step(64, 64, 1, 1024) * 2, pooled);
+    }
+
+    #[test]
+    fn extra_attention_counts_pooled_reference_keys() {
+        // One level only matters at a 1×1 latent: 1 query, 1 key per reference.
+        assert!((sd15_extra_attention_fraction(1, 1, 2, 1024) - 2.0).abs() < 1e-12);
+        // Unpooled, every reference doubles the keys of every layer.
+        let f = sd15_extra_attention_fraction(64, 64, 1, usize::MAX);
+        assert!((f - 1.0).abs() < 1e-12);
+        // Pooling the 4096-token level to 1024 keys cuts the extra work.
+        assert!(sd15_extra_attention_fraction(64, 64, 1, 1024) < 0.5);
+        assert_eq!(sd15_extra_attention_fraction(64, 64, 0, 1024), 0.0);
     }
 
     #[test]
