@@ -248,6 +248,17 @@ pub fn run(args: RenderArgs) -> anyhow::Result<()> {
             },
             notify.clone(),
         );
+        // AnimateDiff renders each batch jointly instead (render/motion/batch_renderer.rs).
+        let factory = match preset.temporal.motion_module.clone() {
+            Some(motion) => crate::render::motion::motion_renderer_factory(
+                shared.clone(),
+                motion,
+                preset_dir.as_deref(),
+                HubOptions::from_env(matches!(reporting, Reporting::Bars(_))),
+                notify.clone(),
+            ),
+            None => factory,
+        };
         let renderer =
             ResumableRenderer::new(RENDERER_NAME, size, work.clone(), factory, stop, notify);
         if let Reporting::Json(json) = &reporting {
