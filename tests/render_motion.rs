@@ -54,6 +54,10 @@ fn adapter() -> PathBuf {
 
 /// A motion preset on the tiny models; `controlnet` adds the openpose ControlNet.
 fn motion_preset(batch: &str, controlnet: bool, extra: &str) -> String {
+    motion_preset_with(&adapter().display().to_string(), batch, controlnet, extra)
+}
+
+fn motion_preset_with(motion_path: &str, batch: &str, controlnet: bool, extra: &str) -> String {
     let pipeline = fixture_pipeline();
     let controlnets = if controlnet {
         format!(
@@ -70,7 +74,7 @@ fn motion_preset(batch: &str, controlnet: bool, extra: &str) -> String {
          output: {{encoder_preset: ultrafast}}\n\
          temporal:\n  motion_module: {{path: {}, context_length: {CONTEXT_LENGTH}, context_overlap: {CONTEXT_OVERLAP}, weighting: pyramid}}\n{extra}",
         pipeline.display(),
-        adapter().display()
+        motion_path
     )
 }
 
@@ -272,10 +276,16 @@ fn interrupted_motion_render_resumes_byte_identical() {
     const FRAMES: &str = "..30";
     const BATCHES: usize = 5;
     let dir = tempfile::tempdir().unwrap();
+    // The motion module path is relative to the preset's folder, like the other models.
+    let local = dir.path().join("mm");
+    std::fs::create_dir(&local).unwrap();
+    for file in ["config.json", "diffusion_pytorch_model.fp16.safetensors"] {
+        std::fs::copy(adapter().join(file), local.join(file)).unwrap();
+    }
     let preset = write_preset(
         dir.path(),
         "motion.yaml",
-        &motion_preset("{frames: 8, overlap: 2}", false, ""),
+        &motion_preset_with("mm", "{frames: 8, overlap: 2}", false, ""),
     );
 
     let whole = dir.path().join("whole/");
@@ -447,6 +457,33 @@ fn render_refuses_a_combination_before_loading_anything() {
     assert!(
         stderr
             .contains("temporal.flow_init.enabled: cannot be combined with temporal.motion_module"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_motion_module_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let preset = write_preset(
+        dir.path(),
+        "missing.yaml",
+        &motion_preset_with(
+            "no_such_mm.safetensors",
+            "{frames: 8, overlap: 2}",
+            false,
+            "",
+        ),
+    );
+    let out = render(
+        &sample(),
+        &preset,
+        &dir.path().join("out/"),
+        &["--frames", "..4"],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("temporal.motion_module") && stderr.contains("no_such_mm.safetensors"),
         "{stderr}"
     );
 }

@@ -45,11 +45,18 @@ use crate::video::Frame;
 /// Errors of the motion-module batch renderer.
 #[derive(Debug, thiserror::Error)]
 pub enum MotionRenderError {
-    #[error("temporal.motion_module {path}: {source}")]
+    #[error("temporal.motion_module {path}")]
     Load {
         path: String,
         #[source]
         source: MotionError,
+    },
+    /// Neither the SD models nor the motion module could be found: both lists at once.
+    #[error("{models}\ntemporal.motion_module {path}: {motion}")]
+    Unavailable {
+        path: String,
+        models: SdRenderError,
+        motion: MotionError,
     },
     #[error(transparent)]
     Models(#[from] SdRenderError),
@@ -98,8 +105,8 @@ impl MotionBatchRenderer {
     }
 
     /// Reads the motion modules of `settings` (`path` already located) for the shared
-    /// models' UNet; the motion files are found first, so a missing module is reported
-    /// before the SD weights are read.
+    /// models' UNet. When the motion files are missing, the SD models are still looked up so
+    /// that everything missing is reported together.
     pub fn load(
         shared: &SharedModels,
         settings: &MotionModuleSettings,
@@ -109,8 +116,21 @@ impl MotionBatchRenderer {
             path: settings.path.clone(),
             source,
         };
-        let files = MotionModuleFiles::resolve(&settings.path, hub).map_err(load_err)?;
-        let models = shared.get()?;
+        let (files, models) = match (
+            MotionModuleFiles::resolve(&settings.path, hub),
+            shared.get(),
+        ) {
+            (Ok(files), Ok(models)) => (files, models),
+            (Ok(_), Err(models)) => return Err(models.into()),
+            (Err(motion), Ok(_)) => return Err(load_err(motion)),
+            (Err(motion), Err(models)) => {
+                return Err(MotionRenderError::Unavailable {
+                    path: settings.path.clone(),
+                    models,
+                    motion,
+                })
+            }
+        };
         let motion = MotionModules::load_files(
             &files,
             models.sd.unet.config(),
