@@ -22,10 +22,14 @@ use crate::video::Rational;
 
 /// Presets shipped in `presets/`, compiled into the binary so that `-p anime` works from
 /// any directory.
-pub const BUNDLED: [(&str, &str); 3] = [
+pub const BUNDLED: [(&str, &str); 4] = [
     ("anime", include_str!("../presets/anime.yaml")),
     ("watercolor", include_str!("../presets/watercolor.yaml")),
     ("lineart-ink", include_str!("../presets/lineart-ink.yaml")),
+    (
+        "anime-animatediff",
+        include_str!("../presets/anime-animatediff.yaml"),
+    ),
 ];
 
 /// Batches must stay below this many frames (DESIGN §2).
@@ -514,6 +518,8 @@ impl Preset {
         self.temporal
             .validate()
             .map_err(|(field, m)| invalid(format!("temporal.{field}"), m))?;
+        crate::render::motion::settings::check_motion_combination(self)
+            .map_err(|(field, m)| invalid(field, m))?;
         Ok(())
     }
 

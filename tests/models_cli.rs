@@ -158,8 +158,13 @@ fn bundled_presets_are_listed_by_default() {
         .iter()
         .map(|p| p["preset"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["anime", "watercolor", "lineart-ink"]);
+    assert_eq!(
+        names,
+        ["anime", "watercolor", "lineart-ink", "anime-animatediff"]
+    );
     let text = serde_json::to_string(&report).unwrap();
+    assert!(text.contains("guoyww/animatediff-motion-adapter-v1-5-2"));
+    assert!(text.contains("\"temporal.motion_module\""));
     assert!(text.contains("stable-diffusion-v1-5/stable-diffusion-v1-5"));
     assert!(text.contains("unet/diffusion_pytorch_model.safetensors"));
 }

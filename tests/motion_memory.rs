@@ -94,6 +94,7 @@ fn run(frames: usize, window: usize) {
             overlap: 4,
             weighting: ContextWeighting::Pyramid,
         },
+        stop: None,
     };
     let mut scheduler = schedulers::build(SchedulerKind::Ddim, &SchedulerConfig::sd15()).unwrap();
     scheduler.set_timesteps(1, 1.0).unwrap();

@@ -188,6 +188,8 @@ fn run(models: &Models, case: &Case, context: ContextOptions) -> (Vec<Tensor>, T
         init,
         controls: &controls,
         context,
+        text: None,
+        stop: None,
     };
     let mut steps = Vec::new();
     let latents = generate_video_latents(&models.sd, &models.motion, &request, &mut |p| {

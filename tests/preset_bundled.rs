@@ -71,7 +71,53 @@ fn required_styles_are_bundled_with_real_sd15_models() {
         assert!(p.batch.frames < 200 && p.batch.overlap < p.batch.frames);
     }
     let names: Vec<_> = Preset::bundled_names().collect();
-    assert_eq!(names, ["anime", "watercolor", "lineart-ink"]);
+    assert_eq!(
+        names,
+        ["anime", "watercolor", "lineart-ink", "anime-animatediff"]
+    );
+}
+
+#[test]
+fn every_preset_file_is_bundled() {
+    let names: Vec<_> = Preset::bundled_names().collect();
+    for file in preset_files() {
+        let stem = file.file_stem().unwrap().to_string_lossy().into_owned();
+        if stem == "smoke" {
+            continue; // test models relative to the repository; not for other directories
+        }
+        let text =
+            preset::bundled(&stem).unwrap_or_else(|| panic!("{stem} not bundled ({names:?})"));
+        assert_eq!(
+            text,
+            std::fs::read_to_string(&file).unwrap(),
+            "{stem}: bundled copy differs"
+        );
+    }
+}
+
+#[test]
+fn animatediff_preset_uses_the_motion_adapter_and_resolves_by_name() {
+    let p = Preset::resolve(Path::new("anime-animatediff")).unwrap();
+    p.validate("anime-animatediff").unwrap();
+    assert_eq!(p.name.as_deref(), Some("anime-animatediff"));
+    assert_eq!(p.model.base, "stable-diffusion-v1-5/stable-diffusion-v1-5");
+    assert_eq!(p.controlnets.len(), 1);
+    assert_eq!(p.controlnets[0].kind, ControlKind::Openpose);
+    assert_eq!(
+        p.controlnets[0].model,
+        "lllyasviel/control_v11p_sd15_openpose"
+    );
+    let motion = p
+        .temporal
+        .motion_module
+        .as_ref()
+        .expect("temporal.motion_module");
+    assert_eq!(motion.path, "guoyww/animatediff-motion-adapter-v1-5-2");
+    assert_eq!((motion.context_length, motion.context_overlap), (16, 4));
+    // Joint batch sampling: none of the frame-by-frame temporal options.
+    assert!(!p.temporal.temporalnet.enabled && !p.temporal.flow_init.enabled);
+    assert!(!p.temporal.cross_frame_attention.active());
+    assert!(p.batch.frames < 200 && p.batch.overlap < p.batch.frames);
 }
 
 #[test]

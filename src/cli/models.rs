@@ -360,6 +360,17 @@ pub fn inventory(
             &mut inv,
         );
     }
+    if let Some(motion) = &preset.temporal.motion_module {
+        // A MotionAdapter folder or repo holds config.json and weights at its root, like a
+        // ControlNet; a single .safetensors/.ckpt is listed as a file.
+        model_entries(
+            "temporal.motion_module",
+            &locate(&motion.path),
+            &[Component::ControlNet],
+            hub,
+            &mut inv,
+        );
+    }
     for (i, lora) in spec.loras.iter().enumerate() {
         let source = lora.path.to_string_lossy().into_owned();
         inv.files.push(file_entry(

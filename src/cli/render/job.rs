@@ -379,6 +379,17 @@ pub fn run_render_job(
             },
             notify.clone(),
         );
+        // AnimateDiff renders each batch jointly instead (render/motion/batch_renderer.rs).
+        let factory = match preset.temporal.motion_module.clone() {
+            Some(motion) => crate::render::motion::motion_renderer_factory(
+                shared.clone(),
+                motion,
+                job.preset_dir.as_deref(),
+                shared.hub().clone(),
+                notify.clone(),
+            ),
+            None => factory,
+        };
         let renderer = ResumableRenderer::new(
             RENDERER_NAME,
             size,

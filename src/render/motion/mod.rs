@@ -5,12 +5,16 @@
 //! * [`video_sampler`]: the denoising loop over a batch of frames.
 //! * [`video_pipeline`]: text encoding, VAE encode/decode and the loop — [`sample_video`] is
 //!   what a batch renderer calls.
+//! * [`batch_renderer`]: the renderer of `rotoscope render` for such presets (one joint
+//!   [`sample_video`] per batch of the render plan).
 
+pub mod batch_renderer;
 pub mod context_windows;
 pub mod settings;
 pub mod video_pipeline;
 pub mod video_sampler;
 
+pub use batch_renderer::{motion_renderer_factory, MotionBatchRenderer, MotionRenderError};
 pub use context_windows::{ContextOptions, ContextWeighting};
 pub use settings::MotionModuleSettings;
 pub use video_pipeline::{

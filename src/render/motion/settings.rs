@@ -12,14 +12,23 @@
 //!
 //! Only `path` is required. Unknown keys are rejected; range errors are raised while
 //! deserializing so that the preset loader can report them with their location.
+//!
+//! Motion modules denoise all frames of a batch together, so the per-frame sequential options
+//! (which need frame t-1's finished output before frame t starts) cannot be combined with them:
+//! [`check_motion_combination`] names the conflicting fields.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::context_windows::{ContextOptions, ContextWeighting};
+use crate::preset::{deserialize_checked, ControlKind, Preset};
+use crate::render::temporal::settings::SeedPerFrame;
+
+/// Shortest context window: a motion module relates frames, one frame alone has nothing to
+/// attend to.
+pub const MIN_CONTEXT_LENGTH: usize = 2;
 
 /// `temporal.motion_module`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "RawMotionModuleSettings")]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct MotionModuleSettings {
     pub path: String,
     pub context_length: usize,
@@ -52,8 +61,81 @@ impl MotionModuleSettings {
         if self.path.trim().is_empty() {
             return Err("path: must not be empty".into());
         }
+        if self.context_length < MIN_CONTEXT_LENGTH {
+            return Err(format!(
+                "context_length ({}) must be at least {MIN_CONTEXT_LENGTH}: a motion module relates the frames of a window",
+                self.context_length
+            ));
+        }
         self.context().validate().map_err(|e| e.to_string())
     }
+}
+
+impl<'de> Deserialize<'de> for MotionModuleSettings {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserialize_checked(
+            deserializer,
+            "MotionModuleSettings",
+            &["path", "context_length", "context_overlap", "weighting"],
+            <MotionModuleSettings as TryFrom<RawMotionModuleSettings>>::try_from,
+        )
+    }
+}
+
+/// With `temporal.motion_module` set, the options that render frame by frame from the
+/// previous frame's output are refused: the batch is denoised jointly, so no frame's output
+/// exists before the others'. Returns the offending field (dotted, from the preset root) and
+/// why. Without a motion module everything is allowed.
+pub fn check_motion_combination(preset: &Preset) -> Result<(), (String, String)> {
+    let temporal = &preset.temporal;
+    if temporal.motion_module.is_none() {
+        return Ok(());
+    }
+    let refuse = |field: &str, what: &str| {
+        Err((
+            field.to_string(),
+            format!(
+                "cannot be combined with temporal.motion_module: {what}, while a motion module \
+                 denoises all frames of a batch together (turn one of them off)"
+            ),
+        ))
+    };
+    if temporal.temporalnet.enabled {
+        return refuse(
+            "temporal.temporalnet.enabled",
+            "TemporalNet needs the previous frame's finished output",
+        );
+    }
+    if let Some(i) = preset
+        .controlnets
+        .iter()
+        .position(|c| c.kind == ControlKind::Temporalnet)
+    {
+        return refuse(
+            &format!("controlnets[{i}].type"),
+            "a temporalnet ControlNet needs the previous frame's finished output",
+        );
+    }
+    if temporal.flow_init.enabled {
+        return refuse(
+            "temporal.flow_init.enabled",
+            "flow init starts each frame from the previous frame's finished output",
+        );
+    }
+    if temporal.cross_frame_attention.active() {
+        return refuse(
+            "temporal.cross_frame_attention.enabled",
+            "cross-frame attention reads the previous and anchor frames' finished passes",
+        );
+    }
+    if preset.sampler.seed_per_frame != SeedPerFrame::Fixed {
+        return refuse(
+            "sampler.seed_per_frame",
+            "per-frame seeds need frames sampled one by one; a motion batch draws one noise \
+             tensor for all its frames from sampler.seed",
+        );
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -129,7 +211,12 @@ mod tests {
         );
         assert!(parse("path: x\ncontext_length: 0\ncontext_overlap: 0\n")
             .unwrap_err()
-            .contains("at least 1"));
+            .contains("at least 2"));
+        let err = parse("path: x\ncontext_length: 1\ncontext_overlap: 0\n").unwrap_err();
+        assert!(
+            err.contains("context_length (1) must be at least 2"),
+            "{err}"
+        );
         assert!(parse("path: ''\n").unwrap_err().contains("path"));
         assert!(parse("path: x\nweighting: gaussian\n")
             .unwrap_err()

@@ -24,7 +24,8 @@ use crate::render::guidance::uses_cfg;
 use crate::render::image_pipeline::{
     rgb_to_tensor, tensor_to_rgb, GenerationSettings, StableDiffusion,
 };
-use crate::render::sampler::StepProgress;
+use crate::render::resume::StopFlag;
+use crate::render::sampler::{StepProgress, TextConditioning};
 use crate::schedulers;
 
 /// Frames per VAE posterior noise draw (diffusers' default `decode_chunk_size`).
@@ -51,6 +52,12 @@ pub struct VideoRequest<'a> {
     pub init: VideoInit<'a>,
     pub controls: &'a [VideoControl<'a>],
     pub context: ContextOptions,
+    /// The prompt already encoded (e.g. with A1111 weighting, embeddings and clip skip, as
+    /// the renderer's models encode it); `None` encodes `settings.prompt` and
+    /// `settings.negative_prompt` as diffusers does.
+    pub text: Option<&'a TextConditioning>,
+    /// Checked before every context window of every step (Ctrl-C).
+    pub stop: Option<&'a StopFlag>,
 }
 
 /// Denoises a batch of frames and returns the final latents `(1, 4, frames, h, w)`.
@@ -79,7 +86,28 @@ pub fn generate_video_latents(
         )));
     }
     let cfg = uses_cfg(settings.guidance_scale);
-    let text = sd.encode_prompt(&settings.prompt, &settings.negative_prompt, cfg)?;
+    let encoded;
+    let text = match request.text {
+        Some(text) => {
+            if text.uncond.is_some() != cfg {
+                return Err(VideoError::Invalid(format!(
+                    "the encoded prompt {} a negative prompt, but guidance scale {} {} one",
+                    if text.uncond.is_some() {
+                        "has"
+                    } else {
+                        "lacks"
+                    },
+                    settings.guidance_scale,
+                    if cfg { "needs" } else { "does not use" }
+                )));
+            }
+            text
+        }
+        None => {
+            encoded = sd.encode_prompt(&settings.prompt, &settings.negative_prompt, cfg)?;
+            &encoded
+        }
+    };
     let mut scheduler = schedulers::build(settings.scheduler, &sd.scheduler_config)?;
     let strength = match request.init {
         VideoInit::Noise => 1.0,
@@ -117,10 +145,11 @@ pub fn generate_video_latents(
     let denoise = VideoDenoiseRequest {
         unet: &sd.unet,
         motion,
-        text: &text,
+        text,
         guidance_scale: settings.guidance_scale,
         controls: request.controls,
         context: request.context,
+        stop: request.stop,
     };
     denoise_video(
         &denoise,

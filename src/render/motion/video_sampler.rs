@@ -30,6 +30,7 @@ use crate::models::unet::{UNet2DConditionModel, UNetError, UNetExtras};
 use crate::noise::{NoiseError, NoiseSource};
 use crate::render::guidance::{classifier_free_guidance, control_active, uses_cfg};
 use crate::render::image_pipeline::{rgb_to_tensor, ImagePipelineError};
+use crate::render::resume::{Interrupted, StopFlag};
 use crate::render::sampler::{StepProgress, TextConditioning};
 use crate::schedulers::{Scheduler, SchedulerError};
 
@@ -56,6 +57,9 @@ pub enum VideoError {
     Tensor(#[from] candle_core::Error),
     #[error("{0}")]
     Invalid(String),
+    /// A stop was requested (Ctrl-C) between two context windows.
+    #[error("{0}")]
+    Interrupted(#[from] Interrupted),
 }
 
 impl From<ImagePipelineError> for VideoError {
@@ -86,6 +90,8 @@ pub struct VideoDenoiseRequest<'a> {
     pub guidance_scale: f64,
     pub controls: &'a [VideoControl<'a>],
     pub context: ContextOptions,
+    /// Checked before every context window, so that Ctrl-C does not wait for a whole batch.
+    pub stop: Option<&'a StopFlag>,
 }
 
 /// Runs all steps of `scheduler` (already `set_timesteps`) from `latents`
@@ -123,6 +129,9 @@ pub fn denoise_video(
         let frame_latents = latents.squeeze(0)?.transpose(0, 1)?.contiguous()?;
         let mut average = WindowAverager::new(frames);
         for window in &windows {
+            if let Some(stop) = request.stop {
+                stop.check()?;
+            }
             let step = WindowStep {
                 request,
                 text: &text,

@@ -12,7 +12,14 @@
 //!                            max_reference_tokens: 1024 }
 //!   flow_init: { enabled: true, strength: 0.75 }
 //!   chain_batches: true      # a batch's first frame continues from the previous batch
+//!   motion_module: { path: guoyww/animatediff-motion-adapter-v1-5-2, context_length: 16,
+//!                    context_overlap: 4, weighting: pyramid }
 //! ```
+//!
+//! `motion_module` (AnimateDiff, [`crate::render::motion`]) renders each batch jointly, so it
+//! cannot be combined with the per-frame options that need the previous frame's output
+//! (TemporalNet, flow init, cross-frame attention): the preset check refuses such presets
+//! ([`crate::render::motion::settings::check_motion_combination`]).
 //!
 //! Every part is off unless enabled, so a preset without the section renders every frame on
 //! its own (same seed). Range checks run while parsing, so errors point at the value.
@@ -27,6 +34,7 @@ use crate::preset::{
     control_scale_in_range, deserialize_checked, non_empty_string, unit_interval,
     unit_interval_open_low,
 };
+use crate::render::motion::MotionModuleSettings;
 
 /// The TemporalNet ControlNet presets use by default (DESIGN §3).
 pub const DEFAULT_TEMPORALNET: &str = "CiaraRowles/TemporalNet";
@@ -48,6 +56,10 @@ pub struct TemporalSettings {
     /// Off, every batch starts afresh like the clip's first frame (batches independent of
     /// each other; the overlap blend alone hides the restart).
     pub chain_batches: bool,
+    /// AnimateDiff motion modules with context windows; each batch is denoised jointly.
+    /// Skipped when absent so that presets without it keep their fingerprint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub motion_module: Option<MotionModuleSettings>,
 }
 
 impl Default for TemporalSettings {
@@ -58,6 +70,7 @@ impl Default for TemporalSettings {
             cross_frame_attention: CrossFrameSettings::default(),
             flow_init: FlowInitSettings::default(),
             chain_batches: true,
+            motion_module: None,
         }
     }
 }
@@ -78,6 +91,11 @@ impl TemporalSettings {
             .map_err(|m| ("flow_init.strength".to_string(), m))?;
         check_reference_tokens(self.cross_frame_attention.max_reference_tokens)
             .map_err(|m| ("cross_frame_attention.max_reference_tokens".to_string(), m))?;
+        if let Some(motion) = &self.motion_module {
+            motion
+                .validate()
+                .map_err(|m| ("motion_module".to_string(), m))?;
+        }
         Ok(())
     }
 }
@@ -361,6 +379,31 @@ mod tests {
         t.temporalnet.end = 0.0;
         assert_eq!(t.validate().unwrap_err().0, "temporalnet");
         assert!(TemporalSettings::default().validate().is_ok());
+    }
+
+    #[test]
+    fn motion_module_is_optional_and_checked() {
+        assert_eq!(parse("{}").unwrap().motion_module, None);
+        let t = parse("motion_module: {path: mm.safetensors, context_length: 8}").unwrap();
+        let m = t.motion_module.clone().unwrap();
+        assert_eq!(
+            (m.path.as_str(), m.context_length, m.context_overlap),
+            ("mm.safetensors", 8, 4)
+        );
+        let err = parse("motion_module: {path: mm.ckpt, context_length: 4, context_overlap: 4}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("motion_module: "), "{err}");
+        assert!(
+            err.contains("context_overlap (4) must be smaller than context_length (4)"),
+            "{err}"
+        );
+        let mut t = t;
+        t.motion_module.as_mut().unwrap().context_length = 1;
+        assert_eq!(t.validate().unwrap_err().0, "motion_module");
+        // Absent, it is not serialized: older presets keep their fingerprint.
+        let yaml = serde_yaml_ng::to_string(&TemporalSettings::default()).unwrap();
+        assert!(!yaml.contains("motion_module"), "{yaml}");
     }
 
     #[test]
