@@ -787,6 +787,89 @@ mod tests {
         assert!(detailer.planner.planned.len() <= 2);
     }
 
+    /// Frames whose face jumps around (tracking them again would give other boxes).
+    fn jumpy_frames(n: u64) -> Vec<PreparedFrame> {
+        (0..n)
+            .map(|i| {
+                let mut p = PreparedFrame::new(Frame::from_rgb_image(i, grey_frame()));
+                p.annotations
+                    .insert(pose(50.0 + (i % 3) as f32 * 7.0 + i as f32));
+                p
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tracking_finished_batches_then_detailing_equals_detailing_everything() {
+        let plan = plan_batches(14, 6, 2).unwrap();
+        let frames = jumpy_frames(14);
+        let run = |tracked_only: usize| {
+            let fake = FakeInpainter {
+                controlnet: true,
+                ..Default::default()
+            };
+            let mut planner = RegionPlanner::new(config());
+            let mut reports = Vec::new();
+            for batch in &plan.batches[..tracked_only] {
+                let inputs = &frames[batch.start..batch.end];
+                reports.push(planner.track_batch(batch, inputs, (200, 150)).unwrap());
+            }
+            let mut detailer = FaceHandDetailer::from_planner(planner, fake.clone()).unwrap();
+            let mut outputs = Vec::new();
+            for batch in &plan.batches[tracked_only..] {
+                let inputs = &frames[batch.start..batch.end];
+                let mut out: Vec<Frame> = inputs.iter().map(|p| p.source.clone()).collect();
+                reports.push(
+                    detailer
+                        .detail_batch_report(batch, inputs, &mut out)
+                        .unwrap(),
+                );
+                outputs.push(out);
+            }
+            let calls = fake.calls.lock().unwrap().len();
+            (reports, outputs, calls)
+        };
+        let (all_reports, all_outputs, all_calls) = run(0);
+        let (resumed_reports, resumed_outputs, resumed_calls) = run(2);
+        assert_eq!(plan.batches.len(), 3);
+        // The last batch is painted identically, with the same regions and seeds.
+        assert_eq!(resumed_outputs.last(), all_outputs.last());
+        assert_eq!(resumed_reports.last(), all_reports.last());
+        // Tracked batches report the regions a detail pass would paint, but paint none.
+        for k in 0..2 {
+            assert_eq!(
+                resumed_reports[k].regions, all_reports[k].regions,
+                "batch {k}"
+            );
+            assert_eq!(resumed_reports[k].inpainted, 0);
+            assert_eq!(all_reports[k].inpainted, all_reports[k].regions.len());
+        }
+        let last = plan.batches.last().unwrap();
+        assert_eq!(resumed_calls, 2 * last.len());
+        assert!(all_calls > resumed_calls);
+    }
+
+    #[test]
+    fn a_stop_request_stops_detailing_between_frames() {
+        let fake = FakeInpainter {
+            controlnet: true,
+            ..Default::default()
+        };
+        let stop = StopFlag::new();
+        let mut detailer = FaceHandDetailer::new(config(), fake.clone())
+            .unwrap()
+            .with_stop_flag(stop.clone());
+        let plan = plan_batches(4, 4, 0).unwrap();
+        let inputs = jumpy_frames(4);
+        let mut outputs: Vec<Frame> = inputs.iter().map(|p| p.source.clone()).collect();
+        stop.request();
+        let err = detailer
+            .detail_batch_report(&plan.batches[0], &inputs, &mut outputs)
+            .unwrap_err();
+        assert!(crate::render::resume::is_interrupted(&err), "{err}");
+        assert!(fake.calls.lock().unwrap().is_empty());
+    }
+
     #[test]
     fn frames_without_keypoints_are_an_error_naming_the_frame() {
         let fake = FakeInpainter {
