@@ -242,6 +242,18 @@ impl RegionPlanner {
         (!mask.is_empty()).then_some((shape, mask))
     }
 
+    /// The weights `region` is pasted with over its crop in a `frame_w × frame_h` frame, or
+    /// `None` when it is not pasted at all.
+    pub fn paste_weights(
+        &self,
+        region: &PlannedRegion,
+        frame_w: u32,
+        frame_h: u32,
+    ) -> Option<Mask> {
+        self.region_mask(region, frame_w, frame_h)
+            .map(|(_, mask)| mask)
+    }
+
     /// Tracks a batch whose detailed frames are already known (a finished batch of a
     /// resumed render) exactly as detailing it would, without repainting anything.
     /// `size` is the rendered frames' size.
