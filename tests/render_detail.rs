@@ -1,7 +1,7 @@
 //! Face and hand detailing inside `rotoscope render`, through the real binary with the tiny
 //! random models of tests/fixtures/pipeline (128² renders, the fixture's `controlnet_a` as
 //! the openpose ControlNet) and hand-made OpenPose JSON keypoints (`--pose-json`): one
-//! person whose face and hands move right by 2 rendered pixels per frame; frame 7 has no
+//! person whose face and hands move right by 1.5 rendered pixels per frame; frame 7 has no
 //! face (a normal frame: it is just not detailed). Batches of 4 frames sharing 2.
 //!
 //! * detail on vs. off: every pixel outside the union of the paste masks is bit for bit the
@@ -30,10 +30,10 @@ use rotoscope::video::VideoReader;
 /// Frames rendered: 4 batches ([0,4) [2,6) [4,8) [6,10)).
 const FRAMES: u64 = 10;
 const FRAME_ARG: &str = "..10";
-/// The source is 512², rendered at 128²: keypoints shift 8 source pixels per frame.
+/// The source is 512², rendered at 128²: keypoints shift 6 source pixels per frame.
 const SOURCE: u32 = 512;
 const SIZE: u32 = 128;
-const SHIFT: f32 = 8.0;
+const SHIFT: f32 = 6.0;
 const FACELESS_FRAME: u64 = 7;
 
 fn sample() -> PathBuf {
@@ -299,6 +299,7 @@ fn detailing_changes_only_the_masked_regions_which_follow_the_keypoints() {
                 );
             }
         }
+        eprintln!("frame {i}: {changed} of {inside} masked pixels changed");
         assert!(inside > 500, "frame {i}: {inside} masked pixels");
         assert!(
             changed * 10 >= inside * 6,
@@ -348,10 +349,14 @@ fn detailing_changes_only_the_masked_regions_which_follow_the_keypoints() {
                 .unwrap()
         };
         let moved = x_of(FRAMES - 1) - x_of(0);
-        // 9 frames × 2 px; the smoothing may lag a little behind.
+        eprintln!(
+            "{kind}: the crop moved {moved} px over {} frames",
+            FRAMES - 1
+        );
+        // 9 frames × 1.5 px; the smoothing may lag a little behind.
         assert!(
-            (10.0..=20.0).contains(&moved),
-            "{kind}: the crop moved {moved} px, the keypoints 18 px"
+            (7.0..=15.0).contains(&moved),
+            "{kind}: the crop moved {moved} px, the keypoints 13.5 px"
         );
     }
 }
@@ -475,6 +480,7 @@ fn an_interrupted_detailed_render_resumes_byte_identical_without_detailing_again
     let stderr = std::fs::read_to_string(&log).unwrap();
     assert_eq!(status.code(), Some(130), "{stderr}");
     let kept = detailed_batches(&work);
+    eprintln!("interrupted with {kept} detailed batch(es) kept");
     assert!((1..4).contains(&kept), "{kept} detailed batches kept");
 
     // Resumed: finished batches come back detailed, only tracked; the rest is detailed.
