@@ -11,7 +11,9 @@
 //!   uninterrupted one, and the resume runs no detail pass for finished batches (`detail`
 //!   JSON events); a work directory without detailed frames (older format) is detailed
 //!   again, with the same result;
-//! * user mistakes in the `detail:` section exit with 2 and name the preset field.
+//! * user mistakes in the `detail:` section exit with 2 and name the preset field;
+//! * without `--pose-json`, MediaPipe finds the faces detailing needs although
+//!   `preprocess.pose` does not draw them (real models, `$ROTOSCOPE_MODELS`).
 
 mod render_common;
 
@@ -635,4 +637,42 @@ fn detail_sections_the_preset_cannot_serve_exit_2_naming_the_field() {
         stderr.contains("detail.face.denoise") && stderr.contains("bad-denoise.yaml:"),
         "{stderr}"
     );
+}
+
+#[test]
+fn mediapipe_estimates_the_face_detailing_needs_even_when_the_map_does_not_draw_it() {
+    // The real MediaPipe models (scripts/fetch-models.sh or $ROTOSCOPE_MODELS).
+    models_dir();
+    let dir = tempfile::tempdir().unwrap();
+    // Body only on the openpose map, no openpose ControlNet at all; faces detailed.
+    let preset = dir.path().join("face.yaml");
+    std::fs::write(
+        &preset,
+        tiny_preset(
+            SIZE,
+            "",
+            "batch: {frames: 4, overlap: 0}\n\
+             preprocess:\n  pose: {body: true, hands: false, face: false}\n\
+             detail:\n  face: {enabled: true, steps: 4, resolution: 64, min_size: 24, feather: 4}\n",
+        ),
+    )
+    .unwrap();
+    let out = render(
+        &sample(),
+        &preset,
+        &dir.path().join("o/"),
+        &["--frames", "..4", "--json"],
+    );
+    assert_success(&out);
+    let events = detail_events(&out.stdout);
+    assert_eq!(events.len(), 1);
+    // The astronaut's face is found on every frame (MediaPipe's 468 points → OpenPose's 70).
+    let faces: Vec<u64> = events[0]
+        .regions
+        .iter()
+        .filter(|r| r.kind == "face")
+        .map(|r| r.frame)
+        .collect();
+    assert_eq!(faces, [0, 1, 2, 3], "{:?}", events[0].regions);
+    assert_eq!(events[0].inpainted, 4);
 }
