@@ -113,6 +113,9 @@ fn write_poses(dir: &Path) -> PathBuf {
     poses
 }
 
+/// A crop: x, y, width, height.
+type Crop = (u32, u32, u32, u32);
+
 /// One region of a `detail` event.
 #[derive(Debug, Clone, PartialEq)]
 struct EventRegion {
@@ -120,7 +123,7 @@ struct EventRegion {
     track: u64,
     kind: String,
     seed: u64,
-    rect: (u32, u32, u32, u32),
+    rect: Crop,
 }
 
 /// One `detail` event: batch, restored, inpainted, regions.
@@ -217,9 +220,9 @@ fn regions_by_frame(events: &[DetailEvent]) -> BTreeMap<u64, Vec<EventRegion>> {
 
 /// `true` where some region of each frame is pasted with a weight above 0, recomputed with
 /// the library's region planner from the same keypoints and preset.
-fn paste_masks(preset: &Path) -> (Vec<Vec<bool>>, Vec<Vec<(u32, u32, u32, u32)>>) {
+fn paste_masks(preset: &Path) -> (Vec<Vec<bool>>, Vec<Vec<Crop>>) {
     let preset = Preset::load(preset).unwrap();
-    let fps = VideoReader::open(&sample()).unwrap().info().fps.as_f64();
+    let fps = VideoReader::open(sample()).unwrap().info().fps.as_f64();
     let config = detailer_config(&preset, fps).unwrap().unwrap();
     let mut planner = RegionPlanner::new(config);
     let mut unions = Vec::new();

@@ -435,7 +435,7 @@ struct SharedModelDetailer {
 /// Before the first detail pass only the tracks are kept; then the whole detailer.
 enum DetailStage {
     Tracking(RegionPlanner),
-    Detailing(Box<FaceHandDetailer<StableDiffusionInpainter>>),
+    Detailing(FaceHandDetailer<StableDiffusionInpainter>),
     /// Only while switching from one to the other.
     Switching,
 }
@@ -490,7 +490,7 @@ impl SharedModelDetailer {
             let inpainter = inpainter_for_preset(&self.preset, models.sd.clone(), openpose)?;
             let detailer = FaceHandDetailer::from_planner(planner, inpainter)?
                 .with_stop_flag(self.stop.clone());
-            self.stage = DetailStage::Detailing(Box::new(detailer));
+            self.stage = DetailStage::Detailing(detailer);
         }
         match &mut self.stage {
             DetailStage::Detailing(detailer) => Ok(detailer),

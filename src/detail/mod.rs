@@ -7,7 +7,9 @@
 //! * [`mask`]: the grown, feathered keypoint hull a crop is pasted through (pure);
 //! * [`paste`]: the feathered paste, leaving unmasked pixels bit for bit (pure);
 //! * [`inpaint`]: the diffusion pass on one crop;
-//! * [`detailer`]: [`FaceHandDetailer`], the pipeline [`Detailer`](crate::render::stages::Detailer);
+//! * [`detailer`]: [`RegionPlanner`] (tracking only, no models: what a resumed render runs
+//!   over finished batches) and [`FaceHandDetailer`], the pipeline
+//!   [`Detailer`](crate::render::stages::Detailer);
 //! * [`settings`]: the preset section `detail:`.
 //!
 //! **Where the keypoints come from.** In the render pipeline the pose preprocessor stores
@@ -16,7 +18,9 @@
 //! pixels of the source frame and `width`/`height` set to the source frame's size; the
 //! detailer reads it back with `annotations.get::<PoseFrame>()` and scales the keypoints to
 //! the rendered frame. A frame without one is an error (detailing without the pose
-//! preprocessor). `rotoscope still` takes the keypoints from OpenPose JSON poses.
+//! preprocessor); a frame whose pose has no face or hand is normal and simply not detailed
+//! there. The pose preprocessor estimates the parts detailing needs even where the openpose
+//! map does not draw them. `rotoscope still` takes the keypoints from OpenPose JSON poses.
 
 pub mod detailer;
 pub mod error;
