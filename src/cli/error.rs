@@ -4,7 +4,7 @@
 //! |---|---|
 //! | 0 | success |
 //! | 1 | the program failed (internal error, missing FFmpeg encoder, not yet available, ...) |
-//! | 2 | bad user input: missing / unreadable / invalid input file, bad preset, bad flag value, output exists without `--force`, unwritable output, model files missing (offline), invalid jobs file |
+//! | 2 | bad user input: missing / unreadable / invalid input file, bad preset (also a `detail:` section the rest of the preset cannot serve), bad flag value, output exists without `--force`, unwritable output, model files missing (offline), invalid jobs file |
 //!
 //! The binary prints one line, `error: <what>: <why>`, naming the file, field or frame.
 //! [`exit_code`] decides the code by looking through the error's chain for the library's
@@ -14,6 +14,7 @@ use std::path::PathBuf;
 
 use super::batch::JobsFileError;
 use super::render::job::ModelsMissing;
+use crate::detail::DetailError;
 use crate::preset::PresetError;
 use crate::render::pipeline::PipelineError;
 use crate::render::plan::PlanError;
@@ -87,6 +88,11 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         }
         if let Some(e) = downcast::<VideoError>(cause) {
             return code(video_error_is_bad_input(e));
+        }
+        // A detail section the preset cannot serve (no openpose ControlNet for it), bad
+        // keypoint files; not a failing model or a frame without keypoints (our bug).
+        if let Some(e) = downcast::<DetailError>(cause) {
+            return code(e.is_bad_input());
         }
         if let Some(e) = downcast::<AnchorError>(cause) {
             match e {
@@ -172,6 +178,20 @@ mod tests {
             path: "o.mp4".into(),
         });
         assert_eq!(exit_code(&err), 2);
+
+        // A preset detailing hands with the openpose ControlNet it does not have, found
+        // while rendering: the message names the preset field.
+        let err = anyhow::Error::new(PipelineError::Detail {
+            name: "face-hands".into(),
+            batch: 0,
+            source: Box::new(DetailError::NoOpenposeControlNet { section: "hands" }),
+        })
+        .context("rendering in.mp4");
+        assert_eq!(exit_code(&err), 2);
+        assert!(
+            format!("{err:#}").contains("detail.hands.controlnet"),
+            "{err:#}"
+        );
     }
 
     #[test]
@@ -234,5 +254,12 @@ mod tests {
         });
         assert_eq!(exit_code(&err), 1);
         assert_eq!(exit_code(&anyhow::anyhow!("something else")), 1);
+        // A frame the pose preprocessor never saw is the pipeline's fault.
+        let err = anyhow::Error::new(PipelineError::Detail {
+            name: "face-hands".into(),
+            batch: 2,
+            source: Box::new(DetailError::NoKeypoints { frame: 17 }),
+        });
+        assert_eq!(exit_code(&err), 1);
     }
 }

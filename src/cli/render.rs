@@ -29,7 +29,10 @@ use self::job::{run_render_job, JobInterrupted, RenderJob, Reporting};
 use super::args::{FrameSelection, OutputTarget};
 use super::plan::frame_range;
 use super::{load_preset, CliError};
-use crate::detail::{detailer_for_preset, FaceHandDetailer, StableDiffusionInpainter};
+use crate::detail::{
+    detailer_config, inpainter_for_preset, BatchDetail, FaceHandDetailer, RegionPlanner,
+    RegionReport, StableDiffusionInpainter,
+};
 use crate::preset::ControlKind;
 use crate::preset::{Preset, PresetOverrides};
 use crate::render::model_cache::ModelCache;
@@ -232,16 +235,108 @@ fn renderer_factory(
     })
 }
 
-/// Face and hand detailing (the preset's `detail:` section) on the renderer's models, built
-/// when the first batch arrives. It runs on every batch, also on batches read back from the
-/// work directory (which holds the renderer's frames before detailing), so its tracks are the
-/// same whether or not a render was resumed.
+/// Face and hand detailing (the preset's `detail:` section) on the renderer's models. The
+/// work directory keeps each batch's detailed frames next to the renderer's: a finished
+/// batch's are read back, and its regions only tracked (no model runs), so the batches that
+/// are detailed continue the same tracks as in an uninterrupted render. The models are
+/// loaded when the first batch needs a detail pass.
 struct SharedModelDetailer {
     shared: Arc<SharedModels>,
     preset: Preset,
-    fps: f64,
+    work: WorkDir,
+    stop: StopFlag,
     notify: Notifier,
-    detailer: Option<FaceHandDetailer<StableDiffusionInpainter>>,
+    /// `detail` events with `--json`.
+    json: Option<Arc<JsonProgress>>,
+    stage: DetailStage,
+}
+
+/// Before the first detail pass only the tracks are kept; then the whole detailer.
+enum DetailStage {
+    Tracking(RegionPlanner),
+    Detailing(FaceHandDetailer<StableDiffusionInpainter>),
+    /// Only while switching from one to the other.
+    Switching,
+}
+
+/// `{"event":"detail",...}`: what detailing did to one batch (with `--json`).
+#[derive(Serialize)]
+struct DetailEvent<'a> {
+    event: &'static str,
+    batch: usize,
+    frames: usize,
+    /// The detailed frames were read back from the work directory (no diffusion pass).
+    restored: bool,
+    /// Diffusion passes run for this batch.
+    inpainted: usize,
+    regions: &'a [RegionReport],
+}
+
+impl SharedModelDetailer {
+    fn new(
+        shared: Arc<SharedModels>,
+        preset: &Preset,
+        fps: f64,
+        work: WorkDir,
+        stop: StopFlag,
+        notify: Notifier,
+        json: Option<Arc<JsonProgress>>,
+    ) -> Result<Option<Self>, crate::detail::DetailError> {
+        let Some(config) = detailer_config(preset, fps)? else {
+            return Ok(None);
+        };
+        Ok(Some(SharedModelDetailer {
+            shared,
+            preset: preset.clone(),
+            work,
+            stop,
+            notify,
+            json,
+            stage: DetailStage::Tracking(RegionPlanner::new(config)),
+        }))
+    }
+
+    /// The detailer, loading the models on first use.
+    fn detailer(&mut self) -> Result<&mut FaceHandDetailer<StableDiffusionInpainter>, StageError> {
+        if let DetailStage::Tracking(_) = self.stage {
+            let DetailStage::Tracking(planner) =
+                std::mem::replace(&mut self.stage, DetailStage::Switching)
+            else {
+                unreachable!("matched just above")
+            };
+            let models = load_models(&self.shared, &self.notify)?;
+            let openpose = models.controlnet_of_kind(self.shared.config(), ControlKind::Openpose);
+            let inpainter = inpainter_for_preset(&self.preset, models.sd.clone(), openpose)?;
+            let detailer = FaceHandDetailer::from_planner(planner, inpainter)?
+                .with_stop_flag(self.stop.clone());
+            self.stage = DetailStage::Detailing(detailer);
+        }
+        match &mut self.stage {
+            DetailStage::Detailing(detailer) => Ok(detailer),
+            _ => Err("face/hand detailing failed to load earlier in this run".into()),
+        }
+    }
+
+    fn report(&self, batch: &Batch, frames: usize, restored: bool, detail: &BatchDetail) {
+        match &self.json {
+            Some(json) => json.emit(&DetailEvent {
+                event: "detail",
+                batch: batch.index,
+                frames,
+                restored,
+                inpainted: detail.inpainted,
+                regions: &detail.regions,
+            }),
+            None if restored => (self.notify)(&format!(
+                "detail: batch {}: detailed frames from the work directory",
+                batch.index
+            )),
+            None => (self.notify)(&format!(
+                "detail: batch {}: {} region(s) repainted on {frames} frame(s)",
+                batch.index, detail.inpainted
+            )),
+        }
+    }
 }
 
 impl Detailer for SharedModelDetailer {
@@ -255,16 +350,33 @@ impl Detailer for SharedModelDetailer {
         inputs: &[PreparedFrame],
         outputs: &mut [Frame],
     ) -> Result<(), StageError> {
-        if self.detailer.is_none() {
-            let models = load_models(&self.shared, &self.notify)?;
-            let openpose = models.controlnet_of_kind(self.shared.config(), ControlKind::Openpose);
-            self.detailer =
-                detailer_for_preset(&self.preset, models.sd.clone(), openpose, self.fps)?;
+        let stored = match self.work.load_detailed(batch) {
+            Ok(stored) => stored.filter(|frames| frames.len() == outputs.len()),
+            Err(e) => {
+                (self.notify)(&format!("{e}; detailing batch {} again", batch.index));
+                None
+            }
+        };
+        if let Some(frames) = stored {
+            let size = (frames[0].width, frames[0].height);
+            let planner = match &mut self.stage {
+                DetailStage::Tracking(planner) => planner,
+                DetailStage::Detailing(detailer) => detailer.planner_mut(),
+                DetailStage::Switching => {
+                    return Err("face/hand detailing failed to load earlier in this run".into())
+                }
+            };
+            let detail = planner.track_batch(batch, inputs, size)?;
+            outputs.clone_from_slice(&frames);
+            self.report(batch, outputs.len(), true, &detail);
+            return Ok(());
         }
-        match &mut self.detailer {
-            Some(detailer) => detailer.detail_batch(batch, inputs, outputs),
-            None => Ok(()),
-        }
+        let detail = self
+            .detailer()?
+            .detail_batch_report(batch, inputs, outputs)?;
+        self.work.save_detailed(batch, outputs)?;
+        self.report(batch, outputs.len(), false, &detail);
+        Ok(())
     }
 }
 

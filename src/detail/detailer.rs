@@ -28,6 +28,7 @@ use super::tracks::{track_seed, RegionTracker};
 use crate::preprocess::openpose::draw::{draw_pose_map, DrawParts};
 use crate::preprocess::openpose::keypoints::{Face, Hand, Keypoint, Person, PoseFrame};
 use crate::render::plan::Batch;
+use crate::render::resume::StopFlag;
 use crate::render::stages::{Detailer, PreparedFrame, StageError};
 use crate::video::Frame;
 
@@ -70,39 +71,71 @@ pub struct DetailedRegion {
     pub mask: Mask,
 }
 
-/// Face and hand detailing; a pipeline [`Detailer`] and a per-image tool for `still`.
-pub struct FaceHandDetailer<I: RegionInpainter> {
+/// One region of a batch's report: where a part was (or would be) repainted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RegionReport {
+    /// Input frame index.
+    pub frame: u64,
+    pub track: u64,
+    /// `face`, `left hand` or `right hand`.
+    pub kind: &'static str,
+    pub seed: u64,
+    /// The crop, in rendered-frame pixels.
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl RegionReport {
+    fn new(frame: u64, region: &PlannedRegion) -> Self {
+        RegionReport {
+            frame,
+            track: region.track_id,
+            kind: region.kind.as_str(),
+            seed: region.seed,
+            x: region.rect.x,
+            y: region.rect.y,
+            width: region.rect.width,
+            height: region.rect.height,
+        }
+    }
+}
+
+/// What detailing (or only tracking) one batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchDetail {
+    /// Every region with a non-empty paste mask, frame by frame, in paste order.
+    pub regions: Vec<RegionReport>,
+    /// Diffusion passes run (0 when the batch was only tracked).
+    pub inpainted: usize,
+}
+
+/// The model-free half of detailing: tracks regions from frame to frame (ids, smoothed
+/// boxes, seeds) and remembers them for the frames the next batch renders again. A
+/// resumed render advances it over finished batches (cheap) so that the batches it does
+/// detail start from the same tracks as in an uninterrupted render.
+pub struct RegionPlanner {
     config: DetailerConfig,
-    inpainter: I,
     tracker: RegionTracker,
     /// Regions of recently seen frames, by frame index.
     planned: BTreeMap<u64, Vec<PlannedRegion>>,
     last_tracked: Option<u64>,
 }
 
-impl<I: RegionInpainter> FaceHandDetailer<I> {
-    /// Fails when a section asks for the ControlNet and the inpainter has none.
-    pub fn new(config: DetailerConfig, inpainter: I) -> Result<Self, DetailError> {
-        for (section, s) in [
-            ("face", &config.settings.face),
-            ("hands", &config.settings.hands),
-        ] {
-            if s.enabled && s.controlnet && !inpainter.has_controlnet() {
-                return Err(DetailError::NoOpenposeControlNet { section });
-            }
-        }
+impl RegionPlanner {
+    pub fn new(config: DetailerConfig) -> Self {
         let fps = if config.fps.is_finite() && config.fps > 0.0 {
             config.fps
         } else {
             30.0
         };
-        Ok(FaceHandDetailer {
+        RegionPlanner {
             tracker: RegionTracker::new(config.settings.smoothing, fps),
             config: DetailerConfig { fps, ..config },
-            inpainter,
             planned: BTreeMap::new(),
             last_tracked: None,
-        })
+        }
     }
 
     pub fn config(&self) -> &DetailerConfig {
@@ -163,6 +196,169 @@ impl<I: RegionInpainter> FaceHandDetailer<I> {
         regions
     }
 
+    /// The regions of frame `index`, its keypoints checked first.
+    fn frame_regions(
+        &mut self,
+        index: u64,
+        pose: &PoseFrame,
+        width: u32,
+        height: u32,
+    ) -> Result<Vec<PlannedRegion>, DetailError> {
+        if !pose.people.is_empty() && (pose.width == 0 || pose.height == 0) {
+            return Err(DetailError::EmptyPoseFrame {
+                frame: index,
+                width: pose.width,
+                height: pose.height,
+            });
+        }
+        Ok(self.plan_regions(index, pose, width, height))
+    }
+
+    /// The mask shape and paste weights of `region` in a `frame_w × frame_h` frame; `None`
+    /// when nothing would be pasted (too few keypoints inside the crop).
+    fn region_mask(
+        &self,
+        region: &PlannedRegion,
+        frame_w: u32,
+        frame_h: u32,
+    ) -> Option<(RegionShape, Mask)> {
+        let settings = self.config.settings.for_kind(region.kind);
+        let rect = region.rect;
+        let local: Vec<(f32, f32)> = region
+            .points
+            .iter()
+            .filter(|p| p.is_present())
+            .map(|p| (p.x - rect.x as f32, p.y - rect.y as f32))
+            .collect();
+        let feather = settings.feather as f32;
+        let shape = RegionShape::new(&local, settings.mask_grow * region.extent, feather)?;
+        let mask = paste_mask(
+            &shape,
+            rect.width,
+            rect.height,
+            feather,
+            rect.frame_edges(frame_w, frame_h),
+        );
+        (!mask.is_empty()).then_some((shape, mask))
+    }
+
+    /// The weights `region` is pasted with over its crop in a `frame_w × frame_h` frame, or
+    /// `None` when it is not pasted at all.
+    pub fn paste_weights(
+        &self,
+        region: &PlannedRegion,
+        frame_w: u32,
+        frame_h: u32,
+    ) -> Option<Mask> {
+        self.region_mask(region, frame_w, frame_h)
+            .map(|(_, mask)| mask)
+    }
+
+    /// Tracks a batch whose detailed frames are already known (a finished batch of a
+    /// resumed render) exactly as detailing it would, without repainting anything.
+    /// `size` is the rendered frames' size.
+    pub fn track_batch(
+        &mut self,
+        batch: &Batch,
+        inputs: &[PreparedFrame],
+        (width, height): (u32, u32),
+    ) -> Result<BatchDetail, DetailError> {
+        let mut report = BatchDetail::default();
+        for input in inputs {
+            let index = input.source.index;
+            let regions = self.frame_regions(index, frame_pose(input)?, width, height)?;
+            for region in &regions {
+                if self.region_mask(region, width, height).is_some() {
+                    report.regions.push(RegionReport::new(index, region));
+                }
+            }
+        }
+        self.forget_unshared(batch, inputs);
+        Ok(report)
+    }
+
+    /// Only the frames the next batch renders again can be asked for again.
+    fn forget_unshared(&mut self, batch: &Batch, inputs: &[PreparedFrame]) {
+        let keep = batch.overlap_with_next.min(inputs.len());
+        match inputs.get(inputs.len() - keep) {
+            Some(first_shared) if keep > 0 => {
+                let from = first_shared.source.index;
+                self.planned.retain(|&k, _| k >= from);
+            }
+            _ => self.planned.clear(),
+        }
+    }
+}
+
+/// The keypoints the pose preprocessor left on a frame.
+fn frame_pose(input: &PreparedFrame) -> Result<&PoseFrame, DetailError> {
+    input
+        .annotations
+        .get::<PoseFrame>()
+        .ok_or(DetailError::NoKeypoints {
+            frame: input.source.index,
+        })
+}
+
+/// Face and hand detailing; a pipeline [`Detailer`] and a per-image tool for `still`.
+pub struct FaceHandDetailer<I: RegionInpainter> {
+    planner: RegionPlanner,
+    inpainter: I,
+    /// Checked before every frame, so Ctrl-C does not wait for a whole batch's detailing.
+    stop: Option<StopFlag>,
+}
+
+impl<I: RegionInpainter> FaceHandDetailer<I> {
+    /// Fails when a section asks for the ControlNet and the inpainter has none.
+    pub fn new(config: DetailerConfig, inpainter: I) -> Result<Self, DetailError> {
+        Self::from_planner(RegionPlanner::new(config), inpainter)
+    }
+
+    /// Continues the tracks of `planner` (e.g. advanced over finished batches).
+    pub fn from_planner(planner: RegionPlanner, inpainter: I) -> Result<Self, DetailError> {
+        let settings = &planner.config.settings;
+        for (section, s) in [("face", &settings.face), ("hands", &settings.hands)] {
+            if s.enabled && s.controlnet && !inpainter.has_controlnet() {
+                return Err(DetailError::NoOpenposeControlNet { section });
+            }
+        }
+        Ok(FaceHandDetailer {
+            planner,
+            inpainter,
+            stop: None,
+        })
+    }
+
+    /// Stop between frames once `stop` is requested (with [`DetailError::Interrupted`]).
+    pub fn with_stop_flag(mut self, stop: StopFlag) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    pub fn config(&self) -> &DetailerConfig {
+        &self.planner.config
+    }
+
+    pub fn planner_mut(&mut self) -> &mut RegionPlanner {
+        &mut self.planner
+    }
+
+    /// Forgets all tracks (the next frame starts a new clip).
+    pub fn reset(&mut self) {
+        self.planner.reset();
+    }
+
+    /// See [`RegionPlanner::plan_regions`].
+    pub fn plan_regions(
+        &mut self,
+        index: u64,
+        pose: &PoseFrame,
+        width: u32,
+        height: u32,
+    ) -> Vec<PlannedRegion> {
+        self.planner.plan_regions(index, pose, width, height)
+    }
+
     /// Details frame `index` in place, with its keypoints `pose` (in the pixels of the frame
     /// the pose was estimated on; scaled to `image`). Returns what was pasted.
     pub fn detail_frame(
@@ -171,15 +367,8 @@ impl<I: RegionInpainter> FaceHandDetailer<I> {
         image: &mut RgbImage,
         pose: &PoseFrame,
     ) -> Result<Vec<DetailedRegion>, DetailError> {
-        if !pose.people.is_empty() && (pose.width == 0 || pose.height == 0) {
-            return Err(DetailError::EmptyPoseFrame {
-                frame: index,
-                width: pose.width,
-                height: pose.height,
-            });
-        }
         let (width, height) = image.dimensions();
-        let regions = self.plan_regions(index, pose, width, height);
+        let regions = self.planner.frame_regions(index, pose, width, height)?;
         let mut done = Vec::with_capacity(regions.len());
         for region in regions {
             if let Some(mask) = self.detail_region(index, image, &region)? {
@@ -200,36 +389,49 @@ impl<I: RegionInpainter> FaceHandDetailer<I> {
         self.detail_frame(0, image, pose)
     }
 
+    /// Details every frame of a batch in place (`inputs[i]` carries the keypoints of
+    /// `outputs[i]`) and says what was repainted.
+    pub fn detail_batch_report(
+        &mut self,
+        batch: &Batch,
+        inputs: &[PreparedFrame],
+        outputs: &mut [Frame],
+    ) -> Result<BatchDetail, DetailError> {
+        let mut report = BatchDetail::default();
+        for (input, output) in inputs.iter().zip(outputs.iter_mut()) {
+            if let Some(stop) = &self.stop {
+                stop.check()?;
+            }
+            let index = input.source.index;
+            let pose = frame_pose(input)?;
+            let (w, h) = (output.width, output.height);
+            let data = std::mem::take(&mut output.data);
+            let mut image = RgbImage::from_raw(w, h, data).ok_or_else(|| {
+                DetailError::SizeMismatch(format!("output frame {index} is not {w}x{h} RGB"))
+            })?;
+            let result = self.detail_frame(index, &mut image, pose);
+            output.data = image.into_raw();
+            for done in result? {
+                report.regions.push(RegionReport::new(index, &done.region));
+                report.inpainted += 1;
+            }
+        }
+        self.planner.forget_unshared(batch, inputs);
+        Ok(report)
+    }
+
     fn detail_region(
         &mut self,
         index: u64,
         image: &mut RgbImage,
         region: &PlannedRegion,
     ) -> Result<Option<Mask>, DetailError> {
-        let settings: &RegionSettings = self.config.settings.for_kind(region.kind);
+        let settings: &RegionSettings = self.planner.config.settings.for_kind(region.kind);
         let (frame_w, frame_h) = image.dimensions();
         let rect = region.rect;
-        let local: Vec<(f32, f32)> = region
-            .points
-            .iter()
-            .filter(|p| p.is_present())
-            .map(|p| (p.x - rect.x as f32, p.y - rect.y as f32))
-            .collect();
-        let feather = settings.feather as f32;
-        let Some(shape) = RegionShape::new(&local, settings.mask_grow * region.extent, feather)
-        else {
+        let Some((shape, mask)) = self.planner.region_mask(region, frame_w, frame_h) else {
             return Ok(None);
         };
-        let mask = paste_mask(
-            &shape,
-            rect.width,
-            rect.height,
-            feather,
-            rect.frame_edges(frame_w, frame_h),
-        );
-        if mask.is_empty() {
-            return Ok(None);
-        }
 
         let multiple = self.inpainter.size_multiple();
         let (detail_w, detail_h) =
@@ -251,11 +453,14 @@ impl<I: RegionInpainter> FaceHandDetailer<I> {
             mask: &sd_mask,
             control: control.as_ref(),
             control_scale: settings.controlnet_scale,
-            prompt: settings.prompt.as_deref().unwrap_or(&self.config.prompt),
+            prompt: settings
+                .prompt
+                .as_deref()
+                .unwrap_or(&self.planner.config.prompt),
             negative_prompt: settings
                 .negative_prompt
                 .as_deref()
-                .unwrap_or(&self.config.negative_prompt),
+                .unwrap_or(&self.planner.config.negative_prompt),
             denoise: settings.denoise,
             steps: settings.steps,
             cfg_scale: settings.cfg_scale,
@@ -360,30 +565,7 @@ impl<I: RegionInpainter> Detailer for FaceHandDetailer<I> {
         inputs: &[PreparedFrame],
         outputs: &mut [Frame],
     ) -> Result<(), StageError> {
-        for (input, output) in inputs.iter().zip(outputs.iter_mut()) {
-            let index = input.source.index;
-            let pose = input
-                .annotations
-                .get::<PoseFrame>()
-                .ok_or(DetailError::NoKeypoints { frame: index })?;
-            let (w, h) = (output.width, output.height);
-            let data = std::mem::take(&mut output.data);
-            let mut image = RgbImage::from_raw(w, h, data).ok_or_else(|| {
-                DetailError::SizeMismatch(format!("output frame {index} is not {w}x{h} RGB"))
-            })?;
-            let result = self.detail_frame(index, &mut image, pose);
-            output.data = image.into_raw();
-            result?;
-        }
-        // Only the frames the next batch renders again can be asked for again.
-        let keep = batch.overlap_with_next.min(inputs.len());
-        match inputs.get(inputs.len() - keep) {
-            Some(first_shared) if keep > 0 => {
-                let from = first_shared.source.index;
-                self.planned.retain(|&k, _| k >= from);
-            }
-            _ => self.planned.clear(),
-        }
+        self.detail_batch_report(batch, inputs, outputs)?;
         Ok(())
     }
 }
@@ -614,7 +796,90 @@ mod tests {
         }
         // 10 distinct frames × 2 regions tracked, 12 frame renders × 2 regions painted.
         assert_eq!(fake.calls.lock().unwrap().len(), 24);
-        assert!(detailer.planned.len() <= 2);
+        assert!(detailer.planner.planned.len() <= 2);
+    }
+
+    /// Frames whose face jumps around (tracking them again would give other boxes).
+    fn jumpy_frames(n: u64) -> Vec<PreparedFrame> {
+        (0..n)
+            .map(|i| {
+                let mut p = PreparedFrame::new(Frame::from_rgb_image(i, grey_frame()));
+                p.annotations
+                    .insert(pose(50.0 + (i % 3) as f32 * 7.0 + i as f32));
+                p
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tracking_finished_batches_then_detailing_equals_detailing_everything() {
+        let plan = plan_batches(14, 6, 2).unwrap();
+        let frames = jumpy_frames(14);
+        let run = |tracked_only: usize| {
+            let fake = FakeInpainter {
+                controlnet: true,
+                ..Default::default()
+            };
+            let mut planner = RegionPlanner::new(config());
+            let mut reports = Vec::new();
+            for batch in &plan.batches[..tracked_only] {
+                let inputs = &frames[batch.start..batch.end];
+                reports.push(planner.track_batch(batch, inputs, (200, 150)).unwrap());
+            }
+            let mut detailer = FaceHandDetailer::from_planner(planner, fake.clone()).unwrap();
+            let mut outputs = Vec::new();
+            for batch in &plan.batches[tracked_only..] {
+                let inputs = &frames[batch.start..batch.end];
+                let mut out: Vec<Frame> = inputs.iter().map(|p| p.source.clone()).collect();
+                reports.push(
+                    detailer
+                        .detail_batch_report(batch, inputs, &mut out)
+                        .unwrap(),
+                );
+                outputs.push(out);
+            }
+            let calls = fake.calls.lock().unwrap().len();
+            (reports, outputs, calls)
+        };
+        let (all_reports, all_outputs, all_calls) = run(0);
+        let (resumed_reports, resumed_outputs, resumed_calls) = run(2);
+        assert_eq!(plan.batches.len(), 3);
+        // The last batch is painted identically, with the same regions and seeds.
+        assert_eq!(resumed_outputs.last(), all_outputs.last());
+        assert_eq!(resumed_reports.last(), all_reports.last());
+        // Tracked batches report the regions a detail pass would paint, but paint none.
+        for k in 0..2 {
+            assert_eq!(
+                resumed_reports[k].regions, all_reports[k].regions,
+                "batch {k}"
+            );
+            assert_eq!(resumed_reports[k].inpainted, 0);
+            assert_eq!(all_reports[k].inpainted, all_reports[k].regions.len());
+        }
+        let last = plan.batches.last().unwrap();
+        assert_eq!(resumed_calls, 2 * last.len());
+        assert!(all_calls > resumed_calls);
+    }
+
+    #[test]
+    fn a_stop_request_stops_detailing_between_frames() {
+        let fake = FakeInpainter {
+            controlnet: true,
+            ..Default::default()
+        };
+        let stop = StopFlag::new();
+        let mut detailer = FaceHandDetailer::new(config(), fake.clone())
+            .unwrap()
+            .with_stop_flag(stop.clone());
+        let plan = plan_batches(4, 4, 0).unwrap();
+        let inputs = jumpy_frames(4);
+        let mut outputs: Vec<Frame> = inputs.iter().map(|p| p.source.clone()).collect();
+        stop.request();
+        let err = detailer
+            .detail_batch_report(&plan.batches[0], &inputs, &mut outputs)
+            .unwrap_err();
+        assert!(crate::render::resume::is_interrupted(&err), "{err}");
+        assert!(fake.calls.lock().unwrap().is_empty());
     }
 
     #[test]

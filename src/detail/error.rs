@@ -1,6 +1,7 @@
 //! Errors of face and hand detailing.
 
 use crate::render::image_pipeline::ImagePipelineError;
+use crate::render::resume::Interrupted;
 
 use super::regions::RegionKind;
 
@@ -19,7 +20,7 @@ pub enum DetailError {
          (add one under controlnets, or set detail.{section}.controlnet: false)"
     )]
     NoOpenposeControlNet { section: &'static str },
-    #[error("sampler.scheduler {0} has no implementation")]
+    #[error("sampler.scheduler: {0} has no implementation (face/hand detailing uses it)")]
     UnknownScheduler(String),
     #[error("detailing the {kind} (track {track}) of frame {frame}: {source}")]
     Generate {
@@ -29,7 +30,28 @@ pub enum DetailError {
         #[source]
         source: Box<ImagePipelineError>,
     },
+    /// A stop was requested (Ctrl-C) between two frames.
+    #[error("detailing stopped: {0}")]
+    Interrupted(#[from] Interrupted),
     /// Sizes that disagree inside the detailer (a bug, not bad input).
     #[error("internal size mismatch: {0}")]
     SizeMismatch(String),
+}
+
+impl DetailError {
+    /// Whether the user can fix it in the preset or the keypoints they supplied (exit code
+    /// 2), rather than it being a failure of the program or the models.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            DetailError::NoOpenposeControlNet { .. }
+            | DetailError::UnknownScheduler(_)
+            | DetailError::EmptyPoseFrame { .. } => true,
+            // A frame without keypoints means the pose preprocessor did not run: a bug in
+            // how the pipeline was put together, not the user's input.
+            DetailError::NoKeypoints { .. }
+            | DetailError::Generate { .. }
+            | DetailError::Interrupted(_)
+            | DetailError::SizeMismatch(_) => false,
+        }
+    }
 }

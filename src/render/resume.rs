@@ -6,7 +6,9 @@
 //!
 //! ```text
 //! batch_0000/manifest.json     what the batch is (see [`BatchManifest`]) and its frame files
-//! batch_0000/frame_000000.png  the renderer's output frames, before overlap blending
+//! batch_0000/frame_000000.png  the renderer's output frames, before detailing and blending
+//! batch_0000/detailed/         the same frames after face/hand detailing (own manifest),
+//!                              when the preset details; written after the batch itself
 //! batch_0001.partial/          a batch being written; renamed to batch_0001/ when complete
 //! anchor/manifest.json         the anchor frame's output (cross-frame attention)
 //! anchor/frame_000000.png
@@ -18,6 +20,11 @@
 //! version, preset fingerprint, input fingerprint (size, modification time, SHA-256 of its
 //! first and last MiB), frame range, frame rate, render size, seed and the batch's range. Anything
 //! else is discarded, and the caller is told why.
+//!
+//! Detailed frames are kept apart from the renderer's: the next batch continues from the
+//! renderer's frames ([`LeadIn`]), the output is made of the detailed ones. A batch whose
+//! `detailed/` is missing (the render stopped between rendering and detailing it, or a work
+//! directory from before detailed frames were kept) is read back and detailed again.
 //!
 //! Determinism: frames are u8 and PNG is lossless, so a batch read back is byte for byte what
 //! was rendered; the temporal state a batch starts from ([`LeadIn`]: the frame before it,
@@ -46,6 +53,7 @@ pub const WORK_FORMAT: u32 = 1;
 const MANIFEST: &str = "manifest.json";
 const PARTIAL_SUFFIX: &str = ".partial";
 const ANCHOR_DIR: &str = "anchor";
+const DETAILED_DIR: &str = "detailed";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResumeError {
@@ -418,7 +426,64 @@ impl WorkDir {
     /// Store the rendered frames of `batch` (one per batch frame, in order): written into
     /// `batch_NNNN.partial/`, then renamed.
     pub fn save_batch(&self, batch: &Batch, frames: &[Frame]) -> Result<(), ResumeError> {
-        let manifest = BatchManifest {
+        let manifest = self.manifest_for(batch, frames);
+        self.commit(&self.batch_dir(batch.index), &manifest, frames)
+    }
+
+    /// Store the detailed frames of the finished `batch` (one per batch frame, in order) in
+    /// `batch_NNNN/detailed/`, written into `detailed.partial/` and renamed. A batch that is
+    /// rendered again loses them with the rest of its directory.
+    pub fn save_detailed(&self, batch: &Batch, frames: &[Frame]) -> Result<(), ResumeError> {
+        let dir = self.batch_dir(batch.index);
+        if self.finished_manifest(batch).is_none() {
+            return Err(ResumeError::Unreadable {
+                path: dir,
+                reason: "detailed frames of a batch that is not finished".into(),
+            });
+        }
+        let manifest = self.manifest_for(batch, frames);
+        self.commit(&dir.join(DETAILED_DIR), &manifest, frames)
+    }
+
+    /// The detailed frames of `batch`, if it is finished and they were stored for this run.
+    /// Anything short of that is `Ok(None)` (detail the batch again); an unreadable image
+    /// of a complete entry is an error.
+    pub fn load_detailed(&self, batch: &Batch) -> Result<Option<Vec<Frame>>, ResumeError> {
+        let Some(rendered) = self.finished_manifest(batch) else {
+            return Ok(None);
+        };
+        let dir = self.batch_dir(batch.index).join(DETAILED_DIR);
+        let Ok(text) = fs::read_to_string(dir.join(MANIFEST)) else {
+            return Ok(None);
+        };
+        let Ok(manifest) = serde_json::from_str::<BatchManifest>(&text) else {
+            return Ok(None);
+        };
+        let indices = |m: &BatchManifest| m.frames.iter().map(|f| f.index).collect::<Vec<_>>();
+        let complete = manifest.run == self.run
+            && (manifest.batch, manifest.start, manifest.end)
+                == (batch.index, batch.start, batch.end)
+            && indices(&manifest) == indices(&rendered)
+            && manifest.frames.iter().all(|f| dir.join(&f.file).is_file());
+        if !complete {
+            return Ok(None);
+        }
+        manifest
+            .frames
+            .iter()
+            .map(|f| self.read_frame(&dir.join(&f.file), f.index))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    /// Whether `batch` is finished and its detailed frames are stored (cheap).
+    pub fn is_detailed(&self, batch: &Batch) -> bool {
+        let dir = self.batch_dir(batch.index).join(DETAILED_DIR);
+        self.is_finished(batch) && dir.join(MANIFEST).is_file()
+    }
+
+    fn manifest_for(&self, batch: &Batch, frames: &[Frame]) -> BatchManifest {
+        BatchManifest {
             run: self.run.clone(),
             input_path: self.input_path.clone(),
             batch: batch.index,
@@ -431,8 +496,7 @@ impl WorkDir {
                     file: frame_file_name(f.index),
                 })
                 .collect(),
-        };
-        self.commit(&self.batch_dir(batch.index), &manifest, frames)
+        }
     }
 
     /// The cached output of anchor frame `index`, if this run stored it.
@@ -799,6 +863,45 @@ mod tests {
         assert!(!work.is_finished(b0));
         work.remove().unwrap();
         assert!(root.join("notes.txt").is_file());
+    }
+
+    #[test]
+    fn detailed_frames_are_kept_next_to_the_rendered_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("w");
+        let plan = plan_batches(10, 6, 2).unwrap();
+        let b0 = &plan.batches[0];
+        let (work, _) = WorkDir::open(&root, run(), Path::new("in.mp4"), true).unwrap();
+        let rendered: Vec<Frame> = b0.frames().map(|i| frame(i as u64, 10)).collect();
+        let detailed: Vec<Frame> = b0.frames().map(|i| frame(i as u64, 20)).collect();
+        // Only a finished batch can hold detailed frames.
+        assert!(work.save_detailed(b0, &detailed).is_err());
+        work.save_batch(b0, &rendered).unwrap();
+        assert!(!work.is_detailed(b0));
+        assert_eq!(work.load_detailed(b0).unwrap(), None);
+        work.save_detailed(b0, &detailed).unwrap();
+        assert!(work.is_detailed(b0));
+        // Both sets read back: the renderer's for the next batch, the detailed for output.
+        assert_eq!(work.load_batch(b0).unwrap(), rendered);
+        assert_eq!(work.load_detailed(b0).unwrap(), Some(detailed.clone()));
+
+        let (work, report) = WorkDir::open(&root, run(), Path::new("in.mp4"), true).unwrap();
+        assert_eq!(report.reusable, 1);
+        assert_eq!(work.load_detailed(b0).unwrap(), Some(detailed.clone()));
+        // Another batch range does not match them.
+        let other = plan_batches(10, 5, 1).unwrap();
+        assert_eq!(work.load_detailed(&other.batches[0]).unwrap(), None);
+        // A batch rendered again loses its detailed frames.
+        work.save_batch(b0, &rendered).unwrap();
+        assert_eq!(work.load_detailed(b0).unwrap(), None);
+        work.save_detailed(b0, &detailed).unwrap();
+        // Another run (changed preset) drops the batch and its detailed frames.
+        let mut changed = run();
+        changed.preset_fingerprint = "new".into();
+        let (work, report) = WorkDir::open(&root, changed, Path::new("in.mp4"), true).unwrap();
+        assert_eq!(report.invalidated, 1);
+        assert_eq!(work.load_detailed(b0).unwrap(), None);
+        assert!(!root.join("batch_0000").exists());
     }
 
     #[test]

@@ -37,7 +37,10 @@ use crate::render::resume::{
 use crate::render::sd_renderer::{
     ModelWeights, SdRenderConfig, SdRenderError, SharedModels, RENDERER_NAME,
 };
-use crate::render::stages::preprocessors::{build_preprocessors, PreprocessorOptions};
+use crate::detail::check_preset as check_detail_preset;
+use crate::render::stages::preprocessors::{
+    build_preprocessors, DetailKeypoints, PreprocessorOptions,
+};
 
 /// What to render, with every setting decided (the preset's overrides already applied).
 #[derive(Debug, Clone)]
@@ -236,6 +239,8 @@ pub fn run_render_job(
         }
         .into());
     }
+    // A detail section the rest of the preset cannot serve fails before any work starts.
+    check_detail_preset(preset)?;
 
     let work_root = job.work_root();
     let input_fingerprint = fingerprint_file(&job.input)?;
@@ -287,6 +292,7 @@ pub fn run_render_job(
             pose_json: job.pose_json.clone(),
             needed: Some(unfinished.clone()),
             stop: stop.clone(),
+            detail: DetailKeypoints::for_settings(&preset.detail),
         };
         let mut maps = config.required_maps();
         // Face and hand detailing finds the regions in the pose keypoints.
@@ -404,14 +410,16 @@ pub fn run_render_job(
 
         let mut pipeline = Pipeline::new(Box::new(reader), Box::new(renderer), sink);
         pipeline.preprocessors = preprocessors;
-        if preset.detail.any_enabled() {
-            pipeline.detailers.push(Box::new(SharedModelDetailer {
-                shared: shared.clone(),
-                preset: preset.clone(),
-                fps: info.fps.as_f64(),
-                notify: notify_detail,
-                detailer: None,
-            }));
+        if let Some(detailer) = SharedModelDetailer::new(
+            shared.clone(),
+            preset,
+            info.fps.as_f64(),
+            work.clone(),
+            stop.clone(),
+            notify_detail,
+            reporting.json_out().cloned(),
+        )? {
+            pipeline.detailers.push(Box::new(detailer));
         }
         pipeline.blend = preset.batch.blend;
         match pipeline.run(&plan, reporting.progress()) {

@@ -7,6 +7,10 @@
 //!   `rotoscope preprocess` or DWPose/OpenPose) instead of estimating;
 //! * softedge: [`SoftEdgePreprocessor`] (HED).
 //!
+//! Face and hand detailing reads the pose keypoints: whatever the openpose map draws
+//! (`preprocess.pose`), the estimator also finds the parts [`DetailKeypoints`] asks for, and
+//! OpenPose JSON keeps every part it holds; the map is drawn with the preset's parts only.
+//!
 //! Pose tracking carries state from frame to frame, so it sees every frame of the render in
 //! order (a resumed render must track exactly like an uninterrupted one); the stateless
 //! soft-edge map is skipped for frames that only finished batches need. Every wrapper
@@ -19,8 +23,9 @@ use std::sync::Arc;
 
 use image::RgbImage;
 
+use crate::detail::DetailSettings;
 use crate::preprocess::openpose::json::{read_json_file, PoseJsonError};
-use crate::preprocess::openpose::{draw_pose_map, DrawParts};
+use crate::preprocess::openpose::{draw_pose_map, DrawParts, PoseFrame};
 use crate::preprocess::pose::stage::PoseStage;
 use crate::preprocess::pose::{PoseError, PoseEstimator, PoseSettings, PoseTracker};
 use crate::preprocess::softedge::{to_control_image, SoftEdge, SoftEdgeError, SoftEdgeSettings};
@@ -79,6 +84,42 @@ pub struct PreprocessorOptions {
     /// Input frames that need stateless maps; `None` = all.
     pub needed: Option<Vec<Range<u64>>>,
     pub stop: StopFlag,
+    /// Parts face and hand detailing reads, estimated even where `pose` does not draw them.
+    pub detail: DetailKeypoints,
+}
+
+/// The pose parts face and hand detailing (the preset's `detail:`) reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DetailKeypoints {
+    pub face: bool,
+    pub hands: bool,
+}
+
+impl DetailKeypoints {
+    pub fn for_settings(detail: &DetailSettings) -> Self {
+        DetailKeypoints {
+            face: detail.face.enabled,
+            hands: detail.hands.enabled,
+        }
+    }
+}
+
+impl PreprocessorOptions {
+    /// What the pose estimator must find: the parts the map draws, plus those detailing
+    /// reads.
+    pub fn estimated_pose(&self) -> PoseSettings {
+        PoseSettings {
+            body: self.pose.body,
+            hands: self.pose.hands || self.detail.hands,
+            face: self.pose.face || self.detail.face,
+            ..PoseSettings::default()
+        }
+    }
+
+    /// What the openpose map shows (`preprocess.pose`).
+    pub fn drawn_parts(&self) -> DrawParts {
+        draw_parts(&self.pose)
+    }
 }
 
 /// The preprocessors making the maps `kinds` asks for (`temporalnet` needs none). Setup
@@ -92,9 +133,9 @@ pub fn build_preprocessors(
     for kind in kinds {
         let made: Result<Box<dyn Preprocessor>, PreprocessorError> = match kind {
             ControlKind::Openpose => match &options.pose_json {
-                Some(dir) => PoseJsonPreprocessor::new(dir, draw_parts(&options.pose))
+                Some(dir) => PoseJsonPreprocessor::new(dir, options.drawn_parts())
                     .map(|p| Box::new(p) as Box<dyn Preprocessor>),
-                None => pose_stage(options).map(|p| Box::new(p) as Box<dyn Preprocessor>),
+                None => pose_stage(options),
             },
             ControlKind::Softedge => {
                 SoftEdgePreprocessor::new(options).map(|p| Box::new(p) as Box<dyn Preprocessor>)
@@ -124,17 +165,62 @@ fn draw_parts(settings: &preset::PoseSettings) -> DrawParts {
     }
 }
 
-/// MediaPipe pose tracking, without a cache: every frame is estimated in order.
-fn pose_stage(options: &PreprocessorOptions) -> Result<PoseStage, PreprocessorError> {
-    let settings = PoseSettings {
-        body: options.pose.body,
-        hands: options.pose.hands,
-        face: options.pose.face,
-        ..PoseSettings::default()
-    };
+/// MediaPipe pose tracking, without a cache: every frame is estimated in order. When
+/// detailing needs parts the map does not show, they are estimated and the map is drawn
+/// again without them.
+fn pose_stage(options: &PreprocessorOptions) -> Result<Box<dyn Preprocessor>, PreprocessorError> {
+    let settings = options.estimated_pose();
     let estimator = PoseEstimator::new(&options.models_dir.join(MEDIAPIPE_DIR), &settings)?;
     let tracker = PoseTracker::new(Arc::new(estimator), options.fps);
-    Ok(PoseStage::new(tracker, None))
+    let stage = PoseStage::new(tracker, None);
+    let parts = options.drawn_parts();
+    let estimated = DrawParts {
+        body: settings.body,
+        hands: settings.hands,
+        face: settings.face,
+    };
+    Ok(if parts == estimated {
+        Box::new(stage)
+    } else {
+        Box::new(RedrawnPoseMap {
+            inner: Box::new(stage),
+            parts,
+        })
+    })
+}
+
+/// Replaces the openpose map of a pose preprocessor that estimated more parts than the map
+/// should show by one drawn from its keypoints with `parts` only (the keypoints stay whole).
+struct RedrawnPoseMap {
+    inner: Box<dyn Preprocessor>,
+    parts: DrawParts,
+}
+
+impl Preprocessor for RedrawnPoseMap {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn process(&mut self, frame: &mut PreparedFrame) -> Result<(), StageError> {
+        self.inner.process(frame)?;
+        let (index, w, h) = (frame.source.index, frame.source.width, frame.source.height);
+        let Some(pose) = frame.annotations.get::<PoseFrame>() else {
+            return Ok(());
+        };
+        let map = Frame::from_rgb_image(index, draw_pose_map(pose, w, h, self.parts));
+        match frame
+            .controls
+            .iter_mut()
+            .find(|c| c.kind == ControlKind::Openpose)
+        {
+            Some(control) => control.image = map,
+            None => frame.controls.push(ControlImage {
+                kind: ControlKind::Openpose,
+                image: map,
+            }),
+        }
+        Ok(())
+    }
 }
 
 /// Checks the stop flag before handing the frame on.
@@ -291,7 +377,7 @@ impl Preprocessor for PoseJsonPreprocessor {
             })?;
         let mut poses = read_json_file(path, Some((w, h))).map_err(PreprocessorError::from)?;
         let pose = match poses.len() {
-            0 => crate::preprocess::openpose::PoseFrame::empty(w, h),
+            0 => PoseFrame::empty(w, h),
             _ => poses.swap_remove(0),
         };
         let map = draw_pose_map(&pose, w, h, self.parts);
@@ -308,7 +394,7 @@ impl Preprocessor for PoseJsonPreprocessor {
 mod tests {
     use super::*;
     use crate::preprocess::openpose::json::to_json_string;
-    use crate::preprocess::openpose::{Body, Keypoint, Person, PoseFrame};
+    use crate::preprocess::openpose::{Body, Face, Hand, Keypoint, Person};
 
     #[test]
     fn keypoint_file_names_give_frame_indices() {
@@ -359,6 +445,155 @@ mod tests {
         assert!(err.contains("frame 5"), "{err}");
         assert!(
             PoseJsonPreprocessor::new(&dir.path().join("missing"), DrawParts::default()).is_err()
+        );
+    }
+
+    /// A person with body, face and right hand on a 64 × 48 frame.
+    fn full_person() -> PoseFrame {
+        let mut pose = PoseFrame::empty(64, 48);
+        let mut body = Body {
+            points: [Keypoint::MISSING; 18],
+        };
+        body.points[1] = Keypoint::new(32.0, 20.0, 1.0);
+        body.points[2] = Keypoint::new(20.0, 22.0, 1.0);
+        pose.people.push(Person {
+            body: Some(body),
+            face: Some(Face {
+                points: std::array::from_fn(|i| {
+                    Keypoint::new(28.0 + (i % 8) as f32, 6.0 + (i / 8) as f32, 1.0)
+                }),
+            }),
+            right_hand: Some(Hand {
+                points: std::array::from_fn(|i| {
+                    Keypoint::new(
+                        50.0 + (i % 5) as f32 * 2.0,
+                        30.0 + (i / 5) as f32 * 2.0,
+                        1.0,
+                    )
+                }),
+            }),
+            ..Person::default()
+        });
+        pose
+    }
+
+    fn options(pose: preset::PoseSettings, detail: DetailKeypoints) -> PreprocessorOptions {
+        PreprocessorOptions {
+            models_dir: PathBuf::from("models"),
+            pose,
+            softedge: preset::SoftedgeSettings::default(),
+            fps: 24.0,
+            pose_json: None,
+            needed: None,
+            stop: StopFlag::new(),
+            detail,
+        }
+    }
+
+    #[test]
+    fn detailing_widens_what_is_estimated_but_not_what_is_drawn() {
+        let body_only = preset::PoseSettings {
+            body: true,
+            hands: false,
+            face: false,
+        };
+        let plain = options(body_only.clone(), DetailKeypoints::default());
+        let estimated = plain.estimated_pose();
+        assert!(estimated.body && !estimated.hands && !estimated.face);
+
+        let mut detail = DetailSettings::default();
+        detail.face.enabled = true;
+        let keypoints = DetailKeypoints::for_settings(&detail);
+        assert_eq!(
+            keypoints,
+            DetailKeypoints {
+                face: true,
+                hands: false
+            }
+        );
+        let with_face = options(body_only.clone(), keypoints);
+        let estimated = with_face.estimated_pose();
+        assert!(estimated.body && estimated.face && !estimated.hands);
+        assert_eq!(
+            with_face.drawn_parts(),
+            DrawParts {
+                body: true,
+                hands: false,
+                face: false
+            }
+        );
+        detail.hands.enabled = true;
+        let both = options(body_only, DetailKeypoints::for_settings(&detail));
+        let estimated = both.estimated_pose();
+        assert!(estimated.face && estimated.hands);
+    }
+
+    #[test]
+    fn the_map_is_redrawn_with_the_preset_parts_and_the_keypoints_stay_whole() {
+        /// Stands in for the pose stage: keypoints of every part, map of every part.
+        struct Everything;
+        impl Preprocessor for Everything {
+            fn name(&self) -> &str {
+                "pose"
+            }
+            fn process(&mut self, frame: &mut PreparedFrame) -> Result<(), StageError> {
+                let pose = full_person();
+                let map = draw_pose_map(&pose, 64, 48, DrawParts::default());
+                frame.controls.push(ControlImage {
+                    kind: ControlKind::Openpose,
+                    image: Frame::from_rgb_image(frame.source.index, map),
+                });
+                frame.annotations.insert(pose);
+                Ok(())
+            }
+        }
+        let parts = DrawParts {
+            body: true,
+            hands: false,
+            face: false,
+        };
+        let mut redrawn = RedrawnPoseMap {
+            inner: Box::new(Everything),
+            parts,
+        };
+        let mut frame = PreparedFrame::new(Frame::new(3, 64, 48, vec![0; 64 * 48 * 3]).unwrap());
+        redrawn.process(&mut frame).unwrap();
+        assert_eq!(frame.controls.len(), 1);
+        let expected = draw_pose_map(&full_person(), 64, 48, parts);
+        let map = frame.control(ControlKind::Openpose).unwrap();
+        assert_eq!(map.data, expected.into_raw());
+        let all = draw_pose_map(&full_person(), 64, 48, DrawParts::default());
+        assert_ne!(map.data, all.into_raw(), "face and hand are not drawn");
+        let kept = frame.annotations.get::<PoseFrame>().unwrap();
+        assert!(kept.people[0].face.is_some() && kept.people[0].right_hand.is_some());
+    }
+
+    #[test]
+    fn json_poses_keep_face_and_hands_the_map_does_not_draw() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("pose_000000_keypoints.json"),
+            to_json_string(&full_person()),
+        )
+        .unwrap();
+        let body_only = DrawParts {
+            body: true,
+            hands: false,
+            face: false,
+        };
+        let mut pre = PoseJsonPreprocessor::new(dir.path(), body_only).unwrap();
+        let mut frame = PreparedFrame::new(Frame::new(0, 64, 48, vec![0; 64 * 48 * 3]).unwrap());
+        pre.process(&mut frame).unwrap();
+        let pose = frame.annotations.get::<PoseFrame>().unwrap();
+        assert_eq!(pose.people[0].face, full_person().people[0].face);
+        assert_eq!(
+            pose.people[0].right_hand,
+            full_person().people[0].right_hand
+        );
+        let map = frame.control(ControlKind::Openpose).unwrap();
+        assert_eq!(
+            map.data,
+            draw_pose_map(&full_person(), 64, 48, body_only).into_raw()
         );
     }
 
