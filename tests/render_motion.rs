@@ -164,6 +164,7 @@ fn motion_render_equals_sample_video_on_the_same_inputs() {
             pose_json: None,
             needed: None,
             stop: StopFlag::new(),
+            detail: Default::default(),
         },
     )
     .unwrap();
