@@ -223,8 +223,8 @@ impl StableDiffusion {
             .map_err(tensor_err("image postprocess"))
     }
 
-    /// Generates one image. `controls` hold the ControlNets with their images at the output
-    /// size; `on_step` is told about every denoising step.
+    /// Generates one image, the settings' prompts encoded as diffusers' `encode_prompt` does
+    /// (see [`Self::generate_with_text`]).
     pub fn generate(
         &self,
         settings: &GenerationSettings,
@@ -233,6 +233,30 @@ impl StableDiffusion {
         attention_hook: Option<&dyn SelfAttentionHook>,
         on_step: &mut dyn FnMut(StepProgress),
     ) -> Result<GeneratedImage, ImagePipelineError> {
+        let cfg = uses_cfg(settings.guidance_scale);
+        let text = self.encode_prompt(&settings.prompt, &settings.negative_prompt, cfg)?;
+        self.generate_with_text(settings, &text, init, controls, attention_hook, on_step)
+    }
+
+    /// Generates one image for a prompt encoded elsewhere (A1111 weighting, long prompts,
+    /// embeddings and clip skip: [`crate::prompt::PromptEncoder`]); `settings.prompt` and
+    /// `negative_prompt` are not read. `controls` hold the ControlNets with their images at
+    /// the output size; `on_step` is told about every denoising step.
+    pub fn generate_with_text(
+        &self,
+        settings: &GenerationSettings,
+        text: &TextConditioning,
+        init: &InitImage,
+        controls: &[ControlInput],
+        attention_hook: Option<&dyn SelfAttentionHook>,
+        on_step: &mut dyn FnMut(StepProgress),
+    ) -> Result<GeneratedImage, ImagePipelineError> {
+        if uses_cfg(settings.guidance_scale) && text.uncond.is_none() {
+            return Err(ImagePipelineError::Invalid(format!(
+                "guidance scale {} needs the negative prompt's conditioning",
+                settings.guidance_scale
+            )));
+        }
         let factor = self.latent_factor();
         let (width, height) = (settings.width, settings.height);
         if width == 0 || height == 0 || width % factor != 0 || height % factor != 0 {
@@ -253,8 +277,6 @@ impl StableDiffusion {
             )));
         }
 
-        let cfg = uses_cfg(settings.guidance_scale);
-        let text = self.encode_prompt(&settings.prompt, &settings.negative_prompt, cfg)?;
         let mut scheduler = schedulers::build(settings.scheduler, &self.scheduler_config)?;
         let strength = match init {
             InitImage::None => 1.0,
@@ -325,7 +347,7 @@ impl StableDiffusion {
 
         let request = DenoiseRequest {
             unet: &self.unet,
-            text: &text,
+            text,
             guidance_scale: settings.guidance_scale,
             controls,
             inpaint: inpaint.as_ref(),
