@@ -66,8 +66,8 @@ pub fn run(args: StillArgs) -> anyhow::Result<()> {
     let StillPreset { preset, skipped } = still_preset(&preset, &args.preset)?;
     if !skipped.is_empty() {
         eprintln!(
-            "note: a still has no previous frame and no soft-edge map, so these are skipped \
-             (and not loaded): {}",
+            "note: a still has no previous frame and no soft-edge map, so these do not apply \
+             and are skipped (their models are not loaded): {}",
             skipped.join(", ")
         );
     }
