@@ -177,14 +177,7 @@ fn direct_render(spec: &ModelStackSpec, prompt: &str) -> (Tensor, TextConditioni
         &device,
     )
     .unwrap();
-    let sd = StableDiffusion::from_parts(
-        stack.unet,
-        stack.vae,
-        stack.text_encoder,
-        stack.tokenizer,
-        stack.scheduler_config,
-        &device,
-    );
+    let sd = StableDiffusion::from_stack(stack, &device);
     let settings = GenerationSettings {
         prompt: prompt.to_string(),
         negative_prompt: NEGATIVE.to_string(),
