@@ -219,7 +219,8 @@ pub fn render_poses(
     size: (u32, u32),
     on_step: &mut dyn FnMut(usize),
 ) -> anyhow::Result<Vec<candle_core::Tensor>> {
-    let origin = preset_dir.unwrap_or(Path::new("."));
+    // Errors name the preset by its name: the library call has no preset path.
+    let origin = Path::new(preset.name.as_deref().unwrap_or("preset"));
     let still = still_preset(preset, origin)?;
     let config = SdRenderConfig::from_preset(&still.preset, size, preset_dir);
     let models = LoadedModels::load(&config, &HubOptions::from_env(false))?;
@@ -307,6 +308,7 @@ fn detail_images(
 }
 
 /// A preset as `still` renders it, and what of it does not apply to a still.
+#[derive(Debug, Clone)]
 pub struct StillPreset {
     /// The preset with only its openpose ControlNets and no temporal conditioning.
     pub preset: Preset,
@@ -560,6 +562,60 @@ mod tests {
         assert_eq!(g.get_pixel(2, 0)[0], 20);
         assert_eq!(g.get_pixel(0, 1)[0], 30);
         assert_eq!(g.get_pixel(3, 1)[0], 0);
+    }
+
+    fn preset(controlnets: &str, temporal: &str) -> Preset {
+        let text = format!("model:\n  base: m\nprompt: a\ncontrolnets:\n{controlnets}{temporal}");
+        Preset::from_yaml(&text, "p.yaml").unwrap()
+    }
+
+    #[test]
+    fn stills_keep_the_openpose_controlnets_only() {
+        let p = preset(
+            "  - { type: softedge, model: se }\n  - { type: openpose, model: op, scale: 0.7 }\n  \
+             - { type: temporalnet, model: tn }\n",
+            "temporal:\n  temporalnet: { enabled: true, model: tn2 }\n  \
+             cross_frame_attention: { enabled: true }\n",
+        );
+        let still = still_preset(&p, Path::new("p.yaml")).unwrap();
+        assert_eq!(still.preset.controlnets.len(), 1);
+        assert_eq!(still.preset.controlnets[0].model, "op");
+        assert_eq!(still.preset.controlnets[0].scale, 0.7);
+        assert!(!still.preset.temporal.temporalnet.enabled);
+        assert!(!still.preset.temporal.cross_frame_attention.active());
+        assert_eq!(
+            still.skipped,
+            [
+                "controlnets[0] (softedge)",
+                "controlnets[2] (temporalnet)",
+                "temporal.temporalnet",
+                "temporal.cross_frame_attention"
+            ]
+        );
+        // Everything else of the preset is kept.
+        assert_eq!(still.preset.model, p.model);
+        assert_eq!(still.preset.prompt, p.prompt);
+
+        let plain = preset("  - { type: openpose, model: op }\n", "");
+        assert!(still_preset(&plain, Path::new("p.yaml"))
+            .unwrap()
+            .skipped
+            .is_empty());
+    }
+
+    #[test]
+    fn stills_need_an_openpose_controlnet() {
+        let p = preset("  - { type: softedge, model: se }\n", "");
+        let err = still_preset(&p, Path::new("p.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("-p p.yaml: "), "{err}");
+        assert!(err.contains("controlnets[0] (softedge)"), "{err}");
+        let none = Preset::from_yaml("model:\n  base: m\nprompt: a\n", "p.yaml").unwrap();
+        let err = still_preset(&none, Path::new("p.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no ControlNet"), "{err}");
     }
 
     #[test]
