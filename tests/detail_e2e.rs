@@ -14,17 +14,18 @@ use rotoscope::detail::{
     RegionKind, StableDiffusionInpainter,
 };
 use rotoscope::models::controlnet::ControlNetModel;
-use rotoscope::models::loading::{Component, DiffusersPipelineFiles};
+use rotoscope::models::loading::HubOptions;
+use rotoscope::models::model_stack::{load_controlnet, ModelStackSpec};
 use rotoscope::preprocess::openpose::json::read_json_file;
 use rotoscope::preprocess::openpose::PoseFrame;
 use rotoscope::preset::Preset;
-use rotoscope::render::image_pipeline::{load_controlnet, StableDiffusion};
+use rotoscope::render::image_pipeline::StableDiffusion;
 use rotoscope::render::pipeline::Pipeline;
 use rotoscope::render::plan::plan_batches;
 use rotoscope::render::progress::SilentProgress;
 use rotoscope::render::stages::passthrough::PassThroughRenderer;
 use rotoscope::render::stages::{FrameSink, PreparedFrame, Preprocessor, SinkSummary, StageError};
-use rotoscope::schedulers::{self, SchedulerKind};
+use rotoscope::schedulers::SchedulerKind;
 use rotoscope::video::Frame;
 
 fn manifest() -> PathBuf {
@@ -41,16 +42,11 @@ fn person() -> PoseFrame {
 fn models() -> (Arc<StableDiffusion>, Arc<ControlNetModel>) {
     let dir = manifest().join("tests/fixtures/pipeline");
     let device = Device::Cpu;
-    let files =
-        DiffusersPipelineFiles::resolve(dir.to_str().unwrap(), &Component::SD_PIPELINE, false)
-            .unwrap();
+    let hub = HubOptions::from_env(false);
     let sd =
-        StableDiffusion::load(&files, schedulers::load_config(&dir).unwrap(), &device).unwrap();
+        StableDiffusion::load(&ModelStackSpec::new(dir.to_string_lossy()), &hub, &device).unwrap();
     let cn_dir = dir.join("controlnet_a");
-    let cn_files =
-        DiffusersPipelineFiles::resolve(cn_dir.to_str().unwrap(), &[Component::ControlNet], false)
-            .unwrap();
-    let openpose = load_controlnet(cn_files.controlnet.as_ref().unwrap(), &device).unwrap();
+    let openpose = load_controlnet(&cn_dir.to_string_lossy(), None, None, &hub, &device).unwrap();
     (Arc::new(sd), Arc::new(openpose))
 }
 

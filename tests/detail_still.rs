@@ -10,12 +10,13 @@ use std::sync::Arc;
 use candle_core::Device;
 use image::RgbImage;
 use rotoscope::detail::{DetailerConfig, FaceHandDetailer, StableDiffusionInpainter};
-use rotoscope::models::loading::{Component, DiffusersPipelineFiles};
+use rotoscope::models::loading::HubOptions;
+use rotoscope::models::model_stack::{load_controlnet, ModelStackSpec};
 use rotoscope::preprocess::openpose::json::{read_json_file, to_json_string};
 use rotoscope::preprocess::openpose::{draw_pose_map, DrawParts, PoseFrame};
 use rotoscope::preset::Preset;
-use rotoscope::render::image_pipeline::{load_controlnet, StableDiffusion};
-use rotoscope::schedulers::{self, SchedulerKind};
+use rotoscope::render::image_pipeline::StableDiffusion;
+use rotoscope::schedulers::SchedulerKind;
 
 fn manifest() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -114,16 +115,12 @@ fn a_json_pose_renders_like_its_drawn_map() {
 /// The library's detailer set up as the preset says, on the tiny models.
 fn detailer(preset: &Preset) -> FaceHandDetailer<StableDiffusionInpainter> {
     let dir = manifest().join("tests/fixtures/pipeline");
-    let files =
-        DiffusersPipelineFiles::resolve(dir.to_str().unwrap(), &Component::SD_PIPELINE, false)
-            .unwrap();
-    let sd = StableDiffusion::load(&files, schedulers::load_config(&dir).unwrap(), &Device::Cpu)
-        .unwrap();
+    let hub = HubOptions::from_env(false);
+    let spec = ModelStackSpec::new(dir.to_string_lossy());
+    let sd = StableDiffusion::load(&spec, &hub, &Device::Cpu).unwrap();
     let cn_dir = dir.join("controlnet_a");
-    let cn =
-        DiffusersPipelineFiles::resolve(cn_dir.to_str().unwrap(), &[Component::ControlNet], false)
-            .unwrap();
-    let openpose = load_controlnet(cn.controlnet.as_ref().unwrap(), &Device::Cpu).unwrap();
+    let openpose =
+        load_controlnet(&cn_dir.to_string_lossy(), None, None, &hub, &Device::Cpu).unwrap();
     let inpainter =
         StableDiffusionInpainter::new(Arc::new(sd), Some(Arc::new(openpose)), SchedulerKind::Ddim);
     let config = DetailerConfig {

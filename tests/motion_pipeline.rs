@@ -12,14 +12,15 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use image::RgbImage;
 use rotoscope::models::controlnet::ControlNetModel;
-use rotoscope::models::loading::{Component, DiffusersPipelineFiles};
+use rotoscope::models::loading::HubOptions;
+use rotoscope::models::model_stack::{load_controlnet, ModelStackSpec};
 use rotoscope::models::motion::{MotionLoadOptions, MotionModuleFiles, MotionModules};
-use rotoscope::render::image_pipeline::{load_controlnet, GenerationSettings, StableDiffusion};
+use rotoscope::render::image_pipeline::{GenerationSettings, StableDiffusion};
 use rotoscope::render::motion::{
     decode_video, generate_video_latents, ContextOptions, ContextWeighting, VideoControl,
     VideoInit, VideoRequest,
 };
-use rotoscope::schedulers::{self, SchedulerKind};
+use rotoscope::schedulers::SchedulerKind;
 
 #[derive(serde::Deserialize)]
 struct Cases {
@@ -108,20 +109,13 @@ struct Models {
 fn load_models() -> Models {
     let device = Device::Cpu;
     let dir = fixtures().join("pipeline");
-    let files =
-        DiffusersPipelineFiles::resolve(dir.to_str().unwrap(), &Component::SD_PIPELINE, false)
-            .unwrap();
+    let hub = HubOptions::from_env(false);
     let sd =
-        StableDiffusion::load(&files, schedulers::load_config(&dir).unwrap(), &device).unwrap();
+        StableDiffusion::load(&ModelStackSpec::new(dir.to_string_lossy()), &hub, &device).unwrap();
     let mut controlnets = HashMap::new();
     for name in ["controlnet_a", "controlnet_b"] {
-        let cn_files = DiffusersPipelineFiles::resolve(
-            dir.join(name).to_str().unwrap(),
-            &[Component::ControlNet],
-            false,
-        )
-        .unwrap();
-        let model = load_controlnet(cn_files.controlnet.as_ref().unwrap(), &device).unwrap();
+        let source = dir.join(name).to_string_lossy().into_owned();
+        let model = load_controlnet(&source, None, None, &hub, &device).unwrap();
         controlnets.insert(name.to_string(), model);
     }
     let adapter = fixtures().join("motion/adapter_v2");

@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use rotoscope::models::controlnet::ControlNetModel;
-use rotoscope::models::loading::{Component, DiffusersPipelineFiles, ModelFiles, WeightPrecision};
+use rotoscope::models::loading::{HubOptions, ModelFiles, WeightPrecision};
+use rotoscope::models::model_stack::{load_controlnet, ModelStackSpec};
 use rotoscope::models::unet::{UNet2DConditionModel, UNetConfig};
 use rotoscope::render::image_pipeline::{
-    gray_to_tensor, load_controlnet, rgb_to_tensor, GenerationSettings, InitImage, StableDiffusion,
+    gray_to_tensor, rgb_to_tensor, GenerationSettings, InitImage, StableDiffusion,
 };
 use rotoscope::render::sampler::ControlInput;
-use rotoscope::schedulers::{self, SchedulerKind};
+use rotoscope::schedulers::SchedulerKind;
 
 #[derive(serde::Deserialize)]
 struct Cases {
@@ -90,20 +91,13 @@ fn pipelines_match_diffusers() {
     let reference =
         candle_core::safetensors::load(dir.join("reference.safetensors"), &device).unwrap();
 
-    let files =
-        DiffusersPipelineFiles::resolve(dir.to_str().unwrap(), &Component::SD_PIPELINE, false)
-            .unwrap();
+    let hub = HubOptions::from_env(false);
     let mut sd =
-        StableDiffusion::load(&files, schedulers::load_config(&dir).unwrap(), &device).unwrap();
+        StableDiffusion::load(&ModelStackSpec::new(dir.to_string_lossy()), &hub, &device).unwrap();
     let mut controlnets: HashMap<String, ControlNetModel> = HashMap::new();
     for name in ["controlnet_a", "controlnet_b"] {
-        let cn_files = DiffusersPipelineFiles::resolve(
-            dir.join(name).to_str().unwrap(),
-            &[Component::ControlNet],
-            false,
-        )
-        .unwrap();
-        let model = load_controlnet(cn_files.controlnet.as_ref().unwrap(), &device).unwrap();
+        let source = dir.join(name).to_string_lossy().into_owned();
+        let model = load_controlnet(&source, None, None, &hub, &device).unwrap();
         controlnets.insert(name.to_string(), model);
     }
     let inpaint_unet = {

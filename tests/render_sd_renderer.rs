@@ -88,26 +88,19 @@ fn a_frame_without_temporal_conditioning_is_the_image_pipeline_output() {
 
     // The same frame through StableDiffusion::generate, with the renderer's own models.
     let preset = Preset::from_yaml(&tiny_preset(SIZE, "", &controls), "p").unwrap();
+    let hub = HubOptions::from_env(false);
     let sd = rotoscope::render::image_pipeline::StableDiffusion::load(
-        &rotoscope::models::loading::DiffusersPipelineFiles::resolve(
-            &fixture_pipeline().display().to_string(),
-            &rotoscope::models::loading::Component::SD_PIPELINE,
-            false,
-        )
-        .unwrap(),
-        rotoscope::schedulers::load_config(&fixture_pipeline()).unwrap(),
+        &rotoscope::models::model_stack::ModelStackSpec::new(fixture_pipeline().to_string_lossy()),
+        &hub,
         &Device::Cpu,
     )
     .unwrap();
     let load_net = |dir: &std::path::Path| {
-        let files = rotoscope::models::loading::DiffusersPipelineFiles::resolve(
-            &dir.display().to_string(),
-            &[rotoscope::models::loading::Component::ControlNet],
-            false,
-        )
-        .unwrap();
-        rotoscope::render::image_pipeline::load_controlnet(
-            files.controlnet.as_ref().unwrap(),
+        rotoscope::models::model_stack::load_controlnet(
+            &dir.to_string_lossy(),
+            None,
+            None,
+            &hub,
             &Device::Cpu,
         )
         .unwrap()

@@ -296,3 +296,86 @@ fn pose_maps_of_another_size_are_resized() {
     assert_success(&run);
     assert_eq!(image::open(&out).unwrap().to_rgb8().dimensions(), (64, 64));
 }
+
+/// A preset like the bundled ones (openpose + softedge + a TemporalNet entry, and
+/// `temporal:` switched on) on the tiny models: the softedge and TemporalNet models do not
+/// exist, so the still only works because they are skipped and not loaded.
+fn preset_with_video_controlnets(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(preset_path("still_ddim.yaml"))
+        .unwrap()
+        .replace("../pipeline", &fixture("").display().to_string());
+    let text = format!(
+        "{text}\n  - type: softedge\n    model: no/such-softedge-model\n    scale: 0.6\n  \
+         - type: temporalnet\n    model: no-such-temporalnet.safetensors\n    scale: 0.5\n\
+         temporal:\n  temporalnet: {{ enabled: true, model: no/such-temporalnet, scale: 0.6 }}\n  \
+         flow_init: {{ enabled: true, strength: 0.7 }}\n"
+    );
+    let path = dir.join("video.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn controlnets_without_a_control_image_are_skipped_with_a_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let preset = preset_with_video_controlnets(dir.path());
+    let out = dir.path().join("still.png");
+    let run = still(&[
+        "--pose",
+        "tests/fixtures/pipeline/still_pose_a.png",
+        "-p",
+        preset.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_success(&run);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    let notes: Vec<_> = stderr.lines().filter(|l| l.starts_with("note:")).collect();
+    assert_eq!(notes.len(), 1, "{stderr}");
+    for name in [
+        "controlnets[1] (softedge)",
+        "controlnets[2] (temporalnet)",
+        "temporal.temporalnet",
+        "temporal.flow_init",
+    ] {
+        assert!(notes[0].contains(name), "{name} not in {}", notes[0]);
+    }
+    // What is left is the openpose-only preset, diffusers' reference run.
+    assert_png_matches(&out, "txt2img_ddim.png");
+}
+
+#[test]
+fn missing_models_of_a_still_are_listed_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(preset_path("still_ddim.yaml"))
+        .unwrap()
+        .replace("base: ../pipeline", "base: no-such-dir/base-model")
+        .replace("../pipeline/controlnet_a", "no-such-dir/openpose-model");
+    let preset = dir.path().join("missing.yaml");
+    std::fs::write(&preset, text).unwrap();
+    let out = dir.path().join("o.png");
+    let run = Command::new(env!("CARGO_BIN_EXE_rotoscope"))
+        .args([
+            "still",
+            "--pose",
+            "tests/fixtures/pipeline/still_pose_a.png",
+            "-p",
+        ])
+        .arg(&preset)
+        .arg("-o")
+        .arg(&out)
+        .current_dir(manifest())
+        .env("HF_HUB_OFFLINE", "1")
+        .env_remove("HF_HUB_CACHE")
+        .env("HF_HOME", dir.path().join("hf"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    for needle in ["base-model", "openpose-model", "rotoscope models fetch"] {
+        assert!(stderr.contains(needle), "{needle} not in {stderr}");
+    }
+    assert!(!out.exists());
+}

@@ -12,31 +12,34 @@
 //! preset's `detail:` section, which runs on poses given as JSON (a pose map is a drawing:
 //! its keypoints cannot be read back).
 //!
-//! Model paths in the preset are taken as given, or relative to the preset's folder when
-//! they do not exist relative to the current directory.
+//! The models load as `rotoscope render` loads them (the model stack: diffusers folders, hub
+//! ids or single-file checkpoints, VAE override, LoRAs, textual inversion, clip skip), and the
+//! prompt is encoded A1111-style (`(word:1.2)`, `[word]`, prompts past 77 tokens). Model paths
+//! are taken as given, or relative to the preset's folder when they do not exist relative to
+//! the current directory. Missing files of all models are reported together (exit code 2).
+//!
+//! A still has no previous frame and no soft-edge map: of the preset's ControlNets only the
+//! openpose ones get a control image (the pose); the others (softedge, TemporalNet,
+//! `temporal.temporalnet`) are skipped, and not loaded, with one note naming them.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::Context;
-use candle_core::Device;
 use clap::Args;
 use image::{imageops, RgbImage};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::render::job::ModelsMissing;
 use super::{load_preset, CliError};
 use crate::detail::detailer_for_preset;
-use crate::models::controlnet::ControlNetModel;
-use crate::models::loading::{Component, DiffusersPipelineFiles};
+use crate::models::loading::HubOptions;
 use crate::preprocess::openpose::json::{parse_json, PoseJsonError};
 use crate::preprocess::openpose::{draw_pose_map, DrawParts, PoseFrame};
 use crate::preset::{fit_to_input, ControlKind, Preset, PresetOverrides};
-use crate::render::image_pipeline::{
-    load_controlnet, load_vae, rgb_to_tensor, tensor_to_rgb, GenerationSettings, InitImage,
-    StableDiffusion,
-};
+use crate::render::image_pipeline::{rgb_to_tensor, tensor_to_rgb, GenerationSettings, InitImage};
 use crate::render::sampler::ControlInput;
-use crate::schedulers::{self, SchedulerKind};
+use crate::render::sd_renderer::{LoadedModels, SdRenderConfig, SdRenderError};
+use crate::render::temporal::settings::TemporalSettings;
 
 #[derive(Debug, Args)]
 pub struct StillArgs {
@@ -60,7 +63,14 @@ pub struct StillArgs {
 pub fn run(args: StillArgs) -> anyhow::Result<()> {
     let preset = load_preset(&args.preset, &PresetOverrides { seed: args.seed })?;
     check_output_path(&args.output)?;
-    check_controlnets(&preset, &args.preset)?;
+    let StillPreset { preset, skipped } = still_preset(&preset, &args.preset)?;
+    if !skipped.is_empty() {
+        eprintln!(
+            "note: a still has no previous frame and no soft-edge map, so these do not apply \
+             and are skipped (their models are not loaded): {}",
+            skipped.join(", ")
+        );
+    }
     let default_size = preset.resolution.map(|r| (r.width, r.height));
     let inputs = args
         .poses
@@ -100,8 +110,20 @@ pub fn run(args: StillArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let count = poses.len();
-    let models = load_models(&preset, preset_dir.as_deref(), &Device::Cpu)?;
-    let rendered = render_with_models(&models, &preset, &poses, (width, height), &mut |k| {
+    let config = SdRenderConfig::from_preset(&preset, (width, height), preset_dir.as_deref());
+    let models = LoadedModels::load(&config, &HubOptions::from_env(true)).map_err(|e| match e {
+        SdRenderError::Models(_) => anyhow::Error::new(ModelsMissing {
+            missing: e,
+            // A still has nothing to preprocess ahead of the models.
+            preprocessed: 0,
+            preprocess_problem: None,
+            cache_dir: PathBuf::new(),
+            preset: args.preset.display().to_string(),
+        }),
+        other => anyhow::Error::new(other)
+            .context(format!("loading the models of {}", args.preset.display())),
+    })?;
+    let rendered = render_with_models(&models, &config, &poses, &mut |k| {
         bar.set_message(format!("pose {}/{count}", k + 1));
         bar.inc(1)
     })?;
@@ -186,9 +208,10 @@ pub fn draw_parts(preset: &Preset) -> DrawParts {
     }
 }
 
-/// Renders every pose map with the preset (loads its models first): `(1, 3, H, W)` images in
-/// [0, 1] at `size` (width, height). `on_step(pose index)` is called after every denoising
-/// step. Relative model paths may be relative to `preset_dir` (see the module docs).
+/// Renders every pose map with the preset (loads its models first, see [`still_preset`]):
+/// `(1, 3, H, W)` images in [0, 1] at `size` (width, height). `on_step(pose index)` is called
+/// after every denoising step. Relative model paths may be relative to `preset_dir` (see the
+/// module docs); hub ids are read from the Hugging Face cache (downloaded when online).
 pub fn render_poses(
     preset: &Preset,
     preset_dir: Option<&Path>,
@@ -196,52 +219,62 @@ pub fn render_poses(
     size: (u32, u32),
     on_step: &mut dyn FnMut(usize),
 ) -> anyhow::Result<Vec<candle_core::Tensor>> {
-    let models = load_models(preset, preset_dir, &Device::Cpu)?;
-    render_with_models(&models, preset, poses, size, on_step)
+    // Errors name the preset by its name: the library call has no preset path.
+    let origin = Path::new(preset.name.as_deref().unwrap_or("preset"));
+    let still = still_preset(preset, origin)?;
+    let config = SdRenderConfig::from_preset(&still.preset, size, preset_dir);
+    let models = LoadedModels::load(&config, &HubOptions::from_env(false))?;
+    render_with_models(&models, &config, poses, on_step)
 }
 
 fn render_with_models(
-    models: &StillModels,
-    preset: &Preset,
+    models: &LoadedModels,
+    config: &SdRenderConfig,
     poses: &[Pose],
-    size: (u32, u32),
     on_step: &mut dyn FnMut(usize),
 ) -> anyhow::Result<Vec<candle_core::Tensor>> {
-    let (width, height) = size;
+    let (width, height) = (config.width, config.height);
     let device = models.sd.device().clone();
+    // The prompts are in `models.text` already (A1111 weighting, embeddings, clip skip).
     let settings = GenerationSettings {
-        prompt: preset.prompt.clone(),
-        negative_prompt: preset.negative_prompt.clone(),
+        prompt: config.prompt.clone(),
+        negative_prompt: config.negative_prompt.clone(),
         width: width as usize,
         height: height as usize,
-        steps: preset.sampler.steps as usize,
-        guidance_scale: preset.sampler.cfg_scale as f64,
-        scheduler: scheduler_kind(preset)?,
-        seed: preset.sampler.seed,
+        steps: config.steps,
+        guidance_scale: config.guidance_scale,
+        scheduler: config.scheduler,
+        seed: config.seed,
     };
     let mut images = Vec::with_capacity(poses.len());
     for (k, pose) in poses.iter().enumerate() {
         let context = || format!("rendering pose {}", pose.label);
         let control_image =
             rgb_to_tensor(&fit_pose(&pose.image, width, height), &device).with_context(context)?;
-        let controls: Vec<ControlInput> = models
+        // `still_preset` left only openpose ControlNets: the pose is every control image.
+        let controls: Vec<ControlInput> = config
             .controlnets
             .iter()
-            .zip(&preset.controlnets)
-            .map(|(model, spec)| ControlInput {
-                model: model.as_ref(),
+            .zip(&models.net_of)
+            .map(|(plan, &net)| ControlInput {
+                model: models.nets[net].as_ref(),
                 image: control_image.clone(),
-                scale: spec.scale as f64,
-                start: spec.start as f64,
-                end: spec.end as f64,
-                guess_mode: spec.guess_mode,
+                scale: plan.scale,
+                start: plan.start,
+                end: plan.end,
+                guess_mode: plan.guess_mode,
             })
             .collect();
         let generated = models
             .sd
-            .generate(&settings, &InitImage::None, &controls, None, &mut |_| {
-                on_step(k)
-            })
+            .generate_with_text(
+                &settings,
+                &models.text,
+                &InitImage::None,
+                &controls,
+                None,
+                &mut |_| on_step(k),
+            )
             .with_context(context)?;
         images.push(generated.image);
     }
@@ -253,14 +286,14 @@ fn render_with_models(
 /// detailed on its own, its regions' seeds derived from the preset's seed as for the first
 /// frame of a clip, so a character's face gets the same seed in every pose.
 fn detail_images(
-    models: &StillModels,
+    models: &LoadedModels,
     preset: &Preset,
     poses: &[Pose],
     keypoints: &[Option<&PoseFrame>],
     images: &mut [RgbImage],
 ) -> anyhow::Result<()> {
-    // `check_controlnets` made sure every ControlNet of the preset is an openpose one.
-    let openpose = models.controlnets.first().cloned();
+    // `still_preset` left only openpose ControlNets.
+    let openpose = models.net_of.first().map(|&net| models.nets[net].clone());
     let Some(mut detailer) = detailer_for_preset(preset, models.sd.clone(), openpose, 30.0)? else {
         return Ok(());
     };
@@ -274,109 +307,74 @@ fn detail_images(
     Ok(())
 }
 
-/// Models of one preset, shared with the detailer.
-struct StillModels {
-    sd: Arc<StableDiffusion>,
-    /// One per preset ControlNet, in preset order.
-    controlnets: Vec<Arc<ControlNetModel>>,
+/// A preset as `still` renders it, and what of it does not apply to a still.
+#[derive(Debug, Clone)]
+pub struct StillPreset {
+    /// The preset with only its openpose ControlNets and no temporal conditioning.
+    pub preset: Preset,
+    /// The ControlNets and temporal settings left out, as the preset names them.
+    pub skipped: Vec<String>,
 }
 
-fn load_models(
-    preset: &Preset,
-    preset_dir: Option<&Path>,
-    device: &Device,
-) -> anyhow::Result<StillModels> {
-    let base = model_source(&preset.model.base, preset_dir);
-    let files = DiffusersPipelineFiles::resolve(&base, &Component::SD_PIPELINE, true)
-        .with_context(|| format!("model.base {}", preset.model.base))?;
-    // The scheduler config sits next to model_index.json; without one, SD1.5's is used.
-    let scheduler_config = match files.model_index.as_deref().and_then(Path::parent) {
-        Some(dir) => schedulers::load_config(dir)?,
-        None => schedulers::SchedulerConfig::sd15(),
+/// `still` has pose images only: the ControlNets that take them (openpose) are kept; the
+/// others have no control image in a still (softedge: no soft-edge map of a pose;
+/// TemporalNet and the rest of `temporal:`: no previous frame) and are left out, so their
+/// models are not loaded. A preset without an openpose ControlNet is refused: its poses would
+/// be ignored. `preset_path` names the preset in errors.
+pub fn still_preset(preset: &Preset, preset_path: &Path) -> Result<StillPreset, CliError> {
+    let refuse = |reason: String| CliError::BadFlag {
+        flag: "-p",
+        value: preset_path.display().to_string(),
+        reason,
     };
-    let mut sd = StableDiffusion::load(&files, scheduler_config, device)
-        .with_context(|| format!("loading model.base {}", preset.model.base))?;
-    if let Some(vae) = &preset.model.vae {
-        let vae_files = DiffusersPipelineFiles::resolve(
-            &model_source(vae, preset_dir),
-            &[Component::Vae],
-            true,
-        )
-        .with_context(|| format!("model.vae {vae}"))?;
-        let vae_model = vae_files
-            .vae
-            .as_ref()
-            .with_context(|| format!("model.vae {vae}: no VAE files"))?;
-        sd.vae = load_vae(vae_model, device).with_context(|| format!("loading model.vae {vae}"))?;
-    }
-    let mut controlnets = Vec::with_capacity(preset.controlnets.len());
+    let mut skipped = Vec::new();
+    let mut kept = Vec::new();
     for (i, spec) in preset.controlnets.iter().enumerate() {
-        let what = || format!("controlnets[{i}].model {}", spec.model);
-        let files = DiffusersPipelineFiles::resolve(
-            &model_source(&spec.model, preset_dir),
-            &[Component::ControlNet],
-            true,
-        )
-        .with_context(what)?;
-        let model_files = files
-            .controlnet
-            .as_ref()
-            .with_context(|| format!("{}: no ControlNet files", what()))?;
-        controlnets.push(Arc::new(
-            load_controlnet(model_files, device).with_context(what)?,
+        if spec.kind == ControlKind::Openpose {
+            kept.push(spec.clone());
+        } else {
+            skipped.push(format!("controlnets[{i}] ({})", spec.kind));
+        }
+    }
+    let t = &preset.temporal;
+    for (on, name) in [
+        (t.temporalnet.enabled, "temporal.temporalnet"),
+        (
+            t.cross_frame_attention.active(),
+            "temporal.cross_frame_attention",
+        ),
+        (t.flow_init.enabled, "temporal.flow_init"),
+    ] {
+        if on {
+            skipped.push(name.to_string());
+        }
+    }
+    if preset.controlnets.is_empty() {
+        return Err(refuse(
+            "the preset has no ControlNet, so the poses would be ignored; \
+             `still` needs an openpose ControlNet"
+                .into(),
         ));
     }
-    Ok(StillModels {
-        sd: Arc::new(sd),
-        controlnets,
+    if kept.is_empty() {
+        let others: Vec<_> = skipped
+            .iter()
+            .filter(|s| s.starts_with("controlnets["))
+            .cloned()
+            .collect();
+        return Err(refuse(format!(
+            "the preset has no openpose ControlNet for the poses ({} cannot take a pose); \
+             `still` needs an openpose ControlNet",
+            others.join(", ")
+        )));
+    }
+    let mut still = preset.clone();
+    still.controlnets = kept;
+    still.temporal = TemporalSettings::default();
+    Ok(StillPreset {
+        preset: still,
+        skipped,
     })
-}
-
-/// A preset model reference: hub ids and existing paths as given; a relative path that only
-/// exists next to the preset file is taken from there.
-fn model_source(spec: &str, preset_dir: Option<&Path>) -> String {
-    let path = Path::new(spec);
-    if path.is_relative() && !path.exists() {
-        if let Some(candidate) = preset_dir.map(|dir| dir.join(path)) {
-            if candidate.exists() {
-                return candidate.display().to_string();
-            }
-        }
-    }
-    spec.to_string()
-}
-
-fn scheduler_kind(preset: &Preset) -> anyhow::Result<SchedulerKind> {
-    let name = preset.sampler.scheduler.as_str();
-    SchedulerKind::from_name(name)
-        .with_context(|| format!("sampler.scheduler {name} has no implementation"))
-}
-
-/// `still` has pose images only: the preset needs ControlNets, and every one must take them.
-fn check_controlnets(preset: &Preset, preset_path: &Path) -> Result<(), CliError> {
-    if preset.controlnets.is_empty() {
-        return Err(CliError::BadFlag {
-            flag: "-p",
-            value: preset_path.display().to_string(),
-            reason: "the preset has no ControlNet, so the poses would be ignored; \
-                     `still` needs an openpose ControlNet"
-                .into(),
-        });
-    }
-    for (i, spec) in preset.controlnets.iter().enumerate() {
-        if spec.kind != ControlKind::Openpose {
-            return Err(CliError::BadFlag {
-                flag: "-p",
-                value: preset_path.display().to_string(),
-                reason: format!(
-                    "controlnets[{i}] is a {} ControlNet, but `still` only has pose images \
-                     (openpose); use a preset whose ControlNets are all openpose",
-                    spec.kind
-                ),
-            });
-        }
-    }
-    Ok(())
 }
 
 fn check_output_path(output: &Path) -> Result<(), CliError> {
@@ -566,20 +564,65 @@ mod tests {
         assert_eq!(g.get_pixel(3, 1)[0], 0);
     }
 
+    fn preset(controlnets: &str, temporal: &str) -> Preset {
+        let text = format!("model:\n  base: m\nprompt: a\ncontrolnets:\n{controlnets}{temporal}");
+        Preset::from_yaml(&text, "p.yaml").unwrap()
+    }
+
+    #[test]
+    fn stills_keep_the_openpose_controlnets_only() {
+        let p = preset(
+            "  - { type: softedge, model: se }\n  - { type: openpose, model: op, scale: 0.7 }\n  \
+             - { type: temporalnet, model: tn }\n",
+            "temporal:\n  temporalnet: { enabled: true, model: tn2 }\n  \
+             cross_frame_attention: { enabled: true }\n",
+        );
+        let still = still_preset(&p, Path::new("p.yaml")).unwrap();
+        assert_eq!(still.preset.controlnets.len(), 1);
+        assert_eq!(still.preset.controlnets[0].model, "op");
+        assert_eq!(still.preset.controlnets[0].scale, 0.7);
+        assert!(!still.preset.temporal.temporalnet.enabled);
+        assert!(!still.preset.temporal.cross_frame_attention.active());
+        assert_eq!(
+            still.skipped,
+            [
+                "controlnets[0] (softedge)",
+                "controlnets[2] (temporalnet)",
+                "temporal.temporalnet",
+                "temporal.cross_frame_attention"
+            ]
+        );
+        // Everything else of the preset is kept.
+        assert_eq!(still.preset.model, p.model);
+        assert_eq!(still.preset.prompt, p.prompt);
+
+        let plain = preset("  - { type: openpose, model: op }\n", "");
+        assert!(still_preset(&plain, Path::new("p.yaml"))
+            .unwrap()
+            .skipped
+            .is_empty());
+    }
+
+    #[test]
+    fn stills_need_an_openpose_controlnet() {
+        let p = preset("  - { type: softedge, model: se }\n", "");
+        let err = still_preset(&p, Path::new("p.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("-p p.yaml: "), "{err}");
+        assert!(err.contains("controlnets[0] (softedge)"), "{err}");
+        let none = Preset::from_yaml("model:\n  base: m\nprompt: a\n", "p.yaml").unwrap();
+        let err = still_preset(&none, Path::new("p.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no ControlNet"), "{err}");
+    }
+
     #[test]
     fn numbered_outputs() {
         assert_eq!(
             numbered_output(Path::new("out/sheet.png"), 2),
             PathBuf::from("out/sheet-2.png")
         );
-    }
-
-    #[test]
-    fn model_paths_fall_back_to_the_preset_folder() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("tiny-model")).unwrap();
-        let resolved = model_source("tiny-model", Some(dir.path()));
-        assert_eq!(PathBuf::from(resolved), dir.path().join("tiny-model"));
-        assert_eq!(model_source("owner/name", Some(dir.path())), "owner/name");
     }
 }

@@ -13,12 +13,12 @@ use super::sampler::{
     StepProgress, TextConditioning,
 };
 use crate::models::attention_hook::SelfAttentionHook;
-use crate::models::clip::{ClipError, ClipTextConfig, ClipTextEncoder};
-use crate::models::controlnet::{ControlNetConfig, ControlNetModel};
-use crate::models::loading::{DiffusersPipelineFiles, LoadError, ModelFiles};
+use crate::models::clip::{ClipError, ClipTextEncoder};
+use crate::models::loading::{HubOptions, LoadError};
+use crate::models::model_stack::{ModelStack, ModelStackError, ModelStackSpec};
 use crate::models::tokenizer::{ClipTokenizer, TokenizerError};
-use crate::models::unet::{UNet2DConditionModel, UNetConfig, UNetError};
-use crate::models::vae::{AutoencoderKL, VaeConfig, VaeError};
+use crate::models::unet::{UNet2DConditionModel, UNetError};
+use crate::models::vae::{AutoencoderKL, VaeError};
 use crate::noise::{NoiseError, TorchGenerator};
 use crate::schedulers::{self, SchedulerConfig, SchedulerError, SchedulerKind};
 
@@ -46,11 +46,6 @@ pub enum ImagePipelineError {
         context: &'static str,
         #[source]
         source: candle_core::Error,
-    },
-    #[error("{model} lacks its {component} files")]
-    MissingComponent {
-        model: String,
-        component: &'static str,
     },
     #[error("{0}")]
     Invalid(String),
@@ -110,41 +105,30 @@ pub struct GeneratedImage {
 }
 
 impl StableDiffusion {
-    /// Loads UNet, VAE, text encoder and tokenizer resolved by `files`.
+    /// Loads the model stack of `spec` (a diffusers folder, hub id or single-file checkpoint,
+    /// with its VAE override, LoRAs, embeddings; see [`ModelStack`]).
     pub fn load(
-        files: &DiffusersPipelineFiles,
-        scheduler_config: SchedulerConfig,
+        spec: &ModelStackSpec,
+        hub: &HubOptions,
         device: &Device,
-    ) -> Result<Self, ImagePipelineError> {
-        let missing = |component| ImagePipelineError::MissingComponent {
-            model: files.source.clone(),
-            component,
-        };
-        let unet_files = files.unet.as_ref().ok_or_else(|| missing("unet"))?;
-        let vae_files = files.vae.as_ref().ok_or_else(|| missing("vae"))?;
-        let text_files = files
-            .text_encoder
-            .as_ref()
-            .ok_or_else(|| missing("text_encoder"))?;
-        let tokenizer_files = files
-            .tokenizer
-            .as_ref()
-            .ok_or_else(|| missing("tokenizer"))?;
+    ) -> Result<Self, ModelStackError> {
+        Ok(Self::from_stack(
+            ModelStack::load(spec, hub, device)?,
+            device,
+        ))
+    }
 
-        let unet_config = UNetConfig::from_file(&unet_files.config)?;
-        let unet = UNet2DConditionModel::load(unet_files.var_builder(device)?, &unet_config)?;
-        let vae = load_vae(vae_files, device)?;
-        let text_config = ClipTextConfig::from_file(&text_files.config)?;
-        let text_encoder = ClipTextEncoder::load(text_files.var_builder(device)?, &text_config)?;
-        let tokenizer = ClipTokenizer::from_dir(&tokenizer_files.dir)?;
-        Ok(Self {
-            unet,
-            vae,
-            text_encoder,
-            tokenizer,
-            scheduler_config,
-            device: device.clone(),
-        })
+    /// The image models of a loaded stack (its embeddings and clip skip are the prompt
+    /// encoder's business: [`ModelStack::encode_prompts`]).
+    pub fn from_stack(stack: ModelStack, device: &Device) -> Self {
+        Self::from_parts(
+            stack.unet,
+            stack.vae,
+            stack.text_encoder,
+            stack.tokenizer,
+            stack.scheduler_config,
+            device,
+        )
     }
 
     /// Models loaded elsewhere (e.g. a single-file checkpoint with LoRAs through
@@ -223,8 +207,8 @@ impl StableDiffusion {
             .map_err(tensor_err("image postprocess"))
     }
 
-    /// Generates one image. `controls` hold the ControlNets with their images at the output
-    /// size; `on_step` is told about every denoising step.
+    /// Generates one image, the settings' prompts encoded as diffusers' `encode_prompt` does
+    /// (see [`Self::generate_with_text`]).
     pub fn generate(
         &self,
         settings: &GenerationSettings,
@@ -233,6 +217,30 @@ impl StableDiffusion {
         attention_hook: Option<&dyn SelfAttentionHook>,
         on_step: &mut dyn FnMut(StepProgress),
     ) -> Result<GeneratedImage, ImagePipelineError> {
+        let cfg = uses_cfg(settings.guidance_scale);
+        let text = self.encode_prompt(&settings.prompt, &settings.negative_prompt, cfg)?;
+        self.generate_with_text(settings, &text, init, controls, attention_hook, on_step)
+    }
+
+    /// Generates one image for a prompt encoded elsewhere (A1111 weighting, long prompts,
+    /// embeddings and clip skip: [`crate::prompt::PromptEncoder`]); `settings.prompt` and
+    /// `negative_prompt` are not read. `controls` hold the ControlNets with their images at
+    /// the output size; `on_step` is told about every denoising step.
+    pub fn generate_with_text(
+        &self,
+        settings: &GenerationSettings,
+        text: &TextConditioning,
+        init: &InitImage,
+        controls: &[ControlInput],
+        attention_hook: Option<&dyn SelfAttentionHook>,
+        on_step: &mut dyn FnMut(StepProgress),
+    ) -> Result<GeneratedImage, ImagePipelineError> {
+        if uses_cfg(settings.guidance_scale) && text.uncond.is_none() {
+            return Err(ImagePipelineError::Invalid(format!(
+                "guidance scale {} needs the negative prompt's conditioning",
+                settings.guidance_scale
+            )));
+        }
         let factor = self.latent_factor();
         let (width, height) = (settings.width, settings.height);
         if width == 0 || height == 0 || width % factor != 0 || height % factor != 0 {
@@ -253,8 +261,6 @@ impl StableDiffusion {
             )));
         }
 
-        let cfg = uses_cfg(settings.guidance_scale);
-        let text = self.encode_prompt(&settings.prompt, &settings.negative_prompt, cfg)?;
         let mut scheduler = schedulers::build(settings.scheduler, &self.scheduler_config)?;
         let strength = match init {
             InitImage::None => 1.0,
@@ -325,7 +331,7 @@ impl StableDiffusion {
 
         let request = DenoiseRequest {
             unet: &self.unet,
-            text: &text,
+            text,
             guidance_scale: settings.guidance_scale,
             controls,
             inpaint: inpaint.as_ref(),
@@ -372,21 +378,6 @@ fn to_signed(image: &Tensor) -> Result<Tensor, ImagePipelineError> {
     image
         .affine(2.0, -1.0)
         .map_err(tensor_err("image normalize"))
-}
-
-/// Loads a VAE from its config and weights.
-pub fn load_vae(files: &ModelFiles, device: &Device) -> Result<AutoencoderKL, ImagePipelineError> {
-    let config = VaeConfig::from_file(&files.config)?;
-    Ok(AutoencoderKL::load(files.var_builder(device)?, &config)?)
-}
-
-/// Loads a ControlNet from its config and weights.
-pub fn load_controlnet(
-    files: &ModelFiles,
-    device: &Device,
-) -> Result<ControlNetModel, ImagePipelineError> {
-    let config = ControlNetConfig::from_file(&files.config)?;
-    Ok(ControlNetModel::load(files.var_builder(device)?, &config)?)
 }
 
 /// An 8-bit RGB image as a `(1, 3, H, W)` tensor in [0, 1] (`np.asarray(img) / 255`).
