@@ -12,6 +12,7 @@
 //! relative path that only exists next to the preset file, from there (as `still` does), so
 //! `presets/smoke.yaml` finds the test models from any directory.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -28,7 +29,7 @@ use crate::models::loading::HubOptions;
 use crate::preprocess::cache::fingerprint_file;
 use crate::preset::ControlKind;
 use crate::preset::{Preset, PresetError, PresetOverrides};
-use crate::render::pipeline::{Pipeline, PipelineReport};
+use crate::render::pipeline::{Pipeline, PipelineReport, StageTimes};
 use crate::render::plan::Batch;
 use crate::render::plan::{plan_for_preset, BatchPlan};
 use crate::render::progress::{BarProgress, JsonProgress, ProgressReporter, SilentProgress};
@@ -303,12 +304,15 @@ pub fn run(args: RenderArgs) -> anyhow::Result<()> {
 
     match &reporting {
         Reporting::Json(json) => json.emit(&done_event(&report, json.elapsed_secs())),
-        _ => reporting.note(&format!(
-            "wrote {}: {} in {:.1} s",
-            report.output.path.display(),
-            report.output.detail,
-            report.wall_secs
-        )),
+        _ => {
+            reporting.note(&format!(
+                "wrote {}: {} in {:.1} s",
+                report.output.path.display(),
+                report.output.detail,
+                report.wall_secs
+            ));
+            reporting.note(&report.stages.summary(report.wall_secs));
+        }
     }
     Ok(())
 }
@@ -631,17 +635,11 @@ struct DoneEvent<'a> {
     frames: u64,
     detail: &'a str,
     elapsed: f64,
-    /// Seconds each stage spent working (not waiting): the pipeline's overhead next to
-    /// the render.
-    stage_secs: StageSecs,
-}
-
-#[derive(Serialize)]
-struct StageSecs {
-    decode: f64,
-    preprocess: f64,
-    render: f64,
-    encode: f64,
+    /// Seconds each stage spent working (not waiting), and the render thread's waits: the
+    /// pipeline's overhead next to the render.
+    stage_secs: StageTimes,
+    /// The same as percentages of the pipeline's wall time.
+    stage_share_percent: BTreeMap<&'static str, f64>,
 }
 
 fn done_event(report: &PipelineReport, elapsed: f64) -> DoneEvent<'_> {
@@ -651,11 +649,7 @@ fn done_event(report: &PipelineReport, elapsed: f64) -> DoneEvent<'_> {
         frames: report.frames,
         detail: &report.output.detail,
         elapsed,
-        stage_secs: StageSecs {
-            decode: report.decode_secs,
-            preprocess: report.preprocess_secs,
-            render: report.render_secs,
-            encode: report.encode_secs,
-        },
+        stage_secs: report.stages,
+        stage_share_percent: report.stages.shares(report.wall_secs).into_iter().collect(),
     }
 }
