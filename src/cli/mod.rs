@@ -6,6 +6,7 @@
 
 pub mod args;
 pub mod batch;
+pub mod bench;
 pub mod error;
 pub mod models;
 pub mod plan;
@@ -52,6 +53,8 @@ pub enum Command {
     Batch(batch::BatchArgs),
     /// Download or list the models presets refer to
     Models(models::ModelsArgs),
+    /// Time the networks and preprocessors against torch/TFLite in the same run (developers)
+    Bench(bench::BenchArgs),
 }
 
 /// Run a parsed command line.
@@ -64,6 +67,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Score(args) => score::run(args),
         Command::Batch(args) => batch::run(args),
         Command::Models(args) => models::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
 

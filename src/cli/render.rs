@@ -19,6 +19,7 @@
 pub mod job;
 mod map_cache;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -36,7 +37,7 @@ use crate::detail::{
 use crate::preset::ControlKind;
 use crate::preset::{Preset, PresetOverrides};
 use crate::render::model_cache::ModelCache;
-use crate::render::pipeline::PipelineReport;
+use crate::render::pipeline::{PipelineReport, StageTimes};
 use crate::render::plan::Batch;
 use crate::render::plan::BatchPlan;
 use crate::render::progress::{BarProgress, JsonProgress};
@@ -140,6 +141,7 @@ pub fn run(args: RenderArgs) -> anyhow::Result<()> {
             report.output.detail,
             report.wall_secs
         ));
+        reporting.note(&report.stages.summary(report.wall_secs));
     }
     Ok(())
 }
@@ -572,20 +574,14 @@ struct DoneEvent<'a> {
     frames: u64,
     detail: &'a str,
     elapsed: f64,
-    /// Seconds each stage spent working (not waiting): the pipeline's overhead next to
-    /// the render.
-    stage_secs: StageSecs,
+    /// Seconds each stage spent working (not waiting), and the render thread's waits: the
+    /// pipeline's overhead next to the render.
+    stage_secs: StageTimes,
+    /// The same as percentages of the pipeline's wall time.
+    stage_share_percent: BTreeMap<&'static str, f64>,
     /// The models were tiny random test models (`presets/smoke.yaml`): the images are
     /// patterns from random weights, not a trained style.
     test_weights: bool,
-}
-
-#[derive(Serialize)]
-struct StageSecs {
-    decode: f64,
-    preprocess: f64,
-    render: f64,
-    encode: f64,
 }
 
 fn done_event(report: &PipelineReport, elapsed: f64, test_weights: bool) -> DoneEvent<'_> {
@@ -595,12 +591,8 @@ fn done_event(report: &PipelineReport, elapsed: f64, test_weights: bool) -> Done
         frames: report.frames,
         detail: &report.output.detail,
         elapsed,
-        stage_secs: StageSecs {
-            decode: report.decode_secs,
-            preprocess: report.preprocess_secs,
-            render: report.render_secs,
-            encode: report.encode_secs,
-        },
+        stage_secs: report.stages,
+        stage_share_percent: report.stages.shares(report.wall_secs).into_iter().collect(),
         test_weights,
     }
 }

@@ -124,10 +124,72 @@ pub struct PipelineReport {
     pub frames: u64,
     pub output: SinkSummary,
     pub wall_secs: f64,
-    pub decode_secs: f64,
-    pub preprocess_secs: f64,
-    pub render_secs: f64,
-    pub encode_secs: f64,
+    pub stages: StageTimes,
+}
+
+/// Seconds each stage spent working (not waiting on its channels), and how long the render
+/// thread waited. Stages run concurrently, so the busy times may add up to more than the wall
+/// time; what matters is that everything but the render is small and overlaps with it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct StageTimes {
+    pub decode: f64,
+    /// All preprocessors (pose, soft edge, cache reads and writes).
+    pub preprocess: f64,
+    /// The renderer itself (the networks and their sampling loop).
+    pub render: f64,
+    /// Face and hand detailing.
+    pub detail: f64,
+    /// Blending the overlaps of neighbouring batches.
+    pub blend: f64,
+    /// Writing frames, and finishing the output file.
+    pub encode: f64,
+    /// The render thread idle because the next input frame was not ready yet: time the
+    /// upstream stages (decode, preprocess) did not hide behind the render.
+    pub render_waiting_for_input: f64,
+    /// The render thread blocked handing frames on because the encoder was behind.
+    pub render_waiting_for_output: f64,
+}
+
+impl StageTimes {
+    /// Each stage's busy time as a percentage of `wall_secs`, in pipeline order, followed by
+    /// the render thread's waits.
+    pub fn shares(&self, wall_secs: f64) -> Vec<(&'static str, f64)> {
+        let percent = |secs: f64| {
+            if wall_secs > 0.0 {
+                100.0 * secs / wall_secs
+            } else {
+                0.0
+            }
+        };
+        [
+            ("decode", self.decode),
+            ("preprocess", self.preprocess),
+            ("render", self.render),
+            ("detail", self.detail),
+            ("blend", self.blend),
+            ("encode", self.encode),
+            ("render_waiting_for_input", self.render_waiting_for_input),
+            ("render_waiting_for_output", self.render_waiting_for_output),
+        ]
+        .into_iter()
+        .map(|(name, secs)| (name, percent(secs)))
+        .collect()
+    }
+
+    /// One line for the end of a render: `decode 0.3 %, preprocess 2.1 %, render 96.0 %, …
+    /// of 123.4 s wall; render idle waiting for input 0.5 %`.
+    pub fn summary(&self, wall_secs: f64) -> String {
+        let shares = self.shares(wall_secs);
+        let busy: Vec<String> = shares[..6]
+            .iter()
+            .map(|(name, share)| format!("{name} {share:.1} %"))
+            .collect();
+        format!(
+            "{} of {wall_secs:.1} s wall; render idle waiting for input {:.1} %",
+            busy.join(", "),
+            shares[6].1
+        )
+    }
 }
 
 /// The stages of one run. Build it, then [`Pipeline::run`] it once.
@@ -225,6 +287,13 @@ impl Pipeline {
             (d, p, r, e) => return Err(first_real_error([d.err(), p.err(), r.err(), e.err()])),
         };
         let (sink, encode_busy, written) = encode;
+        let RenderTimes {
+            render,
+            detail,
+            blend,
+            waiting_for_input,
+            waiting_for_output,
+        } = render;
         if written != expected {
             return Err(PipelineError::OutputFrameCount { written, expected });
         }
@@ -237,16 +306,32 @@ impl Pipeline {
             frames: written,
             output,
             wall_secs: started.elapsed().as_secs_f64(),
-            decode_secs: decode.as_secs_f64(),
-            preprocess_secs: preprocess.as_secs_f64(),
-            render_secs: render.as_secs_f64(),
-            encode_secs: encode_busy.as_secs_f64(),
+            stages: StageTimes {
+                decode: decode.as_secs_f64(),
+                preprocess: preprocess.as_secs_f64(),
+                render: render.as_secs_f64(),
+                detail: detail.as_secs_f64(),
+                blend: blend.as_secs_f64(),
+                encode: encode_busy.as_secs_f64(),
+                render_waiting_for_input: waiting_for_input.as_secs_f64(),
+                render_waiting_for_output: waiting_for_output.as_secs_f64(),
+            },
         })
     }
 }
 
 type StageResult<T> = Result<T, PipelineError>;
 type EncodeOutcome = (Box<dyn FrameSink>, Duration, u64);
+
+/// Where the render thread's time went.
+#[derive(Default)]
+struct RenderTimes {
+    render: Duration,
+    detail: Duration,
+    blend: Duration,
+    waiting_for_input: Duration,
+    waiting_for_output: Duration,
+}
 
 /// The error to report when stages failed: the first in data-flow order that is not a
 /// cancellation (cancellations are consequences of another stage's failure).
@@ -383,8 +468,8 @@ fn render_stage(
     rx: Receiver<PreparedFrame>,
     tx: Sender<Frame>,
     progress: &dyn ProgressReporter,
-) -> StageResult<Duration> {
-    let mut busy = Duration::ZERO;
+) -> StageResult<RenderTimes> {
+    let mut times = RenderTimes::default();
     // Inputs the next batch shares with the current one, and the blended outputs so far
     // for those frames.
     let mut carried_inputs: Vec<PreparedFrame> = Vec::new();
@@ -392,11 +477,15 @@ fn render_stage(
     let mut emitted = 0u64;
     for batch in &plan.batches {
         let mut inputs = std::mem::take(&mut carried_inputs);
+        let waiting = Instant::now();
         while inputs.len() < batch.len() {
             inputs.push(rx.recv().map_err(|_| cancelled(Stage::Render))?);
         }
+        times.waiting_for_input += waiting.elapsed();
         let started = Instant::now();
         let mut outputs = render_checked(renderer.as_mut(), batch, &inputs)?;
+        times.render += started.elapsed();
+        let started = Instant::now();
         for detailer in detailers.iter_mut() {
             detailer
                 .detail_batch(batch, &inputs, &mut outputs)
@@ -406,6 +495,8 @@ fn render_stage(
                     source,
                 })?;
         }
+        times.detail += started.elapsed();
+        let started = Instant::now();
         let overlap = batch.overlap_with_previous;
         for (position, (earlier, frame)) in pending_outputs.iter().zip(&mut outputs).enumerate() {
             *frame = blend_frames(earlier, frame, blend.weight(position, overlap)).map_err(
@@ -419,15 +510,17 @@ fn render_stage(
         carried_inputs = inputs.split_off(keep_from);
         drop(inputs);
         pending_outputs = outputs.split_off(keep_from);
-        busy += started.elapsed();
+        times.blend += started.elapsed();
+        let waiting = Instant::now();
         for mut frame in outputs {
             frame.index = emitted;
             tx.send(frame).map_err(|_| cancelled(Stage::Render))?;
             emitted += 1;
             progress.advance(Stage::Render, emitted);
         }
+        times.waiting_for_output += waiting.elapsed();
     }
-    Ok(busy)
+    Ok(times)
 }
 
 fn render_checked(
@@ -569,6 +662,32 @@ mod tests {
                 .map(|f| frame(f.source.index, (100 * batch.index) as u8))
                 .collect())
         }
+    }
+
+    #[test]
+    fn stage_summary_gives_shares_of_the_wall_time() {
+        let times = StageTimes {
+            decode: 0.5,
+            preprocess: 2.0,
+            render: 90.0,
+            detail: 4.0,
+            blend: 0.3,
+            encode: 1.0,
+            render_waiting_for_input: 3.0,
+            render_waiting_for_output: 0.0,
+        };
+        assert_eq!(
+            times.summary(100.0),
+            "decode 0.5 %, preprocess 2.0 %, render 90.0 %, detail 4.0 %, blend 0.3 %, \
+             encode 1.0 % of 100.0 s wall; render idle waiting for input 3.0 %"
+        );
+        let shares = times.shares(50.0);
+        assert_eq!(shares[2], ("render", 180.0));
+        assert_eq!(shares.len(), 8);
+        assert!(StageTimes::default()
+            .shares(0.0)
+            .iter()
+            .all(|(_, p)| *p == 0.0));
     }
 
     #[test]
