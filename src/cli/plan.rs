@@ -20,7 +20,8 @@ pub struct PlanArgs {
     /// Input video
     #[arg(value_name = "INPUT")]
     pub input: PathBuf,
-    /// Preset file, or the name of a bundled preset (anime, watercolor, lineart-ink)
+    /// Preset file, or the name of a bundled preset (anime, watercolor, lineart-ink,
+    /// anime-animatediff)
     #[arg(short = 'p', long = "preset", value_name = "PRESET")]
     pub preset: PathBuf,
     /// Only plan frames A..B (start inclusive, end exclusive; either may be left out)
@@ -239,6 +240,15 @@ fn temporal_options(preset: &Preset) -> String {
     }
     if t.flow_init.enabled {
         options.push(format!("flow_init {}", t.flow_init.strength));
+    }
+    if let Some(motion) = &t.motion_module {
+        options.push(format!(
+            "AnimateDiff motion module {} (windows of {} sharing {}, {})",
+            motion.path,
+            motion.context_length,
+            motion.context_overlap,
+            motion.weighting.as_str()
+        ));
     }
     if options.is_empty() {
         "none (every frame on its own, same seed)".to_string()

@@ -63,7 +63,8 @@ pub struct RenderArgs {
     /// Input video (anything FFmpeg reads; variable frame rate is resampled to constant)
     #[arg(value_name = "INPUT")]
     pub input: PathBuf,
-    /// Preset file, or the name of a bundled preset (anime, watercolor, lineart-ink)
+    /// Preset file, or the name of a bundled preset (anime, watercolor, lineart-ink,
+    /// anime-animatediff)
     #[arg(short = 'p', long = "preset", value_name = "PRESET")]
     pub preset: PathBuf,
     /// Output: an .mp4 file, or a directory (existing, or ending in /) for a PNG sequence

@@ -9,6 +9,7 @@ use std::ops::Range;
 use serde::Serialize;
 
 use crate::preset::{Preset, MAX_BATCH_FRAMES};
+use crate::render::motion::context_windows::plan_windows;
 use crate::render::temporal::cross_frame::{
     sd15_extra_attention_fraction, sd15_reference_bytes_per_step,
 };
@@ -166,6 +167,11 @@ const SELF_ATTENTION_STEP_FRACTION: f64 = 0.06;
 /// 76 ms). A warped TemporalNet needs the flow to the previous frame; `flow_init` also the
 /// reverse one, for its occlusion check.
 const FLOW_SECS_AT_512: f64 = 0.08;
+/// AnimateDiff v2's motion modules for SD1.5 (`mm_sd_v15_v2`: 1.82 GB in fp32).
+const MOTION_MODULE_PARAMS: f64 = 453.2e6;
+/// The motion modules' share on top of a UNet step: their attention runs across frames at
+/// every latent pixel of the down/up levels.
+const MOTION_STEP_FRACTION: f64 = 0.10;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Estimate {
@@ -265,8 +271,25 @@ pub fn estimate(plan: &BatchPlan, preset: &Preset, width: u32, height: u32) -> E
         * sampler.steps as usize
         * sd15_reference_bytes_per_step(latent_h, latent_w, if guided { 2 } else { 1 }, max_tokens);
 
-    let mut seconds_per_frame = denoise_steps * unet_step * (1.0 + attention_extra)
-        + controlnet_steps * unet_step * CONTROLNET_STEP_FRACTION
+    // AnimateDiff denoises a batch in overlapping context windows: frames in overlaps run
+    // through the UNet once per window, and a window holds `context_length` frames at once.
+    let (unet_passes, motion_weights, window_frames) = match &temporal.motion_module {
+        Some(motion) => {
+            let longest = plan.longest_batch().max(1);
+            let windows = plan_windows(longest, &motion.context()).unwrap_or_default();
+            let passes: usize = windows.iter().map(|w| w.len()).sum();
+            (
+                (passes as f64 / longest as f64) * (1.0 + MOTION_STEP_FRACTION),
+                MOTION_MODULE_PARAMS * BYTES_PER_PARAM,
+                motion.context_length.min(longest) as f64,
+            )
+        }
+        None => (1.0, 0.0, 1.0),
+    };
+    let activations = activations * window_frames;
+
+    let mut seconds_per_frame = denoise_steps * unet_step * (1.0 + attention_extra) * unet_passes
+        + controlnet_steps * unet_step * CONTROLNET_STEP_FRACTION * unet_passes
         + VAE_DECODE_SECS_AT_512 * pixel_ratio;
     if strength < 1.0 {
         seconds_per_frame += VAE_ENCODE_SECS_AT_512 * pixel_ratio;
@@ -282,7 +305,7 @@ pub fn estimate(plan: &BatchPlan, preset: &Preset, width: u32, height: u32) -> E
     seconds_per_frame += flows * FLOW_SECS_AT_512 * pixel_ratio;
     let rendered_frames = plan.rendered_frames();
     let (weights_bytes, batch_buffers_bytes, activations_bytes, attention_cache_bytes) = (
-        weights as u64,
+        (weights + motion_weights) as u64,
         batch_buffers as u64,
         activations as u64,
         attention_cache as u64,
@@ -496,5 +519,33 @@ mod tests {
             t.seconds_per_frame
         );
         assert!(t.seconds_per_frame < p.seconds_per_frame);
+    }
+
+    #[test]
+    fn estimate_includes_animatediff_windows() {
+        let base =
+            "model: {base: m}\nprompt: p\nsampler: {steps: 20, cfg_scale: 7, strength: 1.0}\n\
+                    batch: {frames: 28, overlap: 4}\n";
+        let plain = Preset::from_yaml(base, "t").unwrap();
+        let motion = Preset::from_yaml(
+            &format!("{base}temporal:\n  motion_module: {{path: mm}}\n"),
+            "t",
+        )
+        .unwrap();
+        let plan = plan_batches(28, 28, 4).unwrap();
+        let p = estimate(&plan, &plain, 512, 512);
+        let m = estimate(&plan, &motion, 512, 512);
+        // 28 frames in windows of 16 sharing 4: 0..16 and 12..28, 32 frame passes.
+        let unet = 20.0 * 7.4;
+        let expected = unet * (32.0 / 28.0) * 1.1 + 11.0;
+        assert!(
+            (m.seconds_per_frame - expected).abs() < 1e-9,
+            "{}",
+            m.seconds_per_frame
+        );
+        assert!((p.seconds_per_frame - (unet + 11.0)).abs() < 1e-9);
+        assert_eq!(m.weights_bytes - p.weights_bytes, (4.0 * 453.2e6) as u64);
+        // A window of 16 frames is in the UNet at once.
+        assert_eq!(m.activations_bytes, 16 * p.activations_bytes);
     }
 }

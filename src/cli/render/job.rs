@@ -23,6 +23,7 @@ use crate::cli::args::{FrameSelection, OutputTarget};
 use crate::cli::plan::read_options;
 use crate::cli::preprocess::models_dir;
 use crate::cli::CliError;
+use crate::detail::check_preset as check_detail_preset;
 use crate::models::loading::HubOptions;
 use crate::preprocess::cache::fingerprint_file;
 use crate::preset::{ControlKind, Preset, PresetError};
@@ -37,7 +38,6 @@ use crate::render::resume::{
 use crate::render::sd_renderer::{
     ModelWeights, SdRenderConfig, SdRenderError, SharedModels, RENDERER_NAME,
 };
-use crate::detail::check_preset as check_detail_preset;
 use crate::render::stages::preprocessors::{
     build_preprocessors, DetailKeypoints, PreprocessorOptions,
 };
