@@ -75,6 +75,7 @@ fn gib(bytes: u64) -> f64 {
 }
 
 fn main() {
+    rotoscope::alloc::tune_malloc();
     let sizes: Vec<usize> = std::env::var("UNET_BENCH_SIZES")
         .unwrap_or_else(|_| "32,64".into())
         .split(',')
