@@ -6,6 +6,11 @@
 //! kernel zero-fills page by page on first touch (~7 % of a 64² step in profiles). Raising the
 //! thresholds keeps freed blocks in the heap, where the next tensor of similar size reuses the
 //! already-mapped pages.
+//!
+//! Measured on the SD1.5 UNet step, 64² latents, batch 2 (2-core AVX-512 machine shared with
+//! other jobs, so CPU seconds rather than wall time): system time 2.3–3.1 s → 0.14–0.40 s per
+//! step, total CPU 31.5 → 28.8 s (−8 %; 33.2 → 31.2 s in a second, busier run); peak RSS
+//! unchanged at 3.50 GiB. (glibc 2.36 accepts thresholds above its 32 MiB dynamic maximum.)
 
 /// Allocations below this come from the heap (reusable) instead of fresh mmaps: larger than
 /// every activation of an SD1.5 step at 64² latents batch 2 (the biggest, the 4096² attention
