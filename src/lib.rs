@@ -3,6 +3,7 @@
 //! Data flows one way (see DESIGN.md §2):
 //! decode → preprocess → plan batches → render → detail → blend → encode.
 
+pub mod alloc;
 pub mod bench;
 pub mod cli;
 pub mod detail;

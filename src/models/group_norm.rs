@@ -3,16 +3,15 @@
 //! and a separate SiLU another; at 512² × 128 channels each costs 134 MB of page faults).
 //!
 //! Statistics are accumulated in f32 lanes over short runs and in f64 across runs (two-pass:
-//! mean, then centred variance), which keeps them as accurate as torch's. SiLU uses a
-//! polynomial `exp` (≈1 ulp) so the pass vectorises; since the crate targets baseline x86-64,
-//! that pass is also compiled for AVX-512 and AVX2 and picked at run time, and the statistics
-//! have an explicit AVX-512 version (LLVM leaves that reduction scalar).
+//! mean, then centred variance), which keeps them as accurate as torch's. The vector kernels
+//! (statistics, normalise + polynomial-exp SiLU, run-time AVX-512/AVX2 dispatch) are the UNet's,
+//! shared from `unet::kernels`.
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
-const LANES: usize = 16;
+use super::unet::kernels::{affine_row, shifted_sums};
 
 /// Group normalisation over `(B, C, ...)` tensors.
 #[derive(Debug, Clone)]
@@ -133,8 +132,8 @@ impl CustomOp3 for GroupNormOp {
             .enumerate()
             .for_each(|(i, (dst, src))| {
                 let n = src.len() as f64;
-                let mean = sum_shifted(src, 0.0).0 / n;
-                let var = sum_shifted(src, mean as f32).1 / n;
+                let mean = shifted_sums(src, 0.0).0 / n;
+                let var = shifted_sums(src, mean as f32).1 / n;
                 let rstd = 1.0 / (var + self.eps).sqrt();
                 let first = (i % self.groups) * per_group;
                 for (c, (d, s)) in dst
@@ -144,145 +143,12 @@ impl CustomOp3 for GroupNormOp {
                 {
                     let scale = weight[first + c] as f64 * rstd;
                     let shift = bias[first + c] as f64 - mean * scale;
-                    affine(s, d, scale as f32, shift as f32, self.silu);
+                    affine_row(s, d, scale as f32, shift as f32, self.silu);
                 }
             });
         Ok((CpuStorage::F32(out), xl.shape().clone()))
     }
 }
-
-/// `e^x` for f32 by range reduction and a degree-6 polynomial (Cephes `expf`); inputs are
-/// clamped to the finite range, where it is within ~1 ulp.
-#[inline(always)]
-fn exp_approx(x: f32) -> f32 {
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // Adding 1.5·2^23 rounds to the nearest integer in the low mantissa bits.
-    const ROUND: f32 = 12_582_912.0;
-    let x = x.clamp(-87.336_55, 88.722_83);
-    let t = x * std::f32::consts::LOG2_E + ROUND;
-    let n = t - ROUND;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let p = 1.987_569_1e-4_f32;
-    let p = p * r + 1.398_199_9e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 0.5;
-    let e = p * r * r + r + 1.0;
-    let exponent = t.to_bits() as i32 - ROUND.to_bits() as i32;
-    e * f32::from_bits(((exponent + 127) << 23) as u32)
-}
-
-/// (Σ (x − shift), Σ (x − shift)²), in f32 lanes over runs of 1024 and f64 across runs.
-#[inline(always)]
-fn sum_shifted_generic(x: &[f32], shift: f32) -> (f64, f64) {
-    let (mut total, mut total_sq) = (0f64, 0f64);
-    for run in x.chunks(1024) {
-        let mut acc = [0f32; LANES];
-        let mut acc_sq = [0f32; LANES];
-        let mut lanes = run.chunks_exact(LANES);
-        for chunk in &mut lanes {
-            for i in 0..LANES {
-                let d = chunk[i] - shift;
-                acc[i] += d;
-                acc_sq[i] += d * d;
-            }
-        }
-        for &v in lanes.remainder() {
-            let d = v - shift;
-            acc[0] += d;
-            acc_sq[0] += d * d;
-        }
-        total += acc.iter().map(|&v| v as f64).sum::<f64>();
-        total_sq += acc_sq.iter().map(|&v| v as f64).sum::<f64>();
-    }
-    (total, total_sq)
-}
-
-/// `dst = src · scale + shift`, then `y · sigmoid(y)` when `silu`.
-#[inline(always)]
-fn affine_generic(src: &[f32], dst: &mut [f32], scale: f32, shift: f32, silu: bool) {
-    if silu {
-        for (d, &s) in dst.iter_mut().zip(src) {
-            let y = s * scale + shift;
-            *d = y / (1.0 + exp_approx(-y));
-        }
-    } else {
-        for (d, &s) in dst.iter_mut().zip(src) {
-            *d = s * scale + shift;
-        }
-    }
-}
-
-/// Compiles `$generic` again with wider vector units and dispatches at run time.
-macro_rules! multiversion {
-    ($name:ident => $generic:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty) => {
-        fn $name($($arg: $ty),*) -> $ret {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f")]
-                unsafe fn wide($($arg: $ty),*) -> $ret {
-                    $generic($($arg),*)
-                }
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn medium($($arg: $ty),*) -> $ret {
-                    $generic($($arg),*)
-                }
-                if is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU supports the enabled features.
-                    return unsafe { wide($($arg),*) };
-                }
-                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                    // SAFETY: as above.
-                    return unsafe { medium($($arg),*) };
-                }
-            }
-            $generic($($arg),*)
-        }
-    };
-}
-
-/// [`sum_shifted_generic`] with explicit AVX-512: LLVM does not vectorise that reduction.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn sum_shifted_avx512(x: &[f32], shift: f32) -> (f64, f64) {
-    use std::arch::x86_64::*;
-    let (mut total, mut total_sq) = (0f64, 0f64);
-    let shift_v = _mm512_set1_ps(shift);
-    for run in x.chunks(1024) {
-        let mut acc = _mm512_setzero_ps();
-        let mut acc_sq = _mm512_setzero_ps();
-        let mut lanes = run.chunks_exact(LANES);
-        for chunk in &mut lanes {
-            // SAFETY: `chunk` holds exactly 16 floats.
-            let v = unsafe { _mm512_loadu_ps(chunk.as_ptr()) };
-            let d = _mm512_sub_ps(v, shift_v);
-            acc = _mm512_add_ps(acc, d);
-            acc_sq = _mm512_fmadd_ps(d, d, acc_sq);
-        }
-        let (mut tail, mut tail_sq) = (0f32, 0f32);
-        for &v in lanes.remainder() {
-            let d = v - shift;
-            tail += d;
-            tail_sq += d * d;
-        }
-        total += (_mm512_reduce_add_ps(acc) + tail) as f64;
-        total_sq += (_mm512_reduce_add_ps(acc_sq) + tail_sq) as f64;
-    }
-    (total, total_sq)
-}
-
-fn sum_shifted(x: &[f32], shift: f32) -> (f64, f64) {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU supports AVX-512F.
-        return unsafe { sum_shifted_avx512(x, shift) };
-    }
-    sum_shifted_generic(x, shift)
-}
-
-multiversion!(affine => affine_generic(src: &[f32], dst: &mut [f32], scale: f32, shift: f32, silu: bool) -> ());
 
 #[cfg(test)]
 mod tests {
@@ -320,35 +186,6 @@ mod tests {
         assert!(max_diff(&ours.forward(&x).unwrap(), &reference) < 1e-5);
         let silu = reference.silu().unwrap();
         assert!(max_diff(&ours.forward_silu(&x).unwrap(), &silu) < 1e-5);
-    }
-
-    #[test]
-    fn dispatched_statistics_match_the_generic_ones() {
-        let x: Vec<f32> = (0..5000)
-            .map(|i| ((i * 7919) % 1000) as f32 * 0.01 - 3.0)
-            .collect();
-        for len in [0, 15, 16, 1023, 1024, 1041, 5000] {
-            let (a, a_sq) = sum_shifted(&x[..len], 0.7);
-            let (b, b_sq) = sum_shifted_generic(&x[..len], 0.7);
-            assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "{len}: {a} vs {b}");
-            assert!(
-                (a_sq - b_sq).abs() <= 1e-6 * (1.0 + b_sq),
-                "{len}: {a_sq} vs {b_sq}"
-            );
-        }
-    }
-
-    #[test]
-    fn exp_approx_is_accurate() {
-        for i in -2000..=2000 {
-            let x = i as f32 * 0.04;
-            let (got, want) = (exp_approx(x), x.exp());
-            assert!(
-                ((got - want) / want).abs() < 2e-7,
-                "exp({x}): {got} vs {want}"
-            );
-        }
-        assert!(exp_approx(-200.0) < 1e-37);
     }
 
     #[test]

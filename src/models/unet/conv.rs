@@ -95,7 +95,8 @@ impl Conv2d {
             Some(r) => {
                 candle_core::bail!("conv2d: residual {:?}, output {:?}", r.dims(), out_shape)
             }
-            None => vec![0f32; b * self.out_channels * hw],
+            // Every element is written by the bias pre-load below: no zero fill needed.
+            None => Vec::with_capacity(b * self.out_channels * hw),
         };
         let x = x.contiguous()?;
         let offset = match channel_offset {
@@ -107,16 +108,29 @@ impl Conv2d {
             None => None,
         };
         // Pre-load bias + offset (+ residual) so the matmul accumulates onto it.
-        out.par_chunks_mut(hw).enumerate().for_each(|(i, plane)| {
+        let plane_value = |i: usize| {
             let (bi, co) = (i / self.out_channels, i % self.out_channels);
-            let v =
-                bias.as_ref().map_or(0.0, |bv| bv[co]) + offset.as_ref().map_or(0.0, |o| o[bi][co]);
-            if residual.is_some() {
+            bias.as_ref().map_or(0.0, |bv| bv[co]) + offset.as_ref().map_or(0.0, |o| o[bi][co])
+        };
+        if residual.is_some() {
+            out.par_chunks_mut(hw).enumerate().for_each(|(i, plane)| {
+                let v = plane_value(i);
                 plane.iter_mut().for_each(|x| *x += v);
-            } else {
-                plane.fill(v);
-            }
-        });
+            });
+        } else if hw > 0 {
+            let len = b * self.out_channels * hw;
+            out.spare_capacity_mut()[..len]
+                .par_chunks_mut(hw)
+                .enumerate()
+                .for_each(|(i, plane)| {
+                    let v = plane_value(i);
+                    plane.iter_mut().for_each(|x| {
+                        x.write(v);
+                    });
+                });
+            // SAFETY: the loop above initialised all `len` elements (b·out_channels planes of hw).
+            unsafe { out.set_len(len) };
+        }
         let geometry = Geometry { h, w, k, s, p, ow };
         with_cpu_f32(&x, "conv2d input", |input| {
             with_cpu_f32(&self.weight, "conv2d weight", |weight| {

@@ -175,7 +175,49 @@ dispatch!(row_max_generic, row_max(row: &[f32]) -> f32);
 dispatch!(exp_sum_generic, exp_sum_inplace(row: &mut [f32], max: f32) -> f32);
 dispatch!(scale_generic, scale_inplace(row: &mut [f32], s: f32) -> ());
 dispatch!(geglu_generic, geglu_row(h: &[f32], out: &mut [f32]) -> ());
-dispatch!(shifted_sums_generic, shifted_sums(x: &[f32], shift: f32) -> (f64, f64));
+dispatch!(shifted_sums_generic, shifted_sums_dispatched(x: &[f32], shift: f32) -> (f64, f64));
+
+/// [`shifted_sums_generic`] with explicit AVX-512: LLVM leaves that f32-lane reduction
+/// partly scalar even with the feature enabled.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn shifted_sums_avx512(x: &[f32], shift: f32) -> (f64, f64) {
+    use std::arch::x86_64::*;
+    const RUN: usize = 1024;
+    let (mut total, mut total_sq) = (0f64, 0f64);
+    let shift_v = _mm512_set1_ps(shift);
+    for run in x.chunks(RUN) {
+        let mut acc = _mm512_setzero_ps();
+        let mut acc_sq = _mm512_setzero_ps();
+        let mut chunks = run.chunks_exact(LANES);
+        for c in &mut chunks {
+            // SAFETY: `c` holds exactly 16 floats.
+            let v = unsafe { _mm512_loadu_ps(c.as_ptr()) };
+            let d = _mm512_sub_ps(v, shift_v);
+            acc = _mm512_add_ps(acc, d);
+            acc_sq = _mm512_fmadd_ps(d, d, acc_sq);
+        }
+        let (mut tail, mut tail_sq) = (0f32, 0f32);
+        for &v in chunks.remainder() {
+            let d = v - shift;
+            tail += d;
+            tail_sq += d * d;
+        }
+        total += (_mm512_reduce_add_ps(acc) + tail) as f64;
+        total_sq += (_mm512_reduce_add_ps(acc_sq) + tail_sq) as f64;
+    }
+    (total, total_sq)
+}
+
+/// Sum of `x - shift` and of its square (group-norm statistics; see [`shifted_sums_generic`]).
+pub(crate) fn shifted_sums(x: &[f32], shift: f32) -> (f64, f64) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports AVX-512F.
+        return unsafe { shifted_sums_avx512(x, shift) };
+    }
+    shifted_sums_dispatched(x, shift)
+}
 dispatch!(affine_generic, affine_row(src: &[f32], dst: &mut [f32], scale: f32, shift: f32, silu: bool) -> ());
 
 #[cfg(test)]
@@ -245,6 +287,22 @@ mod tests {
             assert!(
                 (*o as f64 - y / (1.0 + (-y).exp())).abs() < 1e-6,
                 "{o} vs silu({y})"
+            );
+        }
+    }
+
+    #[test]
+    fn dispatched_statistics_match_the_generic_ones() {
+        let x: Vec<f32> = (0..5000)
+            .map(|i| ((i * 7919) % 1000) as f32 * 0.01 - 3.0)
+            .collect();
+        for len in [0, 15, 16, 1023, 1024, 1041, 5000] {
+            let (a, a_sq) = shifted_sums(&x[..len], 0.7);
+            let (b, b_sq) = shifted_sums_generic(&x[..len], 0.7);
+            assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "{len}: {a} vs {b}");
+            assert!(
+                (a_sq - b_sq).abs() <= 1e-6 * (1.0 + b_sq),
+                "{len}: {a_sq} vs {b_sq}"
             );
         }
     }

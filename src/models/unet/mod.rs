@@ -17,7 +17,7 @@ mod cpu;
 pub(crate) mod embeddings;
 mod error;
 pub mod fused_attention;
-mod kernels;
+pub(crate) mod kernels;
 pub(crate) mod layers;
 mod linear;
 pub(crate) mod resnet;
