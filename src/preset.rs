@@ -65,7 +65,9 @@ pub enum PresetError {
     },
 }
 
-fn field_prefix(field: &str) -> String {
+/// `field: ` before an error message, or nothing for the document root (also used by the
+/// batch jobs file's errors).
+pub(crate) fn field_prefix(field: &str) -> String {
     if field.is_empty() {
         String::new()
     } else {

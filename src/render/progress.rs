@@ -72,23 +72,7 @@ impl BarProgress {
 
     pub fn with_target(target: ProgressDrawTarget) -> Self {
         let multi = MultiProgress::with_draw_target(target);
-        let style = ProgressStyle::with_template(
-            "{prefix:>10} [{bar:32}] {pos:>6}/{len:<6} {rate:>12}  eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .with_key(
-            "rate",
-            |state: &ProgressState, w: &mut dyn std::fmt::Write| {
-                let _ = write!(w, "{:.1} frames/s", state.per_sec());
-            },
-        )
-        .progress_chars("=> ");
-        let bars = Stage::ALL.map(|stage| {
-            let bar = multi.add(ProgressBar::new(0));
-            bar.set_style(style.clone());
-            bar.set_prefix(stage.as_str());
-            bar
-        });
+        let bars = stage_bars(&multi);
         Self { multi, bars }
     }
 
@@ -196,4 +180,25 @@ impl ProgressReporter for JsonProgress {
     }
 
     fn finish(&self, _: Stage) {}
+}
+
+/// One bar per stage (frames done, rate, ETA), added to `multi` in pipeline order.
+pub fn stage_bars(multi: &MultiProgress) -> [ProgressBar; Stage::ALL.len()] {
+    let style = ProgressStyle::with_template(
+        "{prefix:>10} [{bar:32}] {pos:>6}/{len:<6} {rate:>12}  eta {eta}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .with_key(
+        "rate",
+        |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:.1} frames/s", state.per_sec());
+        },
+    )
+    .progress_chars("=> ");
+    Stage::ALL.map(|stage| {
+        let bar = multi.add(ProgressBar::new(0));
+        bar.set_style(style.clone());
+        bar.set_prefix(stage.as_str());
+        bar
+    })
 }

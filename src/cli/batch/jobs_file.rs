@@ -27,7 +27,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Deserializer};
 
 use crate::cli::args::FrameSelection;
-use crate::preset::split_field_and_message;
+use crate::preset::{field_prefix, split_field_and_message};
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobsFileError {
@@ -53,14 +53,6 @@ pub enum JobsFileError {
         field: String,
         message: String,
     },
-}
-
-fn field_prefix(field: &str) -> String {
-    if field.is_empty() {
-        String::new()
-    } else {
-        format!("{field}: ")
-    }
 }
 
 /// Settings every job may give and `defaults` may supply.

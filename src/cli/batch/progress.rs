@@ -1,9 +1,9 @@
 //! The progress view of `rotoscope batch` on a terminal: one line for the jobs (job k of n,
 //! its name) above the stage bars of the running job (frames, rate, ETA).
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::render::progress::{ProgressReporter, Stage};
+use crate::render::progress::{stage_bars, ProgressReporter, Stage};
 
 pub struct BatchBars {
     multi: MultiProgress,
@@ -23,23 +23,7 @@ impl BatchBars {
         let job_bar = multi.add(ProgressBar::new(jobs as u64));
         job_bar.set_style(job_style);
         job_bar.set_prefix("job");
-        let style = ProgressStyle::with_template(
-            "{prefix:>10} [{bar:32}] {pos:>6}/{len:<6} {rate:>12}  eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .with_key(
-            "rate",
-            |state: &ProgressState, w: &mut dyn std::fmt::Write| {
-                let _ = write!(w, "{:.1} frames/s", state.per_sec());
-            },
-        )
-        .progress_chars("=> ");
-        let stages = Stage::ALL.map(|stage| {
-            let bar = multi.add(ProgressBar::new(0));
-            bar.set_style(style.clone());
-            bar.set_prefix(stage.as_str());
-            bar
-        });
+        let stages = stage_bars(&multi);
         Self {
             multi,
             jobs: job_bar,
