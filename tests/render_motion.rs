@@ -20,17 +20,18 @@ use std::time::{Duration, Instant};
 use candle_core::Device;
 use image::RgbImage;
 use render_common::*;
-use rotoscope::models::loading::{Component, DiffusersPipelineFiles};
+use rotoscope::models::loading::HubOptions;
+use rotoscope::models::model_stack::{load_controlnet, ModelStackSpec};
 use rotoscope::models::motion::{MotionLoadOptions, MotionModuleFiles, MotionModules};
 use rotoscope::preset::{ControlKind, Preset, PresetError};
-use rotoscope::render::image_pipeline::{load_controlnet, GenerationSettings, StableDiffusion};
+use rotoscope::render::image_pipeline::{GenerationSettings, StableDiffusion};
 use rotoscope::render::motion::{
     sample_video, ContextOptions, ContextWeighting, VideoControl, VideoInit, VideoRequest,
 };
 use rotoscope::render::resume::StopFlag;
 use rotoscope::render::stages::preprocessors::{build_preprocessors, PreprocessorOptions};
 use rotoscope::render::stages::PreparedFrame;
-use rotoscope::schedulers::{self, SchedulerKind};
+use rotoscope::schedulers::SchedulerKind;
 use rotoscope::video::{Frame, ReadOptions, VideoReader};
 
 const SIZE: u32 = 64;
@@ -99,18 +100,11 @@ fn direct_models() -> (
 ) {
     let device = Device::Cpu;
     let dir = fixture_pipeline();
-    let files =
-        DiffusersPipelineFiles::resolve(dir.to_str().unwrap(), &Component::SD_PIPELINE, false)
-            .unwrap();
+    let hub = HubOptions::from_env(false);
     let sd =
-        StableDiffusion::load(&files, schedulers::load_config(&dir).unwrap(), &device).unwrap();
-    let net_files = DiffusersPipelineFiles::resolve(
-        dir.join("controlnet_a").to_str().unwrap(),
-        &[Component::ControlNet],
-        false,
-    )
-    .unwrap();
-    let net = load_controlnet(net_files.controlnet.as_ref().unwrap(), &device).unwrap();
+        StableDiffusion::load(&ModelStackSpec::new(dir.to_string_lossy()), &hub, &device).unwrap();
+    let source = dir.join("controlnet_a").to_string_lossy().into_owned();
+    let net = load_controlnet(&source, None, None, &hub, &device).unwrap();
     let motion = MotionModules::load_files(
         &MotionModuleFiles {
             weights: adapter().join("diffusion_pytorch_model.fp16.safetensors"),
