@@ -36,7 +36,7 @@ use crate::models::loading::HubOptions;
 use crate::preprocess::openpose::json::{parse_json, PoseJsonError};
 use crate::preprocess::openpose::{draw_pose_map, DrawParts, PoseFrame};
 use crate::preset::{fit_to_input, ControlKind, Preset, PresetOverrides};
-use crate::render::image_pipeline::{rgb_to_tensor, tensor_to_rgb, GenerationSettings, InitImage};
+use crate::render::image_pipeline::{rgb_to_tensor, tensor_to_rgb, InitImage};
 use crate::render::sampler::ControlInput;
 use crate::render::sd_renderer::{LoadedModels, SdRenderConfig, SdRenderError};
 use crate::render::temporal::settings::TemporalSettings;
@@ -236,16 +236,7 @@ fn render_with_models(
     let (width, height) = (config.width, config.height);
     let device = models.sd.device().clone();
     // The prompts are in `models.text` already (A1111 weighting, embeddings, clip skip).
-    let settings = GenerationSettings {
-        prompt: config.prompt.clone(),
-        negative_prompt: config.negative_prompt.clone(),
-        width: width as usize,
-        height: height as usize,
-        steps: config.steps,
-        guidance_scale: config.guidance_scale,
-        scheduler: config.scheduler,
-        seed: config.seed,
-    };
+    let settings = config.generation_settings();
     let mut images = Vec::with_capacity(poses.len());
     for (k, pose) in poses.iter().enumerate() {
         let context = || format!("rendering pose {}", pose.label);

@@ -43,7 +43,8 @@ use crate::preset::{ControlKind, Preset};
 use crate::prompt::{PromptEncoder, PromptError};
 use crate::render::guidance::uses_cfg;
 use crate::render::image_pipeline::{
-    rgb_to_tensor, tensor_to_rgb, ImagePipelineError as SdError, StableDiffusion,
+    rgb_to_tensor, tensor_to_rgb, GenerationSettings, ImagePipelineError as SdError,
+    StableDiffusion,
 };
 use crate::render::model_cache::ModelCache;
 use crate::render::plan::Batch;
@@ -203,6 +204,21 @@ impl SdRenderConfig {
             controlnets,
             temporal,
             flow: FlowParams::default(),
+        }
+    }
+
+    /// The prompt, size, steps, guidance, scheduler and seed as the image pipeline takes
+    /// them.
+    pub fn generation_settings(&self) -> GenerationSettings {
+        GenerationSettings {
+            prompt: self.prompt.clone(),
+            negative_prompt: self.negative_prompt.clone(),
+            width: self.width as usize,
+            height: self.height as usize,
+            steps: self.steps,
+            guidance_scale: self.guidance_scale,
+            scheduler: self.scheduler,
+            seed: self.seed,
         }
     }
 
@@ -895,8 +911,9 @@ impl FrameRenderer for SdRenderer {
     }
 }
 
-/// A frame as an RGB image of `width`×`height` (bilinear when the size differs).
-fn fit(frame: &Frame, width: u32, height: u32) -> RgbImage {
+/// A frame as an RGB image of `width`×`height` (bilinear when the size differs), as every
+/// renderer resizes its inputs.
+pub(crate) fn fit(frame: &Frame, width: u32, height: u32) -> RgbImage {
     let image = RgbImage::from_raw(frame.width, frame.height, frame.data.clone())
         .expect("frames hold width·height·3 bytes");
     if (frame.width, frame.height) == (width, height) {

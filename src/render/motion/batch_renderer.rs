@@ -31,13 +31,12 @@ use crate::models::loading::HubOptions;
 use crate::models::motion::{MotionError, MotionLoadOptions, MotionModuleFiles, MotionModules};
 use crate::preset::models_ext::locate;
 use crate::preset::ControlKind;
-use crate::render::image_pipeline::GenerationSettings;
 use crate::render::plan::Batch;
 use crate::render::resume::{
     ChainedRenderer, LeadIn, Notifier, RendererFactory, StopFlag, WorkDir,
 };
 use crate::render::sd_renderer::{
-    ControlSource, LoadedModels, SdRenderConfig, SdRenderError, SharedModels,
+    fit, ControlSource, LoadedModels, SdRenderConfig, SdRenderError, SharedModels,
 };
 use crate::render::stages::{PreparedFrame, StageError};
 use crate::video::Frame;
@@ -211,7 +210,7 @@ impl MotionBatchRenderer {
         } else {
             VideoInit::Noise
         };
-        let settings = generation_settings(&self.config);
+        let settings = self.config.generation_settings();
         let request = VideoRequest {
             settings: &settings,
             frames: frames.len(),
@@ -257,20 +256,6 @@ impl ChainedRenderer for MotionBatchRenderer {
     }
 }
 
-/// The prompt, size, steps, guidance, scheduler and seed of `config`.
-pub fn generation_settings(config: &SdRenderConfig) -> GenerationSettings {
-    GenerationSettings {
-        prompt: config.prompt.clone(),
-        negative_prompt: config.negative_prompt.clone(),
-        width: config.width as usize,
-        height: config.height as usize,
-        steps: config.steps,
-        guidance_scale: config.guidance_scale,
-        scheduler: config.scheduler,
-        seed: config.seed,
-    }
-}
-
 /// The renderer factory of `rotoscope render` for a preset with `temporal.motion_module`:
 /// the models are loaded when the first batch needs rendering. `settings.path` resolves
 /// relative to `preset_dir` like the other models.
@@ -297,16 +282,4 @@ pub fn motion_renderer_factory(
         let renderer = MotionBatchRenderer::load(&shared, &settings, &hub)?;
         Ok(Box::new(renderer) as Box<dyn ChainedRenderer>)
     })
-}
-
-/// A frame as an RGB image of `width`×`height` (bilinear when the size differs), as the
-/// frame-by-frame renderer resizes its inputs.
-fn fit(frame: &Frame, width: u32, height: u32) -> RgbImage {
-    let image = RgbImage::from_raw(frame.width, frame.height, frame.data.clone())
-        .expect("frames hold width·height·3 bytes");
-    if (frame.width, frame.height) == (width, height) {
-        image
-    } else {
-        image::imageops::resize(&image, width, height, image::imageops::FilterType::Triangle)
-    }
 }
