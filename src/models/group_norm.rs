@@ -41,12 +41,23 @@ impl GroupNorm {
 
     /// Loads `weight` and `bias` of shape `(channels,)`.
     pub fn load(vb: VarBuilder, groups: usize, channels: usize, eps: f64) -> Result<Self> {
+        if groups == 0 || !channels.is_multiple_of(groups) {
+            candle_core::bail!(
+                "group norm {}: {groups} groups do not divide {channels} channels",
+                vb.prefix()
+            );
+        }
         Self::new(
             vb.get(channels, "weight")?,
             vb.get(channels, "bias")?,
             groups,
             eps,
         )
+    }
+
+    /// `group_norm(x)` (also the [`Module`] implementation).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.apply(x, false)
     }
 
     /// `silu(group_norm(x))`.
@@ -87,7 +98,7 @@ impl GroupNorm {
 
 impl Module for GroupNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.apply(x, false)
+        GroupNorm::forward(self, x)
     }
 }
 
@@ -133,8 +144,10 @@ impl CustomOp3 for GroupNormOp {
             .for_each(|(i, (dst, src))| {
                 let n = src.len() as f64;
                 let mean = shifted_sums(src, 0.0).0 / n;
-                let var = shifted_sums(src, mean as f32).1 / n;
-                let rstd = 1.0 / (var + self.eps).sqrt();
+                // Centred on the f32-rounded mean: correct for what that rounding left over.
+                let (dev, dev_sq) = shifted_sums(src, mean as f32);
+                let var = (dev_sq - dev * dev / n) / n;
+                let rstd = 1.0 / (var.max(0.0) + self.eps).sqrt();
                 let first = (i % self.groups) * per_group;
                 for (c, (d, s)) in dst
                     .chunks_mut(spatial.max(1))
@@ -182,10 +195,17 @@ mod tests {
             .unwrap()
             .forward(&x)
             .unwrap();
-        let ours = GroupNorm::new(weight, bias, 4, 1e-6).unwrap();
+        let ours = GroupNorm::new(weight.clone(), bias.clone(), 4, 1e-6).unwrap();
         assert!(max_diff(&ours.forward(&x).unwrap(), &reference) < 1e-5);
         let silu = reference.silu().unwrap();
         assert!(max_diff(&ours.forward_silu(&x).unwrap(), &silu) < 1e-5);
+        // Strided input goes through the same kernel after a copy.
+        let xt = x.transpose(2, 3).unwrap();
+        let ref_t = candle_nn::GroupNorm::new(weight, bias, 12, 4, 1e-6)
+            .unwrap()
+            .forward(&xt.contiguous().unwrap())
+            .unwrap();
+        assert!(max_diff(&ours.forward(&xt).unwrap(), &ref_t) < 1e-5);
     }
 
     #[test]
