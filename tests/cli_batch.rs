@@ -3,6 +3,7 @@
 //! others, finished jobs are skipped on a rerun, jobs on the same models load them once.
 
 mod cli_common;
+mod render_common;
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -275,23 +276,6 @@ fn jobs_file_errors_give_file_line_and_column() {
     assert!(stderr(&out).contains("no-such-preset"), "{}", stderr(&out));
 }
 
-/// Finished batches in a work directory.
-fn finished_batches(work: &Path) -> usize {
-    std::fs::read_dir(work)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .filter(|e| {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    name.starts_with("batch_")
-                        && !name.ends_with(".partial")
-                        && e.path().join("manifest.json").is_file()
-                })
-                .count()
-        })
-        .unwrap_or(0)
-}
-
 #[test]
 fn an_interrupted_job_resumes_from_its_last_finished_batch() {
     let dir = tempfile::tempdir().unwrap();
@@ -325,7 +309,7 @@ fn an_interrupted_job_resumes_from_its_last_finished_batch() {
                 std::fs::read_to_string(&log).unwrap_or_default()
             );
         }
-        if finished_batches(&work) >= 1 {
+        if render_common::finished_batches(&work) >= 1 {
             // SAFETY: signalling our own child process, which has not been waited for.
             assert_eq!(
                 unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
@@ -349,7 +333,7 @@ fn an_interrupted_job_resumes_from_its_last_finished_batch() {
             ("after".into(), "not_run".into())
         ]
     );
-    let kept = finished_batches(&work);
+    let kept = render_common::finished_batches(&work);
     assert!(kept >= 1);
     assert!(!dir.path().join("out/long.mp4").exists());
 

@@ -226,23 +226,6 @@ fn motion_render_equals_sample_video_on_the_same_inputs() {
     eprintln!("render vs sample_video: max difference {worst} level(s)");
 }
 
-/// Finished batches (manifest written) in a work directory.
-fn finished_batches(work: &Path) -> usize {
-    std::fs::read_dir(work)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .filter(|e| {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    name.starts_with("batch_")
-                        && !name.ends_with(".partial")
-                        && e.path().join("manifest.json").is_file()
-                })
-                .count()
-        })
-        .unwrap_or(0)
-}
-
 fn spawn_render(preset: &Path, output: &Path, work: &Path, frames: &str) -> std::process::Child {
     let work = work.display().to_string();
     render_command(

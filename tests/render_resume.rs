@@ -23,30 +23,6 @@ fn sample() -> PathBuf {
     repo_path("samples/astronaut.mp4")
 }
 
-/// Finished batches in a work directory.
-fn finished_batches(work: &Path) -> usize {
-    finished_since(work, std::time::UNIX_EPOCH)
-}
-
-/// Batches finished (manifest written) at or after `since`.
-fn finished_since(work: &Path, since: std::time::SystemTime) -> usize {
-    std::fs::read_dir(work)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .filter(|e| {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    name.starts_with("batch_")
-                        && !name.ends_with(".partial")
-                        && std::fs::metadata(e.path().join("manifest.json"))
-                            .and_then(|m| m.modified())
-                            .is_ok_and(|t| t >= since)
-                })
-                .count()
-        })
-        .unwrap_or(0)
-}
-
 fn spawn(preset: &Path, output: &Path, work: &Path, log: &Path) -> Child {
     let work = work.display().to_string();
     render_command(

@@ -150,3 +150,27 @@ pub fn score(inputs: &[Frame], dir: &Path, batches: &[Range<u64>]) -> ScoreRepor
     }
     scorer.finish(Some(batches))
 }
+
+/// Finished batches (manifest written) in a render's work directory.
+pub fn finished_batches(work: &Path) -> usize {
+    finished_since(work, std::time::UNIX_EPOCH)
+}
+
+/// Batches finished (manifest written) at or after `since`.
+pub fn finished_since(work: &Path, since: std::time::SystemTime) -> usize {
+    std::fs::read_dir(work)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.starts_with("batch_")
+                        && !name.ends_with(".partial")
+                        && std::fs::metadata(e.path().join("manifest.json"))
+                            .and_then(|m| m.modified())
+                            .is_ok_and(|t| t >= since)
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
