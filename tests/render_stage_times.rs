@@ -4,6 +4,7 @@
 //! on the machine, so only their presence and consistency are checked.
 
 mod cli_common;
+mod render_common;
 
 use cli_common::*;
 
@@ -36,17 +37,7 @@ fn done_event_has_stage_times_that_fit_in_the_wall_time() {
     let dir = tempfile::tempdir().unwrap();
     let preset = preset(dir.path());
     let out = dir.path().join("out.mp4");
-    let result = rotoscope([
-        "render".as_ref(),
-        sample().as_os_str(),
-        "-p".as_ref(),
-        preset.as_os_str(),
-        "-o".as_ref(),
-        out.as_os_str(),
-        "--frames".as_ref(),
-        "..14".as_ref(),
-        "--json".as_ref(),
-    ]);
+    let result = render_common::render(&sample(), &preset, &out, &["--frames", "..14", "--json"]);
     assert_ok(&result);
     let done = json_lines(&result).pop().unwrap();
     assert_eq!(done["event"], "done");
@@ -99,16 +90,7 @@ fn normal_render_ends_with_a_stage_summary() {
     let dir = tempfile::tempdir().unwrap();
     let preset = preset(dir.path());
     let out = dir.path().join("out.mp4");
-    let result = rotoscope([
-        "render".as_ref(),
-        sample().as_os_str(),
-        "-p".as_ref(),
-        preset.as_os_str(),
-        "-o".as_ref(),
-        out.as_os_str(),
-        "--frames".as_ref(),
-        "..4".as_ref(),
-    ]);
+    let result = render_common::render(&sample(), &preset, &out, &["--frames", "..4"]);
     assert_ok(&result);
     let err = stderr(&result);
     let last = err.lines().last().unwrap_or_default();
