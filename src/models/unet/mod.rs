@@ -9,6 +9,8 @@
 //!   temporal hooks of [`crate::models::attention_hook`].
 
 pub mod attention;
+#[cfg(target_arch = "x86_64")]
+mod attention_avx512;
 pub mod bench;
 pub(crate) mod blocks;
 pub mod config;
