@@ -14,20 +14,21 @@
 //! Upsampling by repetition followed by a 3×3 conv equals, for each of the four output phases
 //! `(y mod 2, x mod 2)`, a 2×2 conv of the low-resolution input whose weights are sums of the
 //! original taps: 16 products per input pixel instead of 36, and no upsampled tensor.
+//!
+//! Weights are kept as `[Cout, 3, 3, Cin]` (OHWI): tap `(dy, dx)` is then the `[Cout, Cin]`
+//! matrix at column `(3·dy + dx)·Cin` with row stride `9·Cin`, and the same tensor is the left
+//! operand of an im2col product in tap-major order (`models::conv2d`, which runs 3×3 convs on
+//! small images that way and large ones here).
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
+
+use super::cpu::{all_cpu_f32, SharedMut};
 
 /// Scratch columns per block: the block's `c_out × cols` accumulator stays around 1 MiB.
 const SCRATCH_FLOATS: usize = 1 << 18;
 const MIN_BLOCK_COLS: usize = 512;
-
-fn is_cpu_f32(tensors: &[&Tensor]) -> bool {
-    tensors
-        .iter()
-        .all(|t| matches!(t.device(), Device::Cpu) && t.dtype() == DType::F32)
-}
 
 fn add_channel_bias(x: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     match bias {
@@ -48,11 +49,11 @@ fn check_weight(x: &Tensor, weight: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// A 3×3, stride-1, padding-1 convolution with its weights packed once per tap as contiguous
-/// `[9, Cout, Cin]` matrices (the layout gemm reads fastest).
+/// A 3×3, stride-1, padding-1 convolution with its weights kept as `[Cout, 9·Cin]` (OHWI, see
+/// the module docs).
 #[derive(Debug, Clone)]
 pub struct Conv3x3 {
-    taps: Tensor,
+    weight: Tensor,
     bias: Vec<f32>,
 }
 
@@ -63,20 +64,28 @@ impl Conv3x3 {
         if (kh, kw) != (3, 3) {
             candle_core::bail!("3×3 conv: weight shape {:?}", weight.dims());
         }
-        let taps = weight
-            .reshape((c_out, c_in, 9))?
-            .permute((2, 0, 1))?
-            .contiguous()?;
+        let weight = weight
+            .permute((0, 2, 3, 1))?
+            .contiguous()?
+            .reshape((c_out, 9 * c_in))?;
         let bias = match bias {
-            Some(b) if b.elem_count() == c_out => {
-                b.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?
-            }
-            Some(b) => {
-                candle_core::bail!("3×3 conv: {} biases for {c_out} channels", b.elem_count())
-            }
+            Some(b) => b.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
             None => vec![0.0; c_out],
         };
-        Ok(Self { taps, bias })
+        Self::from_ohwi(weight, bias)
+    }
+
+    /// From a `[Cout, 9·Cin]` OHWI weight and `Cout` biases.
+    pub(crate) fn from_ohwi(weight: Tensor, bias: Vec<f32>) -> Result<Self> {
+        let (c_out, k_len) = weight.dims2()?;
+        if k_len % 9 != 0 || bias.len() != c_out {
+            candle_core::bail!(
+                "3×3 conv: weight {:?} with {} biases",
+                weight.dims(),
+                bias.len()
+            );
+        }
+        Ok(Self { weight, bias })
     }
 
     /// Loads `weight` `[out, in, 3, 3]` and `bias` `[out]`.
@@ -87,18 +96,39 @@ impl Conv3x3 {
         )
     }
 
+    fn channels(&self) -> (usize, usize) {
+        let (c_out, k_len) = self.weight.dims2().unwrap_or((0, 0));
+        (c_out, k_len / 9)
+    }
+
+    /// The weight as `[Cout, Cin, 3, 3]`, for candle's conv on other devices and dtypes.
+    fn oihw(&self) -> Result<Tensor> {
+        let (c_out, c_in) = self.channels();
+        self.weight
+            .reshape((c_out, 3, 3, c_in))?
+            .permute((0, 3, 1, 2))
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.run(x, None)
+        self.forward_fused(x, None, None)
     }
 
     /// `forward(x) + residual`, the residual added while the output is written (a resnet's
     /// skip connection without another full-size pass and allocation).
     pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        self.run(x, Some(residual))
+        self.forward_fused(x, None, Some(residual))
     }
 
-    fn run(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
-        let (_, c_out, c_in) = self.taps.dims3()?;
+    /// `forward(x)` plus `channel_offset` `(batch, Cout)` on every pixel of the matching sample
+    /// and channel (a resnet's time embedding) plus `residual`, all added as the output is
+    /// written.
+    pub fn forward_fused(
+        &self,
+        x: &Tensor,
+        channel_offset: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (c_out, c_in) = self.channels();
         let (batch, x_in, h, w) = x.dims4()?;
         if x_in != c_in {
             candle_core::bail!("3×3 conv: input has {x_in} channels, weights expect {c_in}");
@@ -112,12 +142,23 @@ impl Conv3x3 {
                 );
             }
         }
-        let mut tensors = vec![x, &self.taps];
+        if let Some(o) = channel_offset {
+            if o.dims() != [batch, c_out] {
+                candle_core::bail!(
+                    "3×3 conv: channel offset {:?} for {batch}×{c_out}",
+                    o.dims()
+                );
+            }
+        }
+        let mut tensors = vec![x, &self.weight];
         tensors.extend(residual);
-        if !is_cpu_f32(&tensors) {
-            let weight = self.taps.permute((1, 2, 0))?.reshape((c_out, c_in, 3, 3))?;
+        tensors.extend(channel_offset);
+        if !all_cpu_f32(&tensors) {
             let bias = Tensor::from_slice(&self.bias, c_out, x.device())?.to_dtype(x.dtype())?;
-            let out = add_channel_bias(x.conv2d(&weight, 1, 1, 1, 1)?, Some(&bias))?;
+            let mut out = add_channel_bias(x.conv2d(&self.oihw()?, 1, 1, 1, 1)?, Some(&bias))?;
+            if let Some(o) = channel_offset {
+                out = out.broadcast_add(&o.unsqueeze(2)?.unsqueeze(3)?)?;
+            }
             return match residual {
                 Some(r) => out + r,
                 None => Ok(out),
@@ -127,11 +168,16 @@ impl Conv3x3 {
             Some(r) => r.contiguous()?,
             None => Tensor::zeros(0, DType::F32, x.device())?,
         };
+        let offset = match channel_offset {
+            Some(o) => Some(o.flatten_all()?.to_vec1::<f32>()?),
+            None => None,
+        };
         x.contiguous()?.apply_op3_no_bwd(
-            &self.taps,
+            &self.weight,
             &residual,
             &ShiftedGemmConv {
                 bias: self.bias.clone(),
+                offset,
             },
         )
     }
@@ -149,25 +195,20 @@ pub fn conv3x3(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Ten
 /// the four (row parity, column parity) phase planes of the input: tap `(dy, dx)` reads phase
 /// `(dy mod 2, dx mod 2)` shifted by `(dy / 2, dx / 2)`.
 #[derive(Debug, Clone)]
-pub struct DownsampleConv3x3 {
-    /// `[9, Cout, Cin]` tap matrices.
-    taps: Tensor,
-    bias: Vec<f32>,
-}
+pub struct DownsampleConv3x3(Conv3x3);
 
 impl DownsampleConv3x3 {
     pub fn new(weight: &Tensor, bias: Option<&Tensor>) -> Result<Self> {
-        let Conv3x3 { taps, bias } = Conv3x3::new(weight, bias)?;
-        Ok(Self { taps, bias })
+        Ok(Self(Conv3x3::new(weight, bias)?))
     }
 
     pub fn load(vb: candle_nn::VarBuilder, in_c: usize, out_c: usize) -> Result<Self> {
-        let Conv3x3 { taps, bias } = Conv3x3::load(vb, in_c, out_c)?;
-        Ok(Self { taps, bias })
+        Ok(Self(Conv3x3::load(vb, in_c, out_c)?))
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (_, c_out, c_in) = self.taps.dims3()?;
+        let Self(conv) = self;
+        let (c_out, c_in) = conv.channels();
         let (_, x_in, h, w) = x.dims4()?;
         if x_in != c_in || h < 2 || w < 2 {
             candle_core::bail!(
@@ -175,16 +216,15 @@ impl DownsampleConv3x3 {
                 x.dims()
             );
         }
-        if !is_cpu_f32(&[x, &self.taps]) {
-            let weight = self.taps.permute((1, 2, 0))?.reshape((c_out, c_in, 3, 3))?;
-            let bias = Tensor::from_slice(&self.bias, c_out, x.device())?.to_dtype(x.dtype())?;
+        if !all_cpu_f32(&[x, &conv.weight]) {
+            let bias = Tensor::from_slice(&conv.bias, c_out, x.device())?.to_dtype(x.dtype())?;
             let padded = x.pad_with_zeros(3, 0, 1)?.pad_with_zeros(2, 0, 1)?;
-            return add_channel_bias(padded.conv2d(&weight, 0, 2, 1, 1)?, Some(&bias));
+            return add_channel_bias(padded.conv2d(&conv.oihw()?, 0, 2, 1, 1)?, Some(&bias));
         }
         x.contiguous()?.apply_op2_no_bwd(
-            &self.taps,
+            &conv.weight,
             &PhaseStride2Conv {
-                bias: self.bias.clone(),
+                bias: conv.bias.clone(),
             },
         )
     }
@@ -252,7 +292,7 @@ impl Upsample2xConv3x3 {
 
     /// `conv3x3(upsample_nearest2d(x, 2H, 2W))`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if !is_cpu_f32(&[x, &self.phase_taps]) {
+        if !all_cpu_f32(&[x, &self.phase_taps]) {
             let (_, _, h, w) = x.dims4()?;
             let up = x.upsample_nearest2d(2 * h, 2 * w)?;
             return add_channel_bias(up.conv2d(&self.weight, 1, 1, 1, 1)?, Some(&self.bias));
@@ -267,20 +307,6 @@ fn slice_of<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
         None => candle_core::bail!("3×3 conv: operands must be contiguous"),
-    }
-}
-
-/// Raw output pointer shared by tasks that write disjoint rows.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: every task writes a disjoint set of output rows (distinct batch item or row block).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// A method (not field access) so closures capture the whole `Send` wrapper.
-    fn at(&self, offset: usize) -> *mut f32 {
-        self.0.wrapping_add(offset)
     }
 }
 
@@ -374,9 +400,11 @@ fn rows_per_block(batch: usize, h: usize, padded_w: usize, c_out: usize) -> usiz
     h.div_ceil(blocks).max(1)
 }
 
-/// Operands: input, `[9, Cout, Cin]` tap weights, and the residual to add (empty for none).
+/// Operands: input, `[Cout, 9·Cin]` weights, and the residual to add (empty for none).
 struct ShiftedGemmConv {
     bias: Vec<f32>,
+    /// `batch × Cout` values added per sample and channel.
+    offset: Option<Vec<f32>>,
 }
 
 impl CustomOp3 for ShiftedGemmConv {
@@ -396,12 +424,14 @@ impl CustomOp3 for ShiftedGemmConv {
         let x = slice_of(xs, xl)?;
         let w = slice_of(ws, wl)?;
         let residual = slice_of(rs, rl)?;
-        let bias = &self.bias;
         let (batch, c_in, h, width) = xl.shape().dims4()?;
-        let (_, c_out, _) = wl.shape().dims3()?;
+        let (c_out, _) = wl.shape().dims2()?;
+        let channel_value = |b: usize, o: usize| {
+            self.bias[o] + self.offset.as_ref().map_or(0.0, |off| off[b * c_out + o])
+        };
         let padded = PaddedPlanes::new(x, h, width);
         let mut out = vec![0f32; batch * c_out * h * width];
-        let out_ptr = OutPtr(out.as_mut_ptr());
+        let out_ptr = SharedMut::new(&mut out);
         let rows = rows_per_block(batch, h, padded.width, c_out);
         let blocks = h.div_ceil(rows);
         let padded = &padded;
@@ -413,19 +443,20 @@ impl CustomOp3 for ShiftedGemmConv {
                 let r = rows.min(h - y0);
                 let cols = r * padded.width;
                 let image = &padded.data[b * c_in * padded.plane..(b + 1) * c_in * padded.plane];
-                // Tap (dy, dx) = 3·dy + dx is the contiguous c_out × c_in matrix at tap·c_out·c_in.
+                // Tap (dy, dx) = 3·dy + dx is the c_out × c_in matrix at column tap·c_in.
                 let taps: Vec<Tap> = (0..9)
                     .map(|tap| Tap {
-                        weight: w.as_ptr().wrapping_add(tap * c_out * c_in),
+                        weight: w.as_ptr().wrapping_add(tap * c_in),
                         col_stride: 1,
-                        row_stride: c_in as isize,
+                        row_stride: 9 * c_in as isize,
                         offset: (y0 + tap / 3) * padded.width + tap % 3,
                     })
                     .collect();
-                // SAFETY: weights are 9 × c_out × c_in floats; the largest offset is
+                // SAFETY: weights are c_out × 9·c_in floats; the largest offset is
                 // (y0 + r + 1)·Wp + 2 and offset + cols ≤ (h + 2)·Wp + 2 = plane.
                 unsafe { accumulate_taps(scratch, c_out, cols, c_in, image, padded.plane, &taps) };
                 for (o, acc) in scratch.chunks_exact(cols).enumerate() {
+                    let value = channel_value(b, o);
                     for i in 0..r {
                         let src = &acc[i * padded.width..i * padded.width + width];
                         let start = ((b * c_out + o) * h + y0 + i) * width;
@@ -434,12 +465,12 @@ impl CustomOp3 for ShiftedGemmConv {
                             unsafe { std::slice::from_raw_parts_mut(out_ptr.at(start), width) };
                         if residual.is_empty() {
                             for (d, s) in dst.iter_mut().zip(src) {
-                                *d = s + bias[o];
+                                *d = s + value;
                             }
                         } else {
                             let skip = &residual[start..start + width];
                             for ((d, s), r) in dst.iter_mut().zip(src).zip(skip) {
-                                *d = s + bias[o] + r;
+                                *d = s + value + r;
                             }
                         }
                     }
@@ -449,7 +480,7 @@ impl CustomOp3 for ShiftedGemmConv {
     }
 }
 
-/// Operands: input `[B, Cin, H, W]` and `[9, Cout, Cin]` tap weights.
+/// Operands: input `[B, Cin, H, W]` and `[Cout, 9·Cin]` weights.
 struct PhaseStride2Conv {
     bias: Vec<f32>,
 }
@@ -470,7 +501,7 @@ impl CustomOp2 for PhaseStride2Conv {
         let w = slice_of(ws, wl)?;
         let bias = &self.bias;
         let (batch, c_in, h, width) = xl.shape().dims4()?;
-        let (_, c_out, _) = wl.shape().dims3()?;
+        let (c_out, _) = wl.shape().dims2()?;
         // Padded to (h + 1) × (width + 1), then a 3×3 window every 2 pixels.
         let (out_h, out_w) = ((h - 2) / 2 + 1, (width - 2) / 2 + 1);
         // Phase planes: out_h + 1 rows of pitch out_w + 1, plus one spare float for the last
@@ -504,7 +535,7 @@ impl CustomOp2 for PhaseStride2Conv {
                 }
             });
         let mut out = vec![0f32; batch * c_out * out_h * out_w];
-        let out_ptr = OutPtr(out.as_mut_ptr());
+        let out_ptr = SharedMut::new(&mut out);
         let rows = rows_per_block(batch, out_h, pitch, c_out);
         let blocks = out_h.div_ceil(rows);
         let phases = &phases;
@@ -521,14 +552,14 @@ impl CustomOp2 for PhaseStride2Conv {
                         let (dy, dx) = (tap / 3, tap % 3);
                         let phase = 2 * (dy % 2) + dx % 2;
                         Tap {
-                            weight: w.as_ptr().wrapping_add(tap * c_out * c_in),
+                            weight: w.as_ptr().wrapping_add(tap * c_in),
                             col_stride: 1,
-                            row_stride: c_in as isize,
+                            row_stride: 9 * c_in as isize,
                             offset: phase * c_in * plane + (y0 + dy / 2) * pitch + dx / 2,
                         }
                     })
                     .collect();
-                // SAFETY: weights are 9 × c_out × c_in floats; within a phase the largest
+                // SAFETY: weights are c_out × 9·c_in floats; within a phase the largest
                 // offset is (y0 + 1)·pitch + 1 and offset + cols ≤ (out_h + 1)·pitch + 1 = plane.
                 unsafe { accumulate_taps(scratch, c_out, cols, c_in, image, plane, &taps) };
                 for (o, acc) in scratch.chunks_exact(cols).enumerate() {
@@ -575,7 +606,7 @@ impl CustomOp3 for Upsample2xConv {
         let (out_h, out_w) = (2 * h, 2 * width);
         let padded = PaddedPlanes::new(x, h, width);
         let mut out = vec![0f32; batch * c_out * out_h * out_w];
-        let out_ptr = OutPtr(out.as_mut_ptr());
+        let out_ptr = SharedMut::new(&mut out);
         let rows = rows_per_block(batch, h, padded.width, c_out);
         let blocks = h.div_ceil(rows);
         let padded = &padded;
@@ -629,6 +660,7 @@ impl CustomOp3 for Upsample2xConv {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         (a - b)
@@ -708,7 +740,7 @@ mod tests {
     }
 
     #[test]
-    fn residual_is_added() {
+    fn residual_and_channel_offset_are_added() {
         let x = random((2, 5, 6, 7), 1.0);
         let weight = random((4, 5, 3, 3), 0.2);
         let bias = Tensor::randn(0f32, 0.5, 4, &Device::Cpu).unwrap();
@@ -716,6 +748,14 @@ mod tests {
         let want = (reference(&x, &weight, &bias) + &residual).unwrap();
         let conv = Conv3x3::new(&weight, Some(&bias)).unwrap();
         let got = conv.forward_add(&x, &residual).unwrap();
+        assert!(max_diff(&got, &want) < 1e-4);
+        let offset = Tensor::randn(0f32, 1.0, (2, 4), &Device::Cpu).unwrap();
+        let want = want
+            .broadcast_add(&offset.unsqueeze(2).unwrap().unsqueeze(3).unwrap())
+            .unwrap();
+        let got = conv
+            .forward_fused(&x, Some(&offset), Some(&residual))
+            .unwrap();
         assert!(max_diff(&got, &want) < 1e-4);
         let wrong = random((2, 4, 6, 6), 1.0);
         assert!(conv.forward_add(&x, &wrong).is_err());

@@ -2,7 +2,9 @@
 pub mod attention_hook;
 pub mod clip;
 pub mod controlnet;
+pub(crate) mod conv2d;
 pub mod conv3x3;
+pub(crate) mod cpu;
 pub mod embeddings;
 pub mod group_norm;
 pub mod loading;

@@ -15,9 +15,10 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{Conv2d, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 use serde::Deserialize;
 
+use super::conv2d::Conv2d;
 use super::conv3x3::{Conv3x3, DownsampleConv3x3, Upsample2xConv3x3};
 use super::group_norm::GroupNorm;
 
@@ -288,7 +289,7 @@ pub fn attention_chunk_rows(batch: usize, keys: usize) -> usize {
 }
 
 fn conv1x1(in_c: usize, out_c: usize, vb: VarBuilder) -> Result<Conv2d> {
-    candle_nn::conv2d(in_c, out_c, 1, Default::default(), vb)
+    Conv2d::load(vb, in_c, out_c, 1, 1, 0)
 }
 
 /// diffusers' `ResnetBlock2D` without time embedding (the VAE's only resnet kind).

@@ -6,8 +6,8 @@
 use candle_core::Result;
 use candle_nn::{LayerNorm, VarBuilder};
 
-pub(crate) use super::conv::Conv2d;
 pub(crate) use super::linear::Linear;
+pub(crate) use crate::models::conv2d::Conv2d;
 
 /// `nn.Conv2d` with bias, diffusers key layout (`weight`, `bias`).
 pub(crate) fn conv2d(

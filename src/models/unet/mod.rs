@@ -14,8 +14,6 @@ mod attention_avx512;
 pub mod bench;
 pub(crate) mod blocks;
 pub mod config;
-mod conv;
-mod cpu;
 pub(crate) mod embeddings;
 mod error;
 pub mod fused_attention;

@@ -1,6 +1,9 @@
-//! 2-D convolution as im2col + one large matrix product per tile of output pixels, written
-//! straight into the NCHW output with the bias (and optionally a per-sample channel offset, the
-//! resnet's time embedding) pre-loaded, so no separate add passes are needed.
+//! 2-D convolution (`nn.Conv2d`) for the UNet, ControlNet and VAE. 3×3 stride-1 convs on
+//! images of at least [`SHIFTED_MIN_PIXELS`] run as the shifted GEMMs of
+//! [`super::conv3x3`]; every other conv as im2col + one large matrix product per tile of output
+//! pixels, written straight into the NCHW output with the bias (and optionally a per-sample
+//! channel offset, the resnet's time embedding) pre-loaded, so no separate add passes are needed.
+//! Weights are kept once, as `[Cout, k, k, Cin]` (OHWI), the layout both kernels read.
 //!
 //! candle's CPU conv converts to NHWC, builds im2col element by element and scatters the result
 //! back; here the im2col rows are contiguous copies of input rows and the output needs no
@@ -11,7 +14,14 @@ use candle_nn::VarBuilder;
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
+use super::conv3x3::Conv3x3;
 use super::cpu::{all_cpu_f32, with_cpu_f32};
+
+/// Output pixels (per sample) from which 3×3 stride-1 convs use the shifted GEMMs. Measured at
+/// SD shapes, batch 2 (GFLOP/s, im2col vs shifted): 64² 320→320 279 vs 317, 32² 640→640 298 vs
+/// 345, 128² 96→96 107 vs 262; but 16² 1280→1280 323 vs 300 and 8² 2560→1280 281 vs 229, where
+/// the two padding columns per row are a larger share of the work.
+pub(crate) const SHIFTED_MIN_PIXELS: usize = 32 * 32;
 
 /// im2col tile size in floats (16 MiB): large enough for efficient matmuls, small enough to keep
 /// the transient memory of a 3×3 conv over 960 channels bounded.
@@ -20,6 +30,7 @@ const COL_TILE_FLOATS: usize = 1 << 22;
 /// `nn.Conv2d` (square kernel, same stride and padding on both axes, no dilation or groups).
 #[derive(Debug, Clone)]
 pub(crate) struct Conv2d {
+    /// `[out, k·k·in]`, OHWI.
     weight: Tensor,
     bias: Option<Tensor>,
     in_channels: usize,
@@ -27,6 +38,8 @@ pub(crate) struct Conv2d {
     kernel: usize,
     stride: usize,
     padding: usize,
+    /// The same weights as a 3×3 shifted-GEMM conv, when this is one.
+    shifted: Option<Conv3x3>,
 }
 
 impl Conv2d {
@@ -38,10 +51,35 @@ impl Conv2d {
         stride: usize,
         padding: usize,
     ) -> Result<Self> {
-        let weight = vb
-            .get((out_channels, in_channels, kernel, kernel), "weight")?
-            .contiguous()?;
-        let bias = Some(vb.get(out_channels, "bias")?);
+        let weight = vb.get((out_channels, in_channels, kernel, kernel), "weight")?;
+        let bias = vb.get(out_channels, "bias")?;
+        Self::new(&weight, Some(bias), stride, padding)
+    }
+
+    /// From a PyTorch `[out, in, k, k]` weight.
+    pub(crate) fn new(
+        weight: &Tensor,
+        bias: Option<Tensor>,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Self> {
+        let (out_channels, in_channels, kernel, kw) = weight.dims4()?;
+        if kw != kernel || stride == 0 {
+            candle_core::bail!("conv2d: weight {:?}, stride {stride}", weight.dims());
+        }
+        let weight = weight
+            .permute((0, 2, 3, 1))?
+            .contiguous()?
+            .reshape((out_channels, kernel * kernel * in_channels))?;
+        let shifted = if (kernel, stride, padding) == (3, 1, 1) && weight.dtype() == DType::F32 {
+            let bias = match &bias {
+                Some(b) => b.to_dtype(DType::F32)?.to_vec1::<f32>()?,
+                None => vec![0.0; out_channels],
+            };
+            Some(Conv3x3::from_ohwi(weight.clone(), bias)?)
+        } else {
+            None
+        };
         Ok(Self {
             weight,
             bias,
@@ -50,7 +88,16 @@ impl Conv2d {
             kernel,
             stride,
             padding,
+            shifted,
         })
+    }
+
+    /// The weight as `[out, in, k, k]`, for candle's conv.
+    fn oihw(&self) -> Result<Tensor> {
+        let k = self.kernel;
+        self.weight
+            .reshape((self.out_channels, k, k, self.in_channels))?
+            .permute((0, 3, 1, 2))
     }
 
     /// Convolution plus `channel_offset` `(batch, out_channels)` added to every pixel of the
@@ -87,6 +134,11 @@ impl Conv2d {
         }
         let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
         let hw = oh * ow;
+        if let Some(shifted) = &self.shifted {
+            if hw >= SHIFTED_MIN_PIXELS {
+                return shifted.forward_fused(x, channel_offset, residual);
+            }
+        }
         let out_shape = (b, self.out_channels, oh, ow);
         let mut out = match residual {
             Some(r) if r.dims() == [b, self.out_channels, oh, ow] => {
@@ -201,7 +253,7 @@ impl Conv2d {
         channel_offset: Option<&Tensor>,
         residual: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        let y = x.conv2d(&self.oihw()?, self.padding, self.stride, 1, 1)?;
         let y = match &self.bias {
             Some(bias) => y.broadcast_add(&bias.reshape((1, self.out_channels, 1, 1))?)?,
             None => y,
@@ -235,48 +287,47 @@ struct Geometry {
 }
 
 impl Geometry {
-    /// Fills `col` `(c·k·k, rows·ow)` with the patches of output rows `y0 .. y0 + rows`; row
-    /// `(ci, ky, kx)` holds input pixel `(y·s + ky − p, x·s + kx − p)` of channel `ci` for every
-    /// output pixel `(y, x)`, zero outside the image.
+    /// Fills `col` `(k·k·c, rows·ow)` with the patches of output rows `y0 .. y0 + rows`; row
+    /// `(ky, kx, ci)` (the OHWI weight's column order) holds input pixel
+    /// `(y·s + ky − p, x·s + kx − p)` of channel `ci` for every output pixel `(y, x)`, zero
+    /// outside the image.
     fn im2col(&self, image: &[f32], y0: usize, rows: usize, col: &mut [f32]) {
         let Geometry { h, w, k, s, p, ow } = *self;
         let px = rows * ow;
-        col.par_chunks_mut(k * k * px)
-            .enumerate()
-            .for_each(|(ci, channel_rows)| {
-                let plane = &image[ci * h * w..(ci + 1) * h * w];
-                for (kk, dst) in channel_rows.chunks_mut(px).enumerate() {
-                    let (ky, kx) = (kk / k, kk % k);
-                    for r in 0..rows {
-                        let out_row = &mut dst[r * ow..(r + 1) * ow];
-                        let iy = ((y0 + r) * s + ky) as isize - p as isize;
-                        if iy < 0 || iy >= h as isize {
-                            out_row.fill(0.0);
-                            continue;
-                        }
-                        let src = &plane[iy as usize * w..(iy as usize + 1) * w];
-                        if s == 1 {
-                            // Output x reads input x + kx - p: one shifted copy with zero ends.
-                            let shift = kx as isize - p as isize;
-                            let lo = (-shift).clamp(0, ow as isize) as usize;
-                            let hi = (w as isize - shift).clamp(lo as isize, ow as isize) as usize;
-                            out_row[..lo].fill(0.0);
-                            out_row[hi..].fill(0.0);
-                            let from = (lo as isize + shift) as usize;
-                            out_row[lo..hi].copy_from_slice(&src[from..from + (hi - lo)]);
+        let channels = image.len() / (h * w).max(1);
+        col.par_chunks_mut(px).enumerate().for_each(|(row, dst)| {
+            let (kk, ci) = (row / channels, row % channels);
+            let (ky, kx) = (kk / k, kk % k);
+            let plane = &image[ci * h * w..(ci + 1) * h * w];
+            for r in 0..rows {
+                let out_row = &mut dst[r * ow..(r + 1) * ow];
+                let iy = ((y0 + r) * s + ky) as isize - p as isize;
+                if iy < 0 || iy >= h as isize {
+                    out_row.fill(0.0);
+                    continue;
+                }
+                let src = &plane[iy as usize * w..(iy as usize + 1) * w];
+                if s == 1 {
+                    // Output x reads input x + kx - p: one shifted copy with zero ends.
+                    let shift = kx as isize - p as isize;
+                    let lo = (-shift).clamp(0, ow as isize) as usize;
+                    let hi = (w as isize - shift).clamp(lo as isize, ow as isize) as usize;
+                    out_row[..lo].fill(0.0);
+                    out_row[hi..].fill(0.0);
+                    let from = (lo as isize + shift) as usize;
+                    out_row[lo..hi].copy_from_slice(&src[from..from + (hi - lo)]);
+                } else {
+                    for (x, o) in out_row.iter_mut().enumerate() {
+                        let ix = (x * s + kx) as isize - p as isize;
+                        *o = if ix >= 0 && ix < w as isize {
+                            src[ix as usize]
                         } else {
-                            for (x, o) in out_row.iter_mut().enumerate() {
-                                let ix = (x * s + kx) as isize - p as isize;
-                                *o = if ix >= 0 && ix < w as isize {
-                                    src[ix as usize]
-                                } else {
-                                    0.0
-                                };
-                            }
-                        }
+                            0.0
+                        };
                     }
                 }
-            });
+            }
+        });
     }
 }
 
@@ -291,15 +342,7 @@ mod tests {
         let bias = Tensor::randn(0f32, 1.0, c_out, &dev).unwrap();
         let x = Tensor::randn(0f32, 1.0, (2, c_in, h, w), &dev).unwrap();
         let offset = Tensor::randn(0f32, 1.0, (2, c_out), &dev).unwrap();
-        let conv = Conv2d {
-            weight: weight.clone(),
-            bias: Some(bias.clone()),
-            in_channels: c_in,
-            out_channels: c_out,
-            kernel: k,
-            stride: s,
-            padding: p,
-        };
+        let conv = Conv2d::new(&weight, Some(bias.clone()), s, p).unwrap();
         let expected = x
             .conv2d(&weight, p, s, 1, 1)
             .unwrap()
@@ -347,5 +390,7 @@ mod tests {
         check(6, 4, 1, 1, 0, 5, 5);
         check(2, 3, 3, 1, 0, 4, 6);
         check(3, 2, 5, 1, 2, 6, 3);
+        // Large enough for the shifted-GEMM path (with offset and residual).
+        check(5, 6, 3, 1, 1, 40, 30);
     }
 }
