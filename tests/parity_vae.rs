@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use rotoscope::models::loading::load_safetensors_vb;
+use rotoscope::models::unet::AttentionBudget;
 use rotoscope::models::vae::{AutoencoderKL, VaeConfig};
 
 const TOLERANCE: f32 = 1e-4;
@@ -119,9 +120,11 @@ fn wrong_channel_count_is_an_error() {
 #[test]
 fn chunked_mid_block_attention_equals_unchunked() {
     let r = reference();
-    // 16×24 latents = 384 attention tokens; 7-row chunks split them unevenly.
-    let whole = load_vae().with_attention_chunk_rows(usize::MAX);
-    let chunked = load_vae().with_attention_chunk_rows(7);
+    // 16×24 latents = 384 attention tokens; a 7×40-score budget splits them unevenly.
+    let whole = load_vae().with_attention_budget(AttentionBudget {
+        max_scores: usize::MAX,
+    });
+    let chunked = load_vae().with_attention_budget(AttentionBudget { max_scores: 7 * 40 });
     let a = whole.decode(&r["latents"]).unwrap();
     let b = chunked.decode(&r["latents"]).unwrap();
     assert!(max_abs_diff(&a, &b) < 1e-5);

@@ -3,11 +3,11 @@
 //! Written here rather than reusing candle-transformers' `stable_diffusion::vae` because that
 //! one hides the posterior's mean/log-variance, does not clamp the log-variance as diffusers
 //! does, and its mid-block attention materialises the full N×N score matrix (N = h·w of the
-//! latent: 4096² at 512², 16384² at 1024²). Here attention runs over bounded query chunks and
+//! latent: 4096² at 512², 16384² at 1024²). Here attention is the UNet's memory-bounded kernel and
 //! optional tiled encode/decode reproduces diffusers' `enable_tiling()` exactly. Convolutions
 //! run on the GEMM kernels of [`super::conv3x3`] (upsampling fused into the following conv)
 //! and normalisation on [`super::group_norm`]: at 512² the decode uses about 0.9× the CPU time
-//! of diffusers on torch (benches/vae_decode.rs).
+//! of diffusers on torch (`rotoscope bench`).
 //!
 //! Conventions follow diffusers: images are NCHW in [-1, 1]; `decode` takes latents already
 //! divided by [`AutoencoderKL::scaling_factor`]; the caller multiplies encoded samples by it.
@@ -21,6 +21,7 @@ use serde::Deserialize;
 use super::conv2d::Conv2d;
 use super::conv3x3::{Conv3x3, DownsampleConv3x3, Upsample2xConv3x3};
 use super::group_norm::GroupNorm;
+use super::unet::attention::{multi_head_attention, AttentionBudget};
 
 /// Errors while reading a VAE config or building the model from weights.
 #[derive(Debug, thiserror::Error)]
@@ -249,45 +250,6 @@ impl LatentDist {
     }
 }
 
-/// Query rows per attention chunk are chosen so one chunk's score matrix holds at most this
-/// many floats (16 MiB); the result is identical to unchunked attention.
-const ATTENTION_SCORE_BUDGET: usize = 1 << 22;
-
-/// `softmax(q kᵀ · scale) v` over `[B, N, C]` tensors, computed `chunk_rows` queries at a time
-/// so memory stays O(chunk_rows · N) instead of O(N²). Each query row's softmax only involves
-/// its own scores, so chunking does not change the result.
-pub fn chunked_attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    scale: f64,
-    chunk_rows: usize,
-) -> Result<Tensor> {
-    let n = q.dim(1)?;
-    let kt = k.t()?;
-    let chunk_rows = chunk_rows.max(1);
-    let mut outputs = Vec::with_capacity(n.div_ceil(chunk_rows));
-    let mut start = 0;
-    while start < n {
-        let rows = chunk_rows.min(n - start);
-        let q_chunk = q.narrow(1, start, rows)?;
-        let scores = (q_chunk.matmul(&kt)? * scale)?;
-        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
-        outputs.push(weights.matmul(v)?);
-        start += rows;
-    }
-    if outputs.len() == 1 {
-        Ok(outputs.remove(0))
-    } else {
-        Tensor::cat(&outputs, 1)
-    }
-}
-
-/// Number of query rows per chunk for `batch` × `keys` scores under the memory budget.
-pub fn attention_chunk_rows(batch: usize, keys: usize) -> usize {
-    (ATTENTION_SCORE_BUDGET / (batch.max(1) * keys.max(1))).max(1)
-}
-
 fn conv1x1(in_c: usize, out_c: usize, vb: VarBuilder) -> Result<Conv2d> {
     Conv2d::load(vb, in_c, out_c, 1, 1, 0)
 }
@@ -353,9 +315,7 @@ struct SpatialAttention {
     to_k: Linear,
     to_v: Linear,
     to_out: Linear,
-    channels: usize,
-    /// Query rows per chunk; `None` picks them from the memory budget.
-    chunk_rows: Option<usize>,
+    budget: AttentionBudget,
 }
 
 impl SpatialAttention {
@@ -372,8 +332,7 @@ impl SpatialAttention {
             to_k: projection(channels, vb.pp(k))?,
             to_v: projection(channels, vb.pp(v))?,
             to_out: projection(channels, vb.pp(out))?,
-            channels,
-            chunk_rows: None,
+            budget: AttentionBudget::default(),
         })
     }
 
@@ -388,11 +347,8 @@ impl SpatialAttention {
         let q = self.to_q.forward(&tokens)?;
         let k = self.to_k.forward(&tokens)?;
         let v = self.to_v.forward(&tokens)?;
-        let scale = 1.0 / (self.channels as f64).sqrt();
-        let rows = self
-            .chunk_rows
-            .unwrap_or_else(|| attention_chunk_rows(b, h * w));
-        let attended = chunked_attention(&q, &k, &v, scale, rows)?;
+        // One head of width C: scale 1/√C, as diffusers.
+        let attended = multi_head_attention(&q, &k, &v, 1, self.budget)?;
         let out = self
             .to_out
             .forward(&attended)?
@@ -775,12 +731,12 @@ impl AutoencoderKL {
         &self.config
     }
 
-    /// Fixes the number of query rows per mid-block attention chunk (default: chosen so a
-    /// chunk's scores stay under 16 MiB). Results do not depend on it.
-    pub fn with_attention_chunk_rows(mut self, rows: usize) -> Self {
+    /// Sets the memory bound of the mid-block attention (default [`AttentionBudget::default`]).
+    /// Results do not depend on it.
+    pub fn with_attention_budget(mut self, budget: AttentionBudget) -> Self {
         for mid in [&mut self.encoder.mid_block, &mut self.decoder.mid_block] {
             if let Some(attention) = mid.attention.as_mut() {
-                attention.chunk_rows = Some(rows.max(1));
+                attention.budget = budget;
             }
         }
         self
@@ -868,44 +824,6 @@ impl AutoencoderKL {
 mod tests {
     use super::*;
     use candle_core::Device;
-
-    fn full_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Tensor {
-        let scores = (q.matmul(&k.t().unwrap()).unwrap() * scale).unwrap();
-        candle_nn::ops::softmax_last_dim(&scores)
-            .unwrap()
-            .matmul(v)
-            .unwrap()
-    }
-
-    #[test]
-    fn chunked_attention_equals_full_attention() {
-        let dev = Device::Cpu;
-        let q = Tensor::randn(0f32, 1.0, (2, 37, 8), &dev).unwrap();
-        let k = Tensor::randn(0f32, 1.0, (2, 37, 8), &dev).unwrap();
-        let v = Tensor::randn(0f32, 1.0, (2, 37, 8), &dev).unwrap();
-        let full = full_attention(&q, &k, &v, 0.3);
-        for rows in [1, 5, 36, 37, 100] {
-            let chunked = chunked_attention(&q, &k, &v, 0.3, rows).unwrap();
-            let diff = (chunked - &full)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert!(diff < 1e-6, "chunk {rows}: max diff {diff}");
-        }
-    }
-
-    #[test]
-    fn chunk_rows_respect_budget() {
-        // SD1.5 at 512²: 4096 keys → 1024 query rows per chunk (16 MiB of scores).
-        assert_eq!(attention_chunk_rows(1, 4096), 1024);
-        assert_eq!(attention_chunk_rows(2, 4096), 512);
-        assert_eq!(attention_chunk_rows(1, 16), ATTENTION_SCORE_BUDGET / 16);
-        assert_eq!(attention_chunk_rows(64, 1 << 20), 1);
-    }
 
     #[test]
     fn tile_steps_follow_diffusers_int_truncation() {
