@@ -22,17 +22,7 @@ fn io() -> HashMap<String, Tensor> {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    rotoscope::models::tensor_diff::max_abs_diff(a, b).unwrap()
 }
 
 fn unet() -> (UNet2DConditionModel, UNetConfig) {

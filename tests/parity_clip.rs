@@ -40,17 +40,7 @@ fn load_encoder(name: &str) -> ClipTextEncoder {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    rotoscope::models::tensor_diff::max_abs_diff(a, b).unwrap()
 }
 
 fn assert_close(name: &str, got: &Tensor, want: &Tensor) {

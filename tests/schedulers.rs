@@ -59,17 +59,7 @@ fn fake_model(x: &Tensor, t: f64) -> Tensor {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    rotoscope::models::tensor_diff::max_abs_diff(a, b).unwrap()
 }
 
 fn vec_f64(t: &Tensor) -> Vec<f64> {

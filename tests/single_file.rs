@@ -45,17 +45,7 @@ fn offline() -> HubOptions {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
+    rotoscope::models::tensor_diff::max_abs_diff(a, b).unwrap()
 }
 
 fn check(what: &str, got: &Tensor, want: &Tensor, tolerance: f32) {

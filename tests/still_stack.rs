@@ -211,16 +211,7 @@ fn direct_render(spec: &ModelStackSpec, prompt: &str) -> (Tensor, TextConditioni
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
+    rotoscope::models::tensor_diff::max_abs_diff(a, b).unwrap()
 }
 
 #[test]

@@ -334,6 +334,7 @@ impl Geometry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::tensor_diff::max_abs_diff;
     use candle_core::Device;
 
     fn check(c_in: usize, c_out: usize, k: usize, s: usize, p: usize, h: usize, w: usize) {
@@ -355,27 +356,9 @@ mod tests {
         let fused = conv
             .forward_fused(&x, Some(&offset), Some(&residual))
             .unwrap();
-        let err_fused: f32 = (fused - (&expected + &residual).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let err_fused = max_abs_diff(&fused, &(&expected + &residual).unwrap()).unwrap();
         assert!(err_fused < 1e-4, "fused residual: {err_fused}");
-        let err: f32 = (got - expected)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let err = max_abs_diff(&got, &expected).unwrap();
         assert!(
             err < 1e-4,
             "conv {c_in}->{c_out} k{k} s{s} p{p} {h}x{w}: {err}"

@@ -663,16 +663,7 @@ mod tests {
     use candle_core::Device;
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
+        crate::models::tensor_diff::max_abs_diff(a, b).unwrap()
     }
 
     fn random(shape: (usize, usize, usize, usize), std: f32) -> Tensor {

@@ -12,6 +12,7 @@ pub mod lora;
 pub mod model_stack;
 pub mod motion;
 pub mod single_file;
+pub mod tensor_diff;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;

@@ -219,16 +219,7 @@ mod tests {
     }
 
     fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
+        crate::models::tensor_diff::max_abs_diff(a, b).unwrap()
     }
 
     fn random(shape: (usize, usize, usize), scale: f64) -> Tensor {

@@ -183,15 +183,7 @@ fn run_gemm(p: &Problem, q: &Tensor, k: &Tensor, v: &Tensor, out: &mut [f32]) ->
 
 #[cfg(target_arch = "x86_64")]
 fn run_avx512(p: &Problem, q: &Tensor, k: &Tensor, v: &Tensor, out: &mut [f32]) -> Result<()> {
-    let Problem {
-        b,
-        n_q,
-        n_k,
-        heads,
-        d,
-        scale,
-        blocks,
-    } = *p;
+    let (b, n_q, n_k, heads, d) = (p.b, p.n_q, p.n_k, p.heads, p.d);
     let inner = heads * d;
     let out_ptr = SharedMut::new(out);
     let tiles = n_q.div_ceil(QUERY_TILE);
@@ -216,8 +208,8 @@ fn run_avx512(p: &Problem, q: &Tensor, k: &Tensor, v: &Tensor, out: &mut [f32]) 
                         d,
                         stride: inner,
                         kv_stride: d,
-                        scale,
-                        key_block: blocks.keys.min(KEY_BLOCK),
+                        scale: p.scale,
+                        key_block: p.blocks.keys.min(KEY_BLOCK),
                     };
                     TILE_BUFFERS.with_borrow_mut(|buffers| {
                         // SAFETY: `Kernel::Avx512` is only chosen when the CPU has it; every
@@ -362,6 +354,7 @@ impl HeadBlock<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::tensor_diff::max_abs_diff;
     use candle_core::{Device, D};
 
     fn reference(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Tensor {
@@ -404,16 +397,7 @@ mod tests {
                 {
                     let blocks = FusedBlocks { queries, keys };
                     let out = attention_with(&q, &k, &v, heads, blocks, kernel).unwrap();
-                    let err: f32 = (out - &expected)
-                        .unwrap()
-                        .abs()
-                        .unwrap()
-                        .flatten_all()
-                        .unwrap()
-                        .max(0)
-                        .unwrap()
-                        .to_scalar()
-                        .unwrap();
+                    let err = max_abs_diff(&out, &expected).unwrap();
                     assert!(
                         err < 2e-5,
                         "{kernel:?} n_q {n_q} n_k {n_k} d {d}, blocks ({queries}, {keys}): {err}"
