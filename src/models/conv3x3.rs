@@ -24,7 +24,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
-use super::cpu::{all_cpu_f32, SharedMut};
+use super::cpu::{all_cpu_f32, uninit_f32, SharedMut};
 
 /// Scratch columns per block: the block's `c_out × cols` accumulator stays around 1 MiB.
 const SCRATCH_FLOATS: usize = 1 << 18;
@@ -322,17 +322,28 @@ impl PaddedPlanes {
     fn new(x: &[f32], h: usize, w: usize) -> Self {
         let width = w + 2;
         let plane = (h + 2) * width + 2;
-        let mut data = vec![0f32; (x.len() / (h * w).max(1)) * plane];
-        if h * w > 0 {
-            data.par_chunks_mut(plane)
-                .zip(x.par_chunks(h * w))
-                .for_each(|(dst, src)| {
-                    for (y, row) in src.chunks_exact(w).enumerate() {
-                        let start = (y + 1) * width + 1;
-                        dst[start..start + w].copy_from_slice(row);
-                    }
-                });
+        if h * w == 0 {
+            return Self {
+                data: vec![0.0; (x.len() / (h * w).max(1)) * plane],
+                width,
+                plane,
+            };
         }
+        // SAFETY: each plane is written completely below: the zero ring (top row, bottom row
+        // with the two spare floats, the left and right column of every row) and the image.
+        let mut data = unsafe { uninit_f32(x.len() / (h * w) * plane) };
+        data.par_chunks_mut(plane)
+            .zip(x.par_chunks(h * w))
+            .for_each(|(dst, src)| {
+                dst[..width + 1].fill(0.0);
+                for (y, row) in src.chunks_exact(w).enumerate() {
+                    let start = (y + 1) * width + 1;
+                    dst[start..start + w].copy_from_slice(row);
+                    // Right border of this row and left border of the next.
+                    dst[start + w..start + w + 2].fill(0.0);
+                }
+                dst[(h + 1) * width + 1..].fill(0.0);
+            });
         Self { data, width, plane }
     }
 }
@@ -430,7 +441,8 @@ impl CustomOp3 for ShiftedGemmConv {
             self.bias[o] + self.offset.as_ref().map_or(0.0, |off| off[b * c_out + o])
         };
         let padded = PaddedPlanes::new(x, h, width);
-        let mut out = vec![0f32; batch * c_out * h * width];
+        // SAFETY: the blocks below write every row of every output plane.
+        let mut out = unsafe { uninit_f32(batch * c_out * h * width) };
         let out_ptr = SharedMut::new(&mut out);
         let rows = rows_per_block(batch, h, padded.width, c_out);
         let blocks = h.div_ceil(rows);
@@ -534,7 +546,8 @@ impl CustomOp2 for PhaseStride2Conv {
                     }
                 }
             });
-        let mut out = vec![0f32; batch * c_out * out_h * out_w];
+        // SAFETY: the blocks below write every pixel of every output plane.
+        let mut out = unsafe { uninit_f32(batch * c_out * out_h * out_w) };
         let out_ptr = SharedMut::new(&mut out);
         let rows = rows_per_block(batch, out_h, pitch, c_out);
         let blocks = out_h.div_ceil(rows);
@@ -605,7 +618,8 @@ impl CustomOp3 for Upsample2xConv {
         let (_, _, c_out, _) = wl.shape().dims4()?;
         let (out_h, out_w) = (2 * h, 2 * width);
         let padded = PaddedPlanes::new(x, h, width);
-        let mut out = vec![0f32; batch * c_out * out_h * out_w];
+        // SAFETY: the blocks below write every pixel of every output plane.
+        let mut out = unsafe { uninit_f32(batch * c_out * out_h * out_w) };
         let out_ptr = SharedMut::new(&mut out);
         let rows = rows_per_block(batch, h, padded.width, c_out);
         let blocks = h.div_ceil(rows);

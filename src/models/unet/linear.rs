@@ -7,7 +7,7 @@ use candle_core::{Module, Result, Tensor};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
-use crate::models::cpu::{all_cpu_f32, with_cpu_f32};
+use crate::models::cpu::{all_cpu_f32, uninit_f32, with_cpu_f32};
 
 #[derive(Debug, Clone)]
 pub(crate) struct Linear {
@@ -142,26 +142,30 @@ impl Linear {
         channels_first: bool,
     ) -> Result<Vec<f32>> {
         let per_entry = rows * self.out_dim;
+        let has_init = residual.is_some() || self.bias.is_some();
         let mut out = match residual {
             Some(r) => r.contiguous()?.flatten_all()?.to_vec1::<f32>()?,
-            None => vec![0f32; batch * per_entry],
+            // SAFETY: every element is written below, by the bias or else by the gemm (which
+            // then does not read the output).
+            None => unsafe { uninit_f32(batch * per_entry) },
         };
-        let has_init = residual.is_some() || self.bias.is_some();
         if let Some(bias) = &self.bias {
             let bias = bias.to_vec1::<f32>()?;
-            let add = |chunk: &mut [f32]| {
-                for (v, b) in chunk.iter_mut().zip(bias.iter().cycle()) {
-                    *v += b;
-                }
-            };
+            // Onto the residual, or as the initial value: one pass either way.
+            let add = residual.is_some();
+            let apply = |v: &mut f32, b: f32| *v = if add { *v + b } else { b };
             if channels_first {
                 // Each (entry, channel) plane of `rows` values shares one bias.
                 out.par_chunks_mut(rows).enumerate().for_each(|(i, plane)| {
                     let b = bias[i % self.out_dim];
-                    plane.iter_mut().for_each(|v| *v += b);
+                    plane.iter_mut().for_each(|v| apply(v, b));
                 });
             } else {
-                out.par_chunks_mut(self.out_dim * 64).for_each(add);
+                out.par_chunks_mut(self.out_dim * 64).for_each(|chunk| {
+                    for (v, &b) in chunk.iter_mut().zip(bias.iter().cycle()) {
+                        apply(v, b);
+                    }
+                });
             }
         }
         with_cpu_f32(x, "linear input", |input| {

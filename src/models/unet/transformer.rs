@@ -153,7 +153,8 @@ fn geglu(h: &Tensor, inner: usize) -> Result<Tensor> {
             candle_core::bail!("geglu: contiguous CPU input expected");
         };
         let src = &cpu.as_slice::<f32>()?[start..end];
-        let mut out = vec![0f32; src.len() / 2];
+        // SAFETY: every row is written below.
+        let mut out = unsafe { crate::models::cpu::uninit_f32(src.len() / 2) };
         out.par_chunks_mut(inner)
             .zip(src.par_chunks(2 * inner))
             .with_min_len(16)
