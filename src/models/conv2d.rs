@@ -92,6 +92,11 @@ impl Conv2d {
         })
     }
 
+    /// This conv as a shifted-GEMM 3×3 conv (same weights), if it is a 3×3 stride-1 one.
+    pub(crate) fn as_conv3x3(&self) -> Option<&Conv3x3> {
+        self.shifted.as_ref()
+    }
+
     /// The weight as `[out, in, k, k]`, for candle's conv.
     fn oihw(&self) -> Result<Tensor> {
         let k = self.kernel;

@@ -37,18 +37,6 @@ fn add_channel_bias(x: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     }
 }
 
-fn check_weight(x: &Tensor, weight: &Tensor) -> Result<()> {
-    let (_, c_in, _, _) = x.dims4()?;
-    let (_, k_in, kh, kw) = weight.dims4()?;
-    if (k_in, kh, kw) != (c_in, 3, 3) {
-        candle_core::bail!(
-            "3×3 conv: input has {c_in} channels, weight shape is {:?}",
-            weight.dims()
-        );
-    }
-    Ok(())
-}
-
 /// A 3×3, stride-1, padding-1 convolution with its weights kept as `[Cout, 9·Cin]` (OHWI, see
 /// the module docs).
 #[derive(Debug, Clone)]
@@ -234,8 +222,8 @@ impl DownsampleConv3x3 {
 /// weights folded once into four 2×2 phase kernels.
 #[derive(Debug, Clone)]
 pub struct Upsample2xConv3x3 {
-    /// Original `[Cout, Cin, 3, 3]` weights, for the non-CPU fallback.
-    weight: Tensor,
+    /// The plain conv, for the non-CPU fallback.
+    conv: Conv3x3,
     /// `[4 phases, 4 taps, Cout, Cin]`: phase `2·py + px`, tap `2·a + b` reads the padded
     /// low-resolution pixel `(y + py + a, x + px + b)`.
     phase_taps: Tensor,
@@ -253,12 +241,16 @@ fn phase_rows(phase: usize) -> [&'static [usize]; 2] {
 }
 
 impl Upsample2xConv3x3 {
+    /// From diffusers' `[Cout, Cin, 3, 3]` weight and `[Cout]` bias.
     pub fn new(weight: &Tensor, bias: &Tensor) -> Result<Self> {
-        let (c_out, c_in, kh, kw) = weight.dims4()?;
-        if (kh, kw) != (3, 3) {
-            candle_core::bail!("upsample conv: weight shape {:?} is not 3×3", weight.dims());
-        }
-        let w: Vec<f32> = weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        Self::from_conv(&Conv3x3::new(weight, Some(bias))?)
+    }
+
+    /// The upsampling version of `conv` (which it keeps for the fallback; weights are shared).
+    pub(crate) fn from_conv(conv: &Conv3x3) -> Result<Self> {
+        let (c_out, c_in) = conv.channels();
+        // OHWI: tap (ky, kx) of input channel i for output o at o·9·Cin + (3·ky + kx)·Cin + i.
+        let w: Vec<f32> = conv.weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
         let mut folded = vec![0f32; 16 * c_out * c_in];
         for py in 0..2 {
             for px in 0..2 {
@@ -269,12 +261,14 @@ impl Upsample2xConv3x3 {
                             .chunks_exact_mut(c_in)
                             .enumerate()
                         {
+                            let kernel = &w[o * 9 * c_in..(o + 1) * 9 * c_in];
                             for (i, d) in dst.iter_mut().enumerate() {
-                                let kernel = &w[(o * c_in + i) * 9..(o * c_in + i + 1) * 9];
                                 *d = phase_rows(py)[a]
                                     .iter()
                                     .flat_map(|&ky| {
-                                        phase_rows(px)[b].iter().map(move |&kx| kernel[ky * 3 + kx])
+                                        phase_rows(px)[b]
+                                            .iter()
+                                            .map(move |&kx| kernel[(ky * 3 + kx) * c_in + i])
                                     })
                                     .sum();
                             }
@@ -283,21 +277,24 @@ impl Upsample2xConv3x3 {
                 }
             }
         }
+        let device = conv.weight.device();
         Ok(Self {
-            weight: weight.clone(),
-            phase_taps: Tensor::from_vec(folded, (4, 4, c_out, c_in), weight.device())?,
-            bias: bias.contiguous()?,
+            conv: conv.clone(),
+            phase_taps: Tensor::from_vec(folded, (4, 4, c_out, c_in), device)?,
+            bias: Tensor::from_slice(&conv.bias, c_out, device)?,
         })
     }
 
     /// `conv3x3(upsample_nearest2d(x, 2H, 2W))`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, x_in, h, w) = x.dims4()?;
         if !all_cpu_f32(&[x, &self.phase_taps]) {
-            let (_, _, h, w) = x.dims4()?;
-            let up = x.upsample_nearest2d(2 * h, 2 * w)?;
-            return add_channel_bias(up.conv2d(&self.weight, 1, 1, 1, 1)?, Some(&self.bias));
+            return self.conv.forward(&x.upsample_nearest2d(2 * h, 2 * w)?);
         }
-        check_weight(x, &self.weight)?;
+        let (_, c_in) = self.conv.channels();
+        if x_in != c_in {
+            candle_core::bail!("upsample conv: input has {x_in} channels, weights expect {c_in}");
+        }
         x.contiguous()?
             .apply_op3_no_bwd(&self.phase_taps, &self.bias, &Upsample2xConv)
     }
