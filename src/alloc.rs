@@ -1,4 +1,5 @@
-//! Heap tuning for big, short-lived tensors (glibc malloc only).
+//! Heap tuning for big, short-lived tensors (glibc malloc only), and output buffers without a
+//! zero-fill pass.
 //!
 //! By default glibc serves every allocation above a dynamic mmap threshold (at most 32 MiB on
 //! 64-bit) with a fresh `mmap`, and returns it with `munmap` when freed. A UNet step allocates
@@ -40,6 +41,21 @@ pub fn tune_malloc() -> bool {
     {
         false
     }
+}
+
+/// A vector of `len` floats whose contents are not initialised: no zero-fill pass for outputs
+/// that a kernel overwrites whole (at SD sizes a UNet step's outputs add up to gigabytes; the
+/// pose models run hundreds of small layers per frame). The same as candle's own
+/// `alloc_uninit` for CPU tensors.
+///
+/// # Safety
+/// Every element must be written before any is read.
+pub(crate) unsafe fn uninit_f32(len: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(len);
+    // SAFETY: the capacity is `len`; f32 has no invalid bit patterns and the caller writes
+    // every element before reading it.
+    unsafe { v.set_len(len) };
+    v
 }
 
 #[cfg(test)]

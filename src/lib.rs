@@ -10,6 +10,7 @@ pub mod detail;
 pub mod flow;
 pub mod models;
 pub mod noise;
+pub mod pool;
 pub mod preprocess;
 pub mod preset;
 pub mod prompt;

@@ -44,17 +44,3 @@ impl SharedMut {
         self.0.add(offset)
     }
 }
-
-/// A vector of `len` floats whose contents are not initialised (no zero-fill pass: at SD sizes
-/// the outputs of a UNet step add up to gigabytes, and every hand-written kernel overwrites its
-/// whole output anyway). The same as candle's own `alloc_uninit` for CPU tensors.
-///
-/// # Safety
-/// Every element must be written before any is read.
-pub(crate) unsafe fn uninit_f32(len: usize) -> Vec<f32> {
-    let mut v = Vec::with_capacity(len);
-    // SAFETY: the capacity is `len`; f32 has no invalid bit patterns and the caller writes
-    // every element before reading it.
-    unsafe { v.set_len(len) };
-    v
-}

@@ -137,7 +137,7 @@ impl CustomOp3 for GroupNormOp {
         let per_group = dims[1] / self.groups;
         let group_len = (per_group * spatial).max(1);
         // SAFETY: every group of channels is written below.
-        let mut out = unsafe { crate::models::cpu::uninit_f32(x.len()) };
+        let mut out = unsafe { crate::alloc::uninit_f32(x.len()) };
         // Each group is a contiguous run of `per_group` channel planes.
         out.par_chunks_mut(group_len)
             .zip(x.par_chunks(group_len))

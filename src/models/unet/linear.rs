@@ -7,7 +7,8 @@ use candle_core::{Module, Result, Tensor};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
-use crate::models::cpu::{all_cpu_f32, uninit_f32, with_cpu_f32};
+use crate::alloc::uninit_f32;
+use crate::models::cpu::{all_cpu_f32, with_cpu_f32};
 
 #[derive(Debug, Clone)]
 pub(crate) struct Linear {

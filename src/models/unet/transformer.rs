@@ -154,7 +154,7 @@ fn geglu(h: &Tensor, inner: usize) -> Result<Tensor> {
         };
         let src = &cpu.as_slice::<f32>()?[start..end];
         // SAFETY: every row is written below.
-        let mut out = unsafe { crate::models::cpu::uninit_f32(src.len() / 2) };
+        let mut out = unsafe { crate::alloc::uninit_f32(src.len() / 2) };
         out.par_chunks_mut(inner)
             .zip(src.par_chunks(2 * inner))
             .with_min_len(16)

@@ -119,8 +119,18 @@ impl PoseEstimator {
         Ok(self.to_pose_frame(image.dimensions(), found))
     }
 
-    /// Runs the pipeline on one frame, updating the tracks.
+    /// Runs the pipeline on one frame, updating the tracks (on rayon's pool: see
+    /// [`crate::pool`]).
     fn process(
+        &self,
+        image: &RgbImage,
+        state: &mut TrackState,
+        stats: &mut TrackingStats,
+    ) -> Result<Option<FrameLandmarks>, PoseError> {
+        crate::pool::on_worker(|| self.process_on_worker(image, state, stats))
+    }
+
+    fn process_on_worker(
         &self,
         image: &RgbImage,
         state: &mut TrackState,

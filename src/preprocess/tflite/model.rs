@@ -361,7 +361,16 @@ impl TfliteModel {
         Ok(timings)
     }
 
+    /// Runs the graph on rayon's pool (see [`crate::pool`]).
     fn execute(
+        &self,
+        inputs: Vec<Array>,
+        on_node: impl FnMut(&Node, Duration) + Send,
+    ) -> Result<Vec<Array>, TfliteError> {
+        crate::pool::on_worker(|| self.execute_on_worker(inputs, on_node))
+    }
+
+    fn execute_on_worker(
         &self,
         inputs: Vec<Array>,
         mut on_node: impl FnMut(&Node, Duration),

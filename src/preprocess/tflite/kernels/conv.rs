@@ -8,6 +8,7 @@ use super::packed_gemm::{matmul_packed, PackedWeights};
 use super::taps::{accumulate_row, TapTiles, Window};
 use crate::preprocess::tflite::array::Array;
 use crate::preprocess::tflite::padding::{source_index, spatial_windows, AxisWindow, Padding};
+use crate::alloc::uninit_f32;
 
 /// Below this many output channels the direct kernel beats im2col + GEMM.
 const NARROW_OUTPUT: usize = 4;
@@ -179,7 +180,9 @@ impl Conv2d {
         )?;
         let (oh, ow) = (wy.out, wx.out);
         let m = batch * oh * ow;
-        let mut out = vec![0.0f32; m * self.out_channels];
+        // SAFETY: every path below writes each output element (GEMM tiles store whole rows;
+        // the narrow kernel sets each channel of each pixel).
+        let mut out = unsafe { uninit_f32(m * self.out_channels) };
         let pointwise = self.kernel_h == 1 && self.kernel_w == 1 && self.stride == (1, 1);
         match &self.prepared {
             Prepared::Narrow(filters) => {

@@ -3,6 +3,7 @@
 use super::activation::Activation;
 use super::packed_gemm::{matmul_packed, PackedWeights};
 use crate::preprocess::tflite::array::Array;
+use crate::alloc::uninit_f32;
 
 #[derive(Debug, Clone)]
 pub struct FullyConnected {
@@ -42,7 +43,8 @@ impl FullyConnected {
             ));
         }
         let rows = input.len() / self.inputs;
-        let mut out = vec![0.0f32; rows * self.units];
+        // SAFETY: the GEMM stores every element of its output.
+        let mut out = unsafe { uninit_f32(rows * self.units) };
         matmul_packed(&input.data, &self.weights, self.activation, &mut out);
         let shape = if self.keep_num_dims && input.shape.last() == Some(&self.inputs) {
             let mut s = input.shape.clone();

@@ -215,12 +215,13 @@ fn tile<S: Simd, const R: usize>(
             let (out_vecs, _) = S::as_mut_simd_f32s(out);
             out_vecs[0] = v0;
             out_vecs[1] = v1;
+        } else if cols <= lanes {
+            simd.partial_store_f32s(out, v0);
         } else {
-            let mut full = [0.0f32; NR];
-            let (full_vecs, _) = S::as_mut_simd_f32s(&mut full);
-            full_vecs[0] = v0;
-            full_vecs[1] = v1;
-            out.copy_from_slice(&full[..cols]);
+            // Masked stores: a copy through a stack tile costs a libc call per row.
+            let (head, rest) = out.split_at_mut(lanes);
+            S::as_mut_simd_f32s(head).0[0] = v0;
+            simd.partial_store_f32s(rest, v1);
         }
         if activation == Activation::Tanh {
             out.iter_mut().for_each(|v| *v = v.tanh());

@@ -6,6 +6,7 @@ use super::parallel::for_each_row;
 use super::activation::Activation;
 use crate::preprocess::tflite::array::Array;
 use crate::preprocess::tflite::padding::{axis_window, Padding};
+use crate::alloc::uninit_f32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoolKind {
@@ -33,7 +34,8 @@ impl Pool2d {
         let wx =
             axis_window(self.padding, w, self.filter.1, self.stride.1, 1).ok_or_else(too_big)?;
         let (oh, ow) = (wy.out, wx.out);
-        let mut out = vec![0.0f32; batch * oh * ow * c];
+        // SAFETY: each output pixel is filled with the pool's identity before it accumulates.
+        let mut out = unsafe { uninit_f32(batch * oh * ow * c) };
         let work = ow * c * self.filter.0 * self.filter.1;
         for_each_row(&mut out, ow * c, work, |row, dst| {
             let (b, oy) = (row / oh, row % oh);

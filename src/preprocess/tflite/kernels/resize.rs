@@ -7,6 +7,7 @@
 use super::parallel::for_each_row;
 
 use crate::preprocess::tflite::array::Array;
+use crate::alloc::uninit_f32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResizeBilinear {
@@ -59,7 +60,8 @@ impl ResizeBilinear {
         let xs: Vec<Sample> = (0..self.out_w)
             .map(|x| self.sample(x, w, self.out_w))
             .collect();
-        let mut out = vec![0.0f32; batch * self.out_h * self.out_w * c];
+        // SAFETY: every channel of every output pixel is assigned below.
+        let mut out = unsafe { uninit_f32(batch * self.out_h * self.out_w * c) };
         for_each_row(&mut out, self.out_w * c, self.out_w * c * 4, |row, dst| {
             let (b, y) = (row / self.out_h, row % self.out_h);
             let sy = self.sample(y, h, self.out_h);

@@ -1,6 +1,7 @@
 //! Data-movement ops: PAD (zeros), CONCATENATION, RESHAPE, DEPTH_TO_SPACE.
 
 use crate::preprocess::tflite::array::Array;
+use crate::alloc::uninit_f32;
 
 /// Row-major strides of `shape`.
 pub fn strides(shape: &[usize]) -> Vec<usize> {
@@ -127,7 +128,8 @@ pub fn depth_to_space(input: &Array, block: usize) -> Result<Array, String> {
     }
     let oc = c / (block * block);
     let (oh, ow) = (h * block, w * block);
-    let mut out = vec![0.0f32; input.len()];
+    // SAFETY: the block copies cover every output element (same element count as the input).
+    let mut out = unsafe { uninit_f32(input.len()) };
     for b in 0..n {
         for y in 0..h {
             for x in 0..w {
