@@ -217,7 +217,7 @@ pub fn render_poses(
     preset_dir: Option<&Path>,
     poses: &[Pose],
     size: (u32, u32),
-    on_step: &mut dyn FnMut(usize),
+    on_step: &mut (dyn FnMut(usize) + Send),
 ) -> anyhow::Result<Vec<candle_core::Tensor>> {
     // Errors name the preset by its name: the library call has no preset path.
     let origin = Path::new(preset.name.as_deref().unwrap_or("preset"));
@@ -231,7 +231,7 @@ fn render_with_models(
     models: &LoadedModels,
     config: &SdRenderConfig,
     poses: &[Pose],
-    on_step: &mut dyn FnMut(usize),
+    on_step: &mut (dyn FnMut(usize) + Send),
 ) -> anyhow::Result<Vec<candle_core::Tensor>> {
     let (width, height) = (config.width, config.height);
     let device = models.sd.device().clone();
@@ -256,9 +256,9 @@ fn render_with_models(
                 guess_mode: plan.guess_mode,
             })
             .collect();
-        let generated = models
-            .sd
-            .generate_with_text(
+        // On rayon's pool, as the render stage does (see crate::pool).
+        let generated = crate::pool::on_worker(|| {
+            models.sd.generate_with_text(
                 &settings,
                 &models.text,
                 &InitImage::None,
@@ -266,7 +266,8 @@ fn render_with_models(
                 None,
                 &mut |_| on_step(k),
             )
-            .with_context(context)?;
+        })
+        .with_context(context)?;
         images.push(generated.image);
     }
     Ok(images)
@@ -290,8 +291,7 @@ fn detail_images(
     };
     for ((pose, keypoints), image) in poses.iter().zip(keypoints).zip(images.iter_mut()) {
         if let Some(keypoints) = keypoints {
-            detailer
-                .detail_image(image, keypoints)
+            crate::pool::on_worker(|| detailer.detail_image(image, keypoints))
                 .with_context(|| format!("detailing pose {}", pose.label))?;
         }
     }

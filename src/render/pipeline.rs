@@ -487,8 +487,7 @@ fn render_stage(
         times.render += started.elapsed();
         let started = Instant::now();
         for detailer in detailers.iter_mut() {
-            detailer
-                .detail_batch(batch, &inputs, &mut outputs)
+            crate::pool::on_worker(|| detailer.detail_batch(batch, &inputs, &mut outputs))
                 .map_err(|source| PipelineError::Detail {
                     name: detailer.name().to_string(),
                     batch: batch.index,
@@ -528,8 +527,9 @@ fn render_checked(
     batch: &Batch,
     inputs: &[PreparedFrame],
 ) -> StageResult<Vec<Frame>> {
-    let outputs = renderer
-        .render_batch(batch, inputs)
+    // On rayon's pool: the networks' hundreds of parallel loops per step then split between
+    // workers directly instead of each entering the pool from this thread (see crate::pool).
+    let outputs = crate::pool::on_worker(|| renderer.render_batch(batch, inputs))
         .map_err(|source| PipelineError::Render {
             renderer: renderer.name().to_string(),
             batch: batch.index,
