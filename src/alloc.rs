@@ -50,6 +50,7 @@ pub fn tune_malloc() -> bool {
 ///
 /// # Safety
 /// Every element must be written before any is read.
+#[allow(clippy::uninit_vec)] // uninitialised contents are this function's purpose
 pub(crate) unsafe fn uninit_f32(len: usize) -> Vec<f32> {
     let mut v = Vec::with_capacity(len);
     // SAFETY: the capacity is `len`; f32 has no invalid bit patterns and the caller writes

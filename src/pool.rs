@@ -26,7 +26,11 @@ mod tests {
 
     #[test]
     fn runs_on_a_worker_and_returns_its_value() {
-        assert_eq!(rayon::current_thread_index(), None, "test threads are not workers");
+        assert_eq!(
+            rayon::current_thread_index(),
+            None,
+            "test threads are not workers"
+        );
         let (index, value) = on_worker(|| (rayon::current_thread_index(), 42));
         assert!(index.is_some());
         assert_eq!(value, 42);

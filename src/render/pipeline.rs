@@ -529,13 +529,15 @@ fn render_checked(
 ) -> StageResult<Vec<Frame>> {
     // On rayon's pool: the networks' hundreds of parallel loops per step then split between
     // workers directly instead of each entering the pool from this thread (see crate::pool).
-    let outputs = crate::pool::on_worker(|| renderer.render_batch(batch, inputs))
-        .map_err(|source| PipelineError::Render {
-            renderer: renderer.name().to_string(),
-            batch: batch.index,
-            start: batch.start,
-            end: batch.end,
-            source,
+    let outputs =
+        crate::pool::on_worker(|| renderer.render_batch(batch, inputs)).map_err(|source| {
+            PipelineError::Render {
+                renderer: renderer.name().to_string(),
+                batch: batch.index,
+                start: batch.start,
+                end: batch.end,
+                source,
+            }
         })?;
     if outputs.len() != inputs.len() {
         return Err(PipelineError::RendererFrameCount {

@@ -165,27 +165,29 @@ pub fn crop(
     // SAFETY: every row is filled below, every pixel's three channels.
     let mut data = unsafe { uninit_f32(ow * oh * 3) };
     // Rows in parallel: the crop is per-pixel work of the same order as a small layer.
-    data.par_chunks_mut(ow * 3).enumerate().for_each(|(j, row)| {
-        let row_x = origin.0 + uy.0 * j as f32;
-        let row_y = origin.1 + uy.1 * j as f32;
-        for (i, px) in row.chunks_exact_mut(3).enumerate() {
-            let sx = row_x + ux.0 * i as f32;
-            let sy = row_y + ux.1 * i as f32;
-            let (x0, y0) = (sx.floor(), sy.floor());
-            let (fx, fy) = (sx - x0, sy - y0);
-            let (x0, y0) = (x0 as i64, y0 as i64);
-            let p00 = fetch(x0, y0);
-            let p10 = fetch(x0 + 1, y0);
-            let p01 = fetch(x0, y0 + 1);
-            let p11 = fetch(x0 + 1, y0 + 1);
-            for k in 0..3 {
-                let top = p00[k] + (p10[k] - p00[k]) * fx;
-                let bottom = p01[k] + (p11[k] - p01[k]) * fx;
-                let v = (top + (bottom - top) * fy).round();
-                px[k] = v * scale + offset;
+    data.par_chunks_mut((ow * 3).max(1))
+        .enumerate()
+        .for_each(|(j, row)| {
+            let row_x = origin.0 + uy.0 * j as f32;
+            let row_y = origin.1 + uy.1 * j as f32;
+            for (i, px) in row.chunks_exact_mut(3).enumerate() {
+                let sx = row_x + ux.0 * i as f32;
+                let sy = row_y + ux.1 * i as f32;
+                let (x0, y0) = (sx.floor(), sy.floor());
+                let (fx, fy) = (sx - x0, sy - y0);
+                let (x0, y0) = (x0 as i64, y0 as i64);
+                let p00 = fetch(x0, y0);
+                let p10 = fetch(x0 + 1, y0);
+                let p01 = fetch(x0, y0 + 1);
+                let p11 = fetch(x0 + 1, y0 + 1);
+                for k in 0..3 {
+                    let top = p00[k] + (p10[k] - p00[k]) * fx;
+                    let bottom = p01[k] + (p11[k] - p01[k]) * fx;
+                    let v = (top + (bottom - top) * fy).round();
+                    px[k] = v * scale + offset;
+                }
             }
-        }
-    });
+        });
     Ok(Crop {
         tensor: Array::new(vec![1, oh, ow, 3], data),
         rect,

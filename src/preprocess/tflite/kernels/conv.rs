@@ -6,9 +6,9 @@ use super::parallel::for_each_row;
 use super::activation::Activation;
 use super::packed_gemm::{matmul_packed, PackedWeights};
 use super::taps::{accumulate_row, TapTiles, Window};
+use crate::alloc::uninit_f32;
 use crate::preprocess::tflite::array::Array;
 use crate::preprocess::tflite::padding::{source_index, spatial_windows, AxisWindow, Padding};
-use crate::alloc::uninit_f32;
 
 /// Below this many output channels the direct kernel beats im2col + GEMM.
 const NARROW_OUTPUT: usize = 4;

@@ -2,8 +2,8 @@
 
 use super::activation::Activation;
 use super::packed_gemm::{matmul_packed, PackedWeights};
-use crate::preprocess::tflite::array::Array;
 use crate::alloc::uninit_f32;
+use crate::preprocess::tflite::array::Array;
 
 #[derive(Debug, Clone)]
 pub struct FullyConnected {

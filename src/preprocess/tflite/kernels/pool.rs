@@ -4,9 +4,9 @@
 use super::parallel::for_each_row;
 
 use super::activation::Activation;
+use crate::alloc::uninit_f32;
 use crate::preprocess::tflite::array::Array;
 use crate::preprocess::tflite::padding::{axis_window, Padding};
-use crate::alloc::uninit_f32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoolKind {

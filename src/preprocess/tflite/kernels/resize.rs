@@ -6,8 +6,8 @@
 
 use super::parallel::for_each_row;
 
-use crate::preprocess::tflite::array::Array;
 use crate::alloc::uninit_f32;
+use crate::preprocess::tflite::array::Array;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResizeBilinear {

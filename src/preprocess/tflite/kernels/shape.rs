@@ -1,7 +1,7 @@
 //! Data-movement ops: PAD (zeros), CONCATENATION, RESHAPE, DEPTH_TO_SPACE.
 
-use crate::preprocess::tflite::array::Array;
 use crate::alloc::uninit_f32;
+use crate::preprocess::tflite::array::Array;
 
 /// Row-major strides of `shape`.
 pub fn strides(shape: &[usize]) -> Vec<usize> {
