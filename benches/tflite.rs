@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use rotoscope::preprocess::tflite::{Array, TfliteModel};
+use rotoscope::tflite::{Array, TfliteModel};
 
 const MODELS: [&str; 6] = [
     "pose_detection",

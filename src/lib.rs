@@ -4,17 +4,23 @@
 //! decode → preprocess → plan batches → render → detail → blend → encode.
 
 pub mod alloc;
+pub mod app;
 pub mod bench;
 pub mod cli;
 pub mod detail;
+pub mod device;
+pub mod diffusion;
 pub mod flow;
+pub mod loaders;
 pub mod models;
+pub mod nn;
 pub mod noise;
+pub mod pipeline;
 pub mod pool;
 pub mod preprocess;
 pub mod preset;
 pub mod prompt;
 pub mod render;
-pub mod schedulers;
 pub mod score;
+pub mod tflite;
 pub mod video;

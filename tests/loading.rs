@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
 use rotoscope::models::clip::{ClipTextConfig, ClipTextEncoder};
-use rotoscope::models::loading::{
+use rotoscope::loaders::source::{
     load_safetensors_vb, needed_files, Component, DiffusersPipelineFiles, FileRole, HubOptions,
     LoadError, WeightPrecision,
 };

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use rotoscope::models::loading::HubOptions;
-use rotoscope::models::lora::{LoraError, LoraFile, LoraSpec, LoraTarget};
-use rotoscope::models::model_stack::{ModelStack, ModelStackError, ModelStackSpec, StackWeights};
+use rotoscope::loaders::source::HubOptions;
+use rotoscope::loaders::lora::{LoraError, LoraFile, LoraSpec, LoraTarget};
+use rotoscope::loaders::model_stack::{ModelStack, ModelStackError, ModelStackSpec, StackWeights};
 use rotoscope::models::unet::UNetExtras;
 
 const SAME_MODEL: f32 = 1e-5;
@@ -66,7 +66,7 @@ fn outputs(spec: &ModelStackSpec, r: &HashMap<String, Tensor>) -> (Tensor, Tenso
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    rotoscope::models::tensor_diff::max_abs_diff(a, b).unwrap()
+    rotoscope::nn::tensor_diff::max_abs_diff(a, b).unwrap()
 }
 
 fn check(what: &str, got: &Tensor, want: &Tensor, tolerance: f32) {

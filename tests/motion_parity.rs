@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use rotoscope::models::loading::{load_safetensors_vb, HubOptions};
-use rotoscope::models::motion::weights::{MotionWeights, Naming};
+use rotoscope::loaders::source::{load_safetensors_vb, HubOptions};
+use rotoscope::loaders::motion_weights::{MotionWeights, Naming};
 use rotoscope::models::motion::{MotionLoadOptions, MotionModuleFiles, MotionModules};
 use rotoscope::models::unet::{UNet2DConditionModel, UNetConfig, UNetExtras};
 
@@ -22,7 +22,7 @@ fn io() -> HashMap<String, Tensor> {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    rotoscope::models::tensor_diff::max_abs_diff(a, b).unwrap()
+    rotoscope::nn::tensor_diff::max_abs_diff(a, b).unwrap()
 }
 
 fn unet() -> (UNet2DConditionModel, UNetConfig) {

@@ -12,15 +12,14 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use image::RgbImage;
 use rotoscope::models::controlnet::ControlNetModel;
-use rotoscope::models::loading::HubOptions;
-use rotoscope::models::model_stack::{load_controlnet, ModelStackSpec};
+use rotoscope::loaders::source::HubOptions;
+use rotoscope::loaders::model_stack::{load_controlnet, ModelStackSpec};
 use rotoscope::models::motion::{MotionLoadOptions, MotionModuleFiles, MotionModules};
-use rotoscope::render::image_pipeline::{GenerationSettings, StableDiffusion};
-use rotoscope::render::motion::{
-    decode_video, generate_video_latents, ContextOptions, ContextWeighting, VideoControl,
-    VideoInit, VideoRequest,
-};
-use rotoscope::schedulers::SchedulerKind;
+use rotoscope::diffusion::image_pipeline::{GenerationSettings, StableDiffusion};
+use rotoscope::diffusion::{decode_video, generate_video_latents, VideoControl, VideoInit, VideoRequest};
+use rotoscope::preset::motion::ContextOptions;
+use rotoscope::preset::motion::ContextWeighting;
+use rotoscope::diffusion::schedulers::SchedulerKind;
 
 #[derive(serde::Deserialize)]
 struct Cases {
@@ -76,7 +75,7 @@ fn frames(prefix: &str, n: usize) -> Vec<RgbImage> {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    rotoscope::models::tensor_diff::max_abs_diff(a, b).unwrap()
+    rotoscope::nn::tensor_diff::max_abs_diff(a, b).unwrap()
 }
 
 fn max_abs(a: &Tensor) -> f32 {

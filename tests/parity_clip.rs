@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, IndexOp, Tensor};
 use rotoscope::models::clip::{Activation, ClipTextConfig, ClipTextEncoder};
-use rotoscope::models::loading::load_safetensors_vb;
+use rotoscope::loaders::source::load_safetensors_vb;
 use rotoscope::models::tokenizer::{ClipTokenizer, TokenizerError};
 use serde::Deserialize;
 
@@ -40,7 +40,7 @@ fn load_encoder(name: &str) -> ClipTextEncoder {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    rotoscope::models::tensor_diff::max_abs_diff(a, b).unwrap()
+    rotoscope::nn::tensor_diff::max_abs_diff(a, b).unwrap()
 }
 
 fn assert_close(name: &str, got: &Tensor, want: &Tensor) {

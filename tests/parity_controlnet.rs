@@ -34,7 +34,7 @@ fn io() -> HashMap<String, Tensor> {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    rotoscope::models::tensor_diff::max_abs_diff(a, b).unwrap()
+    rotoscope::nn::tensor_diff::max_abs_diff(a, b).unwrap()
 }
 
 fn run(

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use rotoscope::models::loading::load_safetensors_vb;
+use rotoscope::loaders::source::load_safetensors_vb;
 use rotoscope::models::unet::AttentionBudget;
 use rotoscope::models::vae::{AutoencoderKL, VaeConfig};
 
@@ -30,7 +30,7 @@ fn reference() -> HashMap<String, Tensor> {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    rotoscope::models::tensor_diff::max_abs_diff(a, b).unwrap()
+    rotoscope::nn::tensor_diff::max_abs_diff(a, b).unwrap()
 }
 
 fn assert_close(name: &str, got: &Tensor, want: &Tensor) {

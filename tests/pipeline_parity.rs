@@ -7,14 +7,14 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use rotoscope::models::controlnet::ControlNetModel;
-use rotoscope::models::loading::{HubOptions, ModelFiles, WeightPrecision};
-use rotoscope::models::model_stack::{load_controlnet, ModelStackSpec};
+use rotoscope::loaders::source::{HubOptions, ModelFiles, WeightPrecision};
+use rotoscope::loaders::model_stack::{load_controlnet, ModelStackSpec};
 use rotoscope::models::unet::{UNet2DConditionModel, UNetConfig};
-use rotoscope::render::image_pipeline::{
+use rotoscope::diffusion::image_pipeline::{
     gray_to_tensor, rgb_to_tensor, GenerationSettings, InitImage, StableDiffusion,
 };
-use rotoscope::render::sampler::ControlInput;
-use rotoscope::schedulers::SchedulerKind;
+use rotoscope::diffusion::sampler::ControlInput;
+use rotoscope::diffusion::schedulers::SchedulerKind;
 
 #[derive(serde::Deserialize)]
 struct Cases {
@@ -58,7 +58,7 @@ fn load_rgb(name: &str) -> Tensor {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    rotoscope::models::tensor_diff::max_abs_diff(a, b).unwrap()
+    rotoscope::nn::tensor_diff::max_abs_diff(a, b).unwrap()
 }
 
 fn max_abs(a: &Tensor) -> f32 {

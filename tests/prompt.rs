@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use rotoscope::models::embeddings::TextualInversion;
-use rotoscope::models::loading::HubOptions;
-use rotoscope::models::model_stack::{ModelStack, ModelStackSpec};
+use rotoscope::loaders::embeddings::TextualInversion;
+use rotoscope::loaders::source::HubOptions;
+use rotoscope::loaders::model_stack::{ModelStack, ModelStackSpec};
 use rotoscope::prompt::{parse_prompt_attention, PromptEncoder, PromptError};
 
 const TOLERANCE: f32 = 1e-4;
@@ -38,7 +38,7 @@ fn stack() -> ModelStack {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    rotoscope::models::tensor_diff::max_abs_diff(a, b).unwrap()
+    rotoscope::nn::tensor_diff::max_abs_diff(a, b).unwrap()
 }
 
 #[test]

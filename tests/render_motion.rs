@@ -20,18 +20,18 @@ use std::time::{Duration, Instant};
 use candle_core::Device;
 use image::RgbImage;
 use render_common::*;
-use rotoscope::models::loading::HubOptions;
-use rotoscope::models::model_stack::{load_controlnet, ModelStackSpec};
+use rotoscope::loaders::source::HubOptions;
+use rotoscope::loaders::model_stack::{load_controlnet, ModelStackSpec};
 use rotoscope::models::motion::{MotionLoadOptions, MotionModuleFiles, MotionModules};
 use rotoscope::preset::{ControlKind, Preset, PresetError};
-use rotoscope::render::image_pipeline::{GenerationSettings, StableDiffusion};
-use rotoscope::render::motion::{
-    sample_video, ContextOptions, ContextWeighting, VideoControl, VideoInit, VideoRequest,
-};
-use rotoscope::render::resume::StopFlag;
-use rotoscope::render::stages::preprocessors::{build_preprocessors, PreprocessorOptions};
-use rotoscope::render::stages::PreparedFrame;
-use rotoscope::schedulers::SchedulerKind;
+use rotoscope::diffusion::image_pipeline::{GenerationSettings, StableDiffusion};
+use rotoscope::diffusion::{sample_video, VideoControl, VideoInit, VideoRequest};
+use rotoscope::preset::motion::ContextOptions;
+use rotoscope::preset::motion::ContextWeighting;
+use rotoscope::pipeline::resume::StopFlag;
+use rotoscope::preprocess::stages::{build_preprocessors, PreprocessorOptions};
+use rotoscope::pipeline::stages::PreparedFrame;
+use rotoscope::diffusion::schedulers::SchedulerKind;
 use rotoscope::video::{Frame, ReadOptions, VideoReader};
 
 const SIZE: u32 = 64;

@@ -17,7 +17,7 @@ use std::ops::Range;
 use std::path::Path;
 
 use render_common::*;
-use rotoscope::render::plan::plan_batches;
+use rotoscope::pipeline::plan::plan_batches;
 use rotoscope::score::ScoreReport;
 
 const SIZE: u32 = 64;

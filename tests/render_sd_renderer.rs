@@ -13,16 +13,16 @@ mod render_common;
 
 use candle_core::Device;
 use render_common::*;
-use rotoscope::models::loading::HubOptions;
+use rotoscope::loaders::source::HubOptions;
 use rotoscope::preset::{ControlKind, Preset};
-use rotoscope::render::image_pipeline::{
+use rotoscope::diffusion::image_pipeline::{
     rgb_to_tensor, tensor_to_rgb, GenerationSettings, InitImage,
 };
-use rotoscope::render::plan::plan_batches;
-use rotoscope::render::resume::{ChainedRenderer, StopFlag};
-use rotoscope::render::sampler::ControlInput;
+use rotoscope::pipeline::plan::plan_batches;
+use rotoscope::pipeline::resume::{ChainedRenderer, StopFlag};
+use rotoscope::diffusion::sampler::ControlInput;
 use rotoscope::render::sd_renderer::{SdRenderConfig, SdRenderer};
-use rotoscope::render::stages::{ControlImage, PreparedFrame};
+use rotoscope::pipeline::stages::{ControlImage, PreparedFrame};
 use rotoscope::video::Frame;
 
 const SIZE: u32 = 64;
@@ -89,14 +89,14 @@ fn a_frame_without_temporal_conditioning_is_the_image_pipeline_output() {
     // The same frame through StableDiffusion::generate, with the renderer's own models.
     let preset = Preset::from_yaml(&tiny_preset(SIZE, "", &controls), "p").unwrap();
     let hub = HubOptions::from_env(false);
-    let sd = rotoscope::render::image_pipeline::StableDiffusion::load(
-        &rotoscope::models::model_stack::ModelStackSpec::new(fixture_pipeline().to_string_lossy()),
+    let sd = rotoscope::diffusion::image_pipeline::StableDiffusion::load(
+        &rotoscope::loaders::model_stack::ModelStackSpec::new(fixture_pipeline().to_string_lossy()),
         &hub,
         &Device::Cpu,
     )
     .unwrap();
     let load_net = |dir: &std::path::Path| {
-        rotoscope::models::model_stack::load_controlnet(
+        rotoscope::loaders::model_stack::load_controlnet(
             &dir.to_string_lossy(),
             None,
             None,
@@ -136,7 +136,7 @@ fn a_frame_without_temporal_conditioning_is_the_image_pipeline_output() {
         height: SIZE as usize,
         steps: preset.sampler.steps as usize,
         guidance_scale: preset.sampler.cfg_scale as f64,
-        scheduler: rotoscope::schedulers::SchedulerKind::EulerAncestral,
+        scheduler: rotoscope::diffusion::schedulers::SchedulerKind::EulerAncestral,
         seed: preset.sampler.seed,
     };
     let generated = sd

@@ -5,12 +5,12 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use rotoscope::noise::TorchGenerator;
-use rotoscope::schedulers::ddim::DdimScheduler;
-use rotoscope::schedulers::dpmpp_2m::DpmPp2MScheduler;
-use rotoscope::schedulers::euler::EulerScheduler;
-use rotoscope::schedulers::euler_ancestral::EulerAncestralScheduler;
-use rotoscope::schedulers::schedule::{NoiseSchedule, DDPM_BETA_DEFAULTS};
-use rotoscope::schedulers::{self, Scheduler, SchedulerConfig, SchedulerKind};
+use rotoscope::diffusion::schedulers::ddim::DdimScheduler;
+use rotoscope::diffusion::schedulers::dpmpp_2m::DpmPp2MScheduler;
+use rotoscope::diffusion::schedulers::euler::EulerScheduler;
+use rotoscope::diffusion::schedulers::euler_ancestral::EulerAncestralScheduler;
+use rotoscope::diffusion::schedulers::schedule::{NoiseSchedule, DDPM_BETA_DEFAULTS};
+use rotoscope::diffusion::schedulers::{self, Scheduler, SchedulerConfig, SchedulerKind};
 
 #[derive(serde::Deserialize)]
 struct Cases {
@@ -59,7 +59,7 @@ fn fake_model(x: &Tensor, t: f64) -> Tensor {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    rotoscope::models::tensor_diff::max_abs_diff(a, b).unwrap()
+    rotoscope::nn::tensor_diff::max_abs_diff(a, b).unwrap()
 }
 
 fn vec_f64(t: &Tensor) -> Vec<f64> {

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use rotoscope::models::controlnet::ControlNetModel;
-use rotoscope::models::loading::HubOptions;
-use rotoscope::models::model_stack::{
+use rotoscope::loaders::source::HubOptions;
+use rotoscope::loaders::model_stack::{
     load_controlnet, ModelStack, ModelStackError, ModelStackSpec, StackWeights,
 };
-use rotoscope::models::single_file::{ConfigSource, SingleFileCheckpoint, SingleFileError};
+use rotoscope::loaders::single_file::{ConfigSource, SingleFileCheckpoint, SingleFileError};
 use rotoscope::models::unet::UNetExtras;
 
 const SAME_MODEL: f32 = 1e-5;
@@ -45,7 +45,7 @@ fn offline() -> HubOptions {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    rotoscope::models::tensor_diff::max_abs_diff(a, b).unwrap()
+    rotoscope::nn::tensor_diff::max_abs_diff(a, b).unwrap()
 }
 
 fn check(what: &str, got: &Tensor, want: &Tensor, tolerance: f32) {
@@ -320,7 +320,7 @@ fn wrong_component_is_reported() {
 #[test]
 fn sd2_open_clip_text_encoder_is_split_and_renamed() {
     use rotoscope::models::clip::{ClipTextConfig, ClipTextEncoder};
-    use rotoscope::models::single_file::TextEncoderKind;
+    use rotoscope::loaders::single_file::TextEncoderKind;
     let r = reference();
     let ckpt = SingleFileCheckpoint::open(&sf("tiny_sd2_text.safetensors")).unwrap();
     assert_eq!(
@@ -331,7 +331,7 @@ fn sd2_open_clip_text_encoder_is_split_and_renamed() {
     let config = ClipTextConfig::from_file(folder.join("config.json")).unwrap();
     let weights = ckpt.text_encoder_weights_for(&config).unwrap();
     let single = ClipTextEncoder::load(weights.into_var_builder(&Device::Cpu), &config).unwrap();
-    let vb = rotoscope::models::loading::load_safetensors_vb(
+    let vb = rotoscope::loaders::source::load_safetensors_vb(
         &[folder.join("model.safetensors")],
         &Device::Cpu,
     )

@@ -10,15 +10,15 @@ use std::process::{Command, Output, Stdio};
 
 use candle_core::{Device, Tensor};
 use image::RgbImage;
-use rotoscope::models::loading::HubOptions;
-use rotoscope::models::lora::LoraSpec;
-use rotoscope::models::model_stack::{load_controlnet, ModelStack, ModelStackSpec};
-use rotoscope::render::guidance::uses_cfg;
-use rotoscope::render::image_pipeline::{
+use rotoscope::loaders::source::HubOptions;
+use rotoscope::loaders::lora::LoraSpec;
+use rotoscope::loaders::model_stack::{load_controlnet, ModelStack, ModelStackSpec};
+use rotoscope::diffusion::guidance::uses_cfg;
+use rotoscope::diffusion::image_pipeline::{
     rgb_to_tensor, tensor_to_rgb, GenerationSettings, InitImage, StableDiffusion,
 };
-use rotoscope::render::sampler::{ControlInput, TextConditioning};
-use rotoscope::schedulers::SchedulerKind;
+use rotoscope::diffusion::sampler::{ControlInput, TextConditioning};
+use rotoscope::diffusion::schedulers::SchedulerKind;
 
 const PLAIN: &str = "a beautiful anime girl dancing in the rain, soft lighting";
 const WEIGHTED: &str = "a beautiful (anime girl:1.3) dancing in the rain, [soft lighting]";
@@ -211,7 +211,7 @@ fn direct_render(spec: &ModelStackSpec, prompt: &str) -> (Tensor, TextConditioni
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    rotoscope::models::tensor_diff::max_abs_diff(a, b).unwrap()
+    rotoscope::nn::tensor_diff::max_abs_diff(a, b).unwrap()
 }
 
 #[test]

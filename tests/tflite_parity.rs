@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use rotoscope::preprocess::tflite::TfliteModel;
+use rotoscope::tflite::TfliteModel;
 use safetensors::SafeTensors;
 
 const RELATIVE_TOLERANCE: f32 = 1e-3;
@@ -168,7 +168,7 @@ fn wrong_input_shape_is_an_error_naming_the_model() {
         err.contains("face_detection_short_range.tflite") && err.contains("[1, 128, 128, 3]"),
         "{err}"
     );
-    let short = rotoscope::preprocess::tflite::Array {
+    let short = rotoscope::tflite::Array {
         shape: vec![1, 128, 128, 3],
         data: vec![0.0; 10],
     };

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
-use rotoscope::preprocess::tflite::{TfliteError, TfliteModel};
+use rotoscope::tflite::{TfliteError, TfliteModel};
 use safetensors::SafeTensors;
 
 fn fixture_dir() -> PathBuf {

@@ -5,7 +5,8 @@ mod video_common;
 
 use std::path::{Path, PathBuf};
 
-use rotoscope::video::{probe, Frame, Rational, ReadOptions, VideoReader};
+use rotoscope::preset::rational::Rational;
+use rotoscope::video::{probe, Frame, ReadOptions, VideoReader};
 use video_common::*;
 
 fn read_all(path: &Path, options: ReadOptions) -> Vec<Frame> {

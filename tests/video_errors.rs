@@ -6,8 +6,9 @@ mod video_common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use rotoscope::preset::rational::Rational;
 use rotoscope::video::{
-    probe, Frame, Mp4Settings, Mp4Writer, PngSequenceWriter, Rational, ReadOptions, VideoError,
+    probe, Frame, Mp4Settings, Mp4Writer, PngSequenceWriter, ReadOptions, VideoError,
     VideoReader,
 };
 use video_common::*;

@@ -5,8 +5,9 @@ mod video_common;
 
 use std::path::Path;
 
+use rotoscope::preset::rational::Rational;
 use rotoscope::video::{
-    frames_to_seconds, AudioHandling, Mp4Settings, Mp4Writer, Rational, ReadOptions, VideoReader,
+    frames_to_seconds, AudioHandling, Mp4Settings, Mp4Writer, ReadOptions, VideoReader,
 };
 use video_common::*;
 

@@ -9,6 +9,7 @@
 pub mod cases;
 pub mod report;
 pub mod torch;
+pub mod unet;
 
 use std::path::PathBuf;
 use std::process::Command;

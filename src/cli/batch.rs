@@ -26,14 +26,14 @@ use serde::Serialize;
 pub use self::jobs_file::{load_jobs, parse_jobs, JobSpec, JobsFileError};
 use self::progress::BatchBars;
 use self::state::{job_key, state_path, BatchState, Decision};
-use super::render::job::{run_render_job, JobInterrupted, RenderJob, Reporting};
+use crate::app::render_job::{run_render_job, JobInterrupted, RenderJob, Reporting};
 use super::render::{install_interrupt_handler, EXIT_INTERRUPTED};
 use super::{load_preset, print_stdout};
 use crate::preprocess::cache::fingerprint_file;
 use crate::preset::PresetOverrides;
-use crate::render::model_cache::ModelCache;
-use crate::render::progress::JsonProgress;
-use crate::render::resume::WORK_FORMAT;
+use crate::loaders::model_cache::ModelCache;
+use crate::pipeline::progress::JsonProgress;
+use crate::pipeline::resume::WORK_FORMAT;
 use crate::render::sd_renderer::RENDERER_NAME;
 
 #[derive(Debug, Args)]
@@ -341,7 +341,7 @@ fn run_job(
     view: &View,
     number: usize,
     total: usize,
-    stop: &crate::render::resume::StopFlag,
+    stop: &crate::pipeline::resume::StopFlag,
 ) -> anyhow::Result<JobRun> {
     let overrides = PresetOverrides { seed: spec.seed };
     let mut preset = load_preset(&spec.preset, &overrides)?;
@@ -384,7 +384,7 @@ fn run_job(
     ));
     let job = RenderJob {
         input: spec.input.clone(),
-        preset_dir: super::render::job::preset_dir(&spec.preset),
+        preset_dir: crate::app::render_job::preset_dir(&spec.preset),
         preset_origin: spec.preset.display().to_string(),
         preset,
         output: spec.output.clone(),
@@ -395,7 +395,7 @@ fn run_job(
         force: overwrite,
     };
     let outcome = run_render_job(&job, models, reporting, stop)?;
-    super::render::job::emit_done(reporting, &outcome);
+    crate::app::render_job::emit_done(reporting, &outcome);
     let report = &outcome.report;
     view.note(&format!(
         "job {number}/{total}: {}: wrote {}: {} in {:.1} s",

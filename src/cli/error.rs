@@ -13,11 +13,11 @@
 use std::path::PathBuf;
 
 use super::batch::JobsFileError;
-use super::render::job::ModelsMissing;
+use crate::app::render_job::ModelsMissing;
 use crate::detail::DetailError;
 use crate::preset::PresetError;
-use crate::render::pipeline::PipelineError;
-use crate::render::plan::PlanError;
+use crate::pipeline::runner::PipelineError;
+use crate::pipeline::plan::PlanError;
 use crate::render::temporal::anchor::AnchorError;
 use crate::video::VideoError;
 

@@ -18,11 +18,11 @@ use clap::{Args, Subcommand};
 use hf_hub::{Cache, Repo, RepoType};
 use serde::Serialize;
 
-use crate::models::loading::{
+use crate::loaders::source::{
     fp16_variant, needed_files, Component, DiffusersPipelineFiles, FileRole, HubOptions,
     ModelSource,
 };
-use crate::models::single_file::{Family, TensorFile};
+use crate::loaders::single_file::{Family, TensorFile};
 use crate::preprocess::pose::detector::DetectorKind;
 use crate::preprocess::softedge::softedge::HED_WEIGHTS;
 use crate::preset::{ControlKind, Preset};
@@ -577,7 +577,7 @@ fn fetch(args: SelectArgs) -> anyhow::Result<()> {
         if let Err(err) = DiffusersPipelineFiles::resolve_with(&need.source, &need.components, &hub)
         {
             count += match &err {
-                crate::models::loading::LoadError::MissingFiles { files, .. } => files.len(),
+                crate::loaders::source::LoadError::MissingFiles { files, .. } => files.len(),
                 _ => 1,
             };
             failures.push(format!("{}: {err}", need.source));

@@ -12,7 +12,7 @@ use serde_json::json;
 use super::args::FrameSelection;
 use super::{load_preset, print_stdout, CliError};
 use crate::preset::{Preset, PresetOverrides};
-use crate::render::plan::{estimate, plan_for_preset, BatchPlan, Estimate};
+use crate::pipeline::plan::{estimate, plan_for_preset, BatchPlan, Estimate};
 use crate::video::{probe_with, ReadOptions, VideoInfo};
 
 #[derive(Debug, Args)]

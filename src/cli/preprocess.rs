@@ -25,7 +25,7 @@ use crate::preprocess::cache::{fingerprint_file, CacheError, StageCache};
 use crate::preprocess::pose::stage::{self, PoseStage};
 use crate::preprocess::pose::{PoseEstimator, PoseSettings, PoseTracker};
 use crate::preprocess::softedge::{to_control_image, SoftEdge, SoftEdgeSettings};
-use crate::render::progress::{BarProgress, JsonProgress, ProgressReporter, Stage};
+use crate::pipeline::progress::{BarProgress, JsonProgress, ProgressReporter, Stage};
 use crate::video::{VideoInfo, VideoReader};
 
 #[derive(Debug, Args)]

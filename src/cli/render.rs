@@ -12,12 +12,10 @@
 //! relative path that only exists next to the preset file, from there (as `still` does), so
 //! `presets/smoke.yaml` finds the test models from any directory.
 //!
-//! The work itself is a [`job::RenderJob`] run by [`job::run_render_job`], shared with
+//! The work itself is a [`crate::app::render_job::RenderJob`] run by [`crate::app::render_job::run_render_job`], shared with
 //! `rotoscope batch`; it also decides what happens when model files are missing (offline:
 //! preprocess, keep the maps, list the missing files, exit 2).
 
-pub mod job;
-mod map_cache;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,7 +24,7 @@ use std::sync::{Arc, OnceLock};
 use clap::Args;
 use serde::Serialize;
 
-use self::job::{run_render_job, JobInterrupted, RenderJob, Reporting};
+use crate::app::render_job::{run_render_job, JobInterrupted, RenderJob, Reporting};
 use super::args::{FrameSelection, OutputTarget};
 use super::plan::frame_range;
 use super::{load_preset, CliError};
@@ -36,16 +34,16 @@ use crate::detail::{
 };
 use crate::preset::ControlKind;
 use crate::preset::{Preset, PresetOverrides};
-use crate::render::model_cache::ModelCache;
-use crate::render::pipeline::{PipelineReport, StageTimes};
-use crate::render::plan::Batch;
-use crate::render::plan::BatchPlan;
-use crate::render::progress::{BarProgress, JsonProgress};
-use crate::render::resume::{Notifier, RendererFactory, StopFlag, WorkDir};
+use crate::loaders::model_cache::ModelCache;
+use crate::pipeline::runner::{PipelineReport, StageTimes};
+use crate::pipeline::plan::Batch;
+use crate::pipeline::plan::BatchPlan;
+use crate::pipeline::progress::{BarProgress, JsonProgress};
+use crate::pipeline::resume::{Notifier, RendererFactory, StopFlag, WorkDir};
 use crate::render::sd_renderer::{LoadedModels, SdRenderError, SdRenderer, SharedModels};
-use crate::render::stages::preprocessors::{build_preprocessors, PreprocessorOptions};
-use crate::render::stages::{Detailer, StageError};
-use crate::render::stages::{FrameSink, PreparedFrame, Preprocessor};
+use crate::preprocess::stages::{build_preprocessors, PreprocessorOptions};
+use crate::pipeline::stages::{Detailer, StageError};
+use crate::pipeline::stages::{FrameSink, PreparedFrame, Preprocessor};
 use crate::render::temporal::anchor::read_prepared_frame;
 use crate::video::encode::{frames_to_seconds, Mp4Settings, Mp4Writer};
 use crate::video::png_sequence::PngSequenceWriter;
@@ -56,7 +54,7 @@ use crate::video::{probe_with, ReadOptions, VideoInfo, VideoReader};
 pub const EXIT_INTERRUPTED: i32 = 130;
 
 /// A UNet whose first level has fewer channels is a random test model (SD1.5 has 320).
-const TEST_MODEL_CHANNELS: usize = 64;
+pub(crate) const TEST_MODEL_CHANNELS: usize = 64;
 
 #[derive(Debug, Args)]
 pub struct RenderArgs {
@@ -105,7 +103,7 @@ pub fn run(args: RenderArgs) -> anyhow::Result<()> {
         input: args.input,
         preset,
         preset_origin: args.preset.display().to_string(),
-        preset_dir: job::preset_dir(&args.preset),
+        preset_dir: crate::app::render_job::preset_dir(&args.preset),
         output: args.output,
         frames: args.frames,
         work_dir: args.work_dir,
@@ -133,7 +131,7 @@ pub fn run(args: RenderArgs) -> anyhow::Result<()> {
         }
     };
     if reporting.json_out().is_some() {
-        job::emit_done(&reporting, &outcome);
+        crate::app::render_job::emit_done(&reporting, &outcome);
     } else {
         let report = &outcome.report;
         reporting.note(&format!(
@@ -148,18 +146,18 @@ pub fn run(args: RenderArgs) -> anyhow::Result<()> {
 }
 
 /// The anchor frame's input, read when the renderer is built.
-struct AnchorInput {
-    path: PathBuf,
-    options: ReadOptions,
-    index: u64,
+pub(crate) struct AnchorInput {
+    pub(crate) path: PathBuf,
+    pub(crate) options: ReadOptions,
+    pub(crate) index: u64,
     /// The first rendered frame.
-    first_frame: u64,
-    preprocess: PreprocessorOptions,
-    maps: Vec<ControlKind>,
+    pub(crate) first_frame: u64,
+    pub(crate) preprocess: PreprocessorOptions,
+    pub(crate) maps: Vec<ControlKind>,
 }
 
 /// The shared models, loaded on first use, with a word to the user when that happens.
-fn load_models(
+pub(crate) fn load_models(
     shared: &SharedModels,
     notify: &Notifier,
 ) -> Result<Arc<LoadedModels>, SdRenderError> {
@@ -175,7 +173,7 @@ fn load_models(
         notify(&format!("loading models: {base}"));
     }
     let models = shared.get()?;
-    if job::is_test_model(models.unet_channels()) {
+    if crate::app::render_job::is_test_model(models.unet_channels()) {
         notify(&format!(
             "note: {base} is a tiny test model with random weights (UNet channels {:?}): its \
              images are patterns from random weights, not a trained style",
@@ -188,7 +186,7 @@ fn load_models(
 /// Builds the renderer on the shared models, and renders the anchor frame (or rebuilds its
 /// attention cache from the cached output) when cross-frame attention needs it. Runs on the
 /// render thread, only when a batch needs rendering.
-fn renderer_factory(
+pub(crate) fn renderer_factory(
     shared: Arc<SharedModels>,
     anchor: AnchorInput,
     notify: Notifier,
@@ -234,7 +232,7 @@ fn renderer_factory(
                 bytes as f64 / 1e6
             ));
         }
-        Ok(Box::new(renderer) as Box<dyn crate::render::resume::ChainedRenderer>)
+        Ok(Box::new(renderer) as Box<dyn crate::pipeline::resume::ChainedRenderer>)
     })
 }
 
@@ -243,7 +241,7 @@ fn renderer_factory(
 /// batch's are read back, and its regions only tracked (no model runs), so the batches that
 /// are detailed continue the same tracks as in an uninterrupted render. The models are
 /// loaded when the first batch needs a detail pass.
-struct SharedModelDetailer {
+pub(crate) struct SharedModelDetailer {
     shared: Arc<SharedModels>,
     preset: Preset,
     work: WorkDir,
@@ -276,7 +274,7 @@ struct DetailEvent<'a> {
 }
 
 impl SharedModelDetailer {
-    fn new(
+    pub(crate) fn new(
         shared: Arc<SharedModels>,
         preset: &Preset,
         fps: f64,
@@ -416,7 +414,7 @@ pub(crate) fn install_interrupt_handler() -> StopFlag {
 /// Open the input the way the preset and `--frames` ask; also the whole clip's frame count.
 /// Without `--frames` the reader's own scan is the only pass over the file; with it, a probe
 /// first finds the clip's length.
-fn open_input(
+pub(crate) fn open_input(
     input: &Path,
     options: &ReadOptions,
     frames: Option<FrameSelection>,
@@ -435,7 +433,7 @@ fn open_input(
 }
 
 /// Refuse outputs we must not write before any decoding work starts.
-fn check_output(target: &OutputTarget, input: &Path, force: bool) -> anyhow::Result<()> {
+pub(crate) fn check_output(target: &OutputTarget, input: &Path, force: bool) -> anyhow::Result<()> {
     let path = target.path();
     if let (Ok(out), Ok(inp)) = (path.canonicalize(), input.canonicalize()) {
         if out == inp {
@@ -488,7 +486,7 @@ fn check_output(target: &OutputTarget, input: &Path, force: bool) -> anyhow::Res
     }
 }
 
-fn create_sink(
+pub(crate) fn create_sink(
     target: &OutputTarget,
     job: &RenderJob,
     info: &VideoInfo,
@@ -520,7 +518,7 @@ fn create_sink(
 
 /// `{"event":"start",...}`: what is about to be rendered (first line of `--json` output).
 #[derive(Serialize)]
-struct StartEvent<'a> {
+pub(crate) struct StartEvent<'a> {
     event: &'static str,
     input: &'a Path,
     output: &'a Path,
@@ -539,7 +537,7 @@ struct StartEvent<'a> {
     seed: u64,
 }
 
-fn start_event<'a>(
+pub(crate) fn start_event<'a>(
     job: &'a RenderJob,
     info: &VideoInfo,
     plan: &BatchPlan,
@@ -569,7 +567,7 @@ fn start_event<'a>(
 
 /// `{"event":"done",...}`: the last line of `--json` output.
 #[derive(Serialize)]
-struct DoneEvent<'a> {
+pub(crate) struct DoneEvent<'a> {
     event: &'static str,
     output: &'a Path,
     frames: u64,
@@ -585,7 +583,7 @@ struct DoneEvent<'a> {
     test_weights: bool,
 }
 
-fn done_event(report: &PipelineReport, elapsed: f64, test_weights: bool) -> DoneEvent<'_> {
+pub(crate) fn done_event(report: &PipelineReport, elapsed: f64, test_weights: bool) -> DoneEvent<'_> {
     DoneEvent {
         event: "done",
         output: &report.output.path,

@@ -16,7 +16,7 @@ use super::plan::frame_range;
 use super::{load_preset, print_stdout, CliError};
 use crate::flow::FlowParams;
 use crate::preset::PresetOverrides;
-use crate::render::plan::plan_for_preset;
+use crate::pipeline::plan::plan_for_preset;
 use crate::score::{ScoreReport, TemporalScorer};
 use crate::video::{probe, ReadOptions, VideoReader};
 

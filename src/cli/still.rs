@@ -29,17 +29,17 @@ use clap::Args;
 use image::{imageops, RgbImage};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::render::job::ModelsMissing;
+use crate::app::render_job::ModelsMissing;
 use super::{load_preset, CliError};
 use crate::detail::detailer_for_preset;
-use crate::models::loading::HubOptions;
+use crate::loaders::source::HubOptions;
 use crate::preprocess::openpose::json::{parse_json, PoseJsonError};
 use crate::preprocess::openpose::{draw_pose_map, DrawParts, PoseFrame};
 use crate::preset::{fit_to_input, ControlKind, Preset, PresetOverrides};
-use crate::render::image_pipeline::{rgb_to_tensor, tensor_to_rgb, InitImage};
-use crate::render::sampler::ControlInput;
+use crate::diffusion::image_pipeline::{rgb_to_tensor, tensor_to_rgb, InitImage};
+use crate::diffusion::sampler::ControlInput;
 use crate::render::sd_renderer::{LoadedModels, SdRenderConfig, SdRenderError};
-use crate::render::temporal::settings::TemporalSettings;
+use crate::preset::temporal::TemporalSettings;
 
 #[derive(Debug, Args)]
 pub struct StillArgs {

@@ -20,16 +20,15 @@ use super::error::DetailError;
 use super::inpaint::{InpaintRequest, RegionInpainter};
 use super::mask::{inpaint_mask, paste_mask, Mask, RegionShape};
 use super::paste::feathered_paste;
-use super::regions::{
-    clamp_to_frame, detail_size, pixel_rect, region_candidates, PixelRect, RegionKind,
-};
-use super::settings::{DetailSettings, RegionSettings};
+use super::regions::{clamp_to_frame, detail_size, pixel_rect, region_candidates, PixelRect};
+use crate::preset::detail::RegionKind;
+use crate::preset::detail::{DetailSettings, RegionSettings};
 use super::tracks::{track_seed, RegionTracker};
 use crate::preprocess::openpose::draw::{draw_pose_map, DrawParts};
 use crate::preprocess::openpose::keypoints::{Face, Hand, Keypoint, Person, PoseFrame};
-use crate::render::plan::Batch;
-use crate::render::resume::StopFlag;
-use crate::render::stages::{Detailer, PreparedFrame, StageError};
+use crate::pipeline::plan::Batch;
+use crate::pipeline::resume::StopFlag;
+use crate::pipeline::stages::{Detailer, PreparedFrame, StageError};
 use crate::video::Frame;
 
 /// Region plans are kept for at most this many frames back: more than any batch overlap
@@ -573,8 +572,8 @@ impl<I: RegionInpainter> Detailer for FaceHandDetailer<I> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::image_pipeline::ImagePipelineError;
-    use crate::render::plan::plan_batches;
+    use crate::diffusion::image_pipeline::ImagePipelineError;
+    use crate::pipeline::plan::plan_batches;
     use std::sync::{Arc, Mutex};
 
     /// What a request asked for: seed, detail size, with a control image, prompt.
@@ -878,7 +877,7 @@ mod tests {
         let err = detailer
             .detail_batch_report(&plan.batches[0], &inputs, &mut outputs)
             .unwrap_err();
-        assert!(crate::render::resume::is_interrupted(&err), "{err}");
+        assert!(crate::pipeline::resume::is_interrupted(&err), "{err}");
         assert!(fake.calls.lock().unwrap().is_empty());
     }
 

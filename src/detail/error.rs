@@ -1,9 +1,9 @@
 //! Errors of face and hand detailing.
 
-use crate::render::image_pipeline::ImagePipelineError;
-use crate::render::resume::Interrupted;
+use crate::diffusion::image_pipeline::ImagePipelineError;
+use crate::pipeline::resume::Interrupted;
 
-use super::regions::RegionKind;
+use crate::preset::detail::RegionKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DetailError {

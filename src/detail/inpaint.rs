@@ -9,12 +9,12 @@ use candle_core::Device;
 use image::{GrayImage, RgbImage};
 
 use crate::models::controlnet::ControlNetModel;
-use crate::render::image_pipeline::{
+use crate::diffusion::image_pipeline::{
     gray_to_tensor, rgb_to_tensor, tensor_to_rgb, GenerationSettings, ImagePipelineError,
     InitImage, StableDiffusion,
 };
-use crate::render::sampler::ControlInput;
-use crate::schedulers::SchedulerKind;
+use crate::diffusion::sampler::ControlInput;
+use crate::diffusion::schedulers::SchedulerKind;
 
 /// One crop to repaint, everything at the detail size.
 #[derive(Debug, Clone)]

@@ -9,7 +9,7 @@
 //! * [`inpaint`]: the diffusion pass on one crop;
 //! * [`detailer`]: [`RegionPlanner`] (tracking only, no models: what a resumed render runs
 //!   over finished batches) and [`FaceHandDetailer`], the pipeline
-//!   [`Detailer`](crate::render::stages::Detailer);
+//!   [`Detailer`](crate::pipeline::stages::Detailer);
 //! * [`settings`]: the preset section `detail:`.
 //!
 //! **Where the keypoints come from.** In the render pipeline the pose preprocessor stores
@@ -28,7 +28,6 @@ pub mod inpaint;
 pub mod mask;
 pub mod paste;
 pub mod regions;
-pub mod settings;
 pub mod tracks;
 
 use std::sync::Arc;
@@ -39,13 +38,12 @@ pub use detailer::{
 };
 pub use error::DetailError;
 pub use inpaint::{InpaintRequest, RegionInpainter, StableDiffusionInpainter};
-pub use regions::RegionKind;
-pub use settings::{DetailSettings, RegionSettings};
+pub use crate::preset::detail::{DetailSettings, RegionSettings};
 
 use crate::models::controlnet::ControlNetModel;
 use crate::preset::{ControlKind, Preset};
-use crate::render::image_pipeline::StableDiffusion;
-use crate::schedulers::SchedulerKind;
+use crate::diffusion::image_pipeline::StableDiffusion;
+use crate::diffusion::schedulers::SchedulerKind;
 
 /// The detailer a preset asks for, sharing the renderer's models: `None` when the preset
 /// details nothing. `openpose` is the preset's openpose ControlNet, if it has one (hands

@@ -6,47 +6,13 @@
 //! that sticks out is *shifted* inside; it only shrinks along an axis where it is larger
 //! than the frame itself.
 
-use std::fmt;
 
 use crate::preprocess::openpose::keypoints::{Keypoint, PoseFrame};
+use crate::preset::detail::{RegionGeometry, RegionKind};
 
 /// A part needs at least this many present keypoints to be detailed: fewer give no usable
 /// extent (a lone wrist point says nothing about the hand's size).
 pub const MIN_REGION_POINTS: usize = 4;
-
-/// What a region shows. Left and right are the person's own, as in OpenPose.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum RegionKind {
-    Face,
-    LeftHand,
-    RightHand,
-}
-
-impl RegionKind {
-    pub const ALL: [RegionKind; 3] = [
-        RegionKind::Face,
-        RegionKind::LeftHand,
-        RegionKind::RightHand,
-    ];
-
-    pub fn is_hand(self) -> bool {
-        matches!(self, RegionKind::LeftHand | RegionKind::RightHand)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RegionKind::Face => "face",
-            RegionKind::LeftHand => "left hand",
-            RegionKind::RightHand => "right hand",
-        }
-    }
-}
-
-impl fmt::Display for RegionKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// An axis-aligned rectangle in (continuous) pixel coordinates.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -201,18 +167,6 @@ pub fn detail_size(width: u32, height: u32, resolution: u32, multiple: u32) -> (
         blocks.max(1) * multiple
     };
     (fit(width), fit(height))
-}
-
-/// How a part's keypoints become a region.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RegionGeometry {
-    /// See [`padded_square`].
-    pub padding: f32,
-    /// How far the mask reaches past the keypoints: `mask_grow` × their longer extent plus
-    /// `mask_reach` pixels. The crop leaves room for it (and one pixel more).
-    pub mask_grow: f32,
-    pub mask_reach: f32,
-    pub min_side: f32,
 }
 
 impl RegionGeometry {

@@ -9,10 +9,12 @@
 //! no match is kept for [`MAX_MISSED_FRAMES`] frames (a hand occluded for a moment comes
 //! back with its id and seed), then dropped.
 
-use serde::{Deserialize, Serialize};
 
-use super::regions::{RegionKind, SquareBox};
-use crate::preprocess::pose::smoothing::{OneEuroFilter, OneEuroParams};
+use super::regions::SquareBox;
+use crate::preset::detail::RegionKind;
+use crate::preprocess::pose::smoothing::OneEuroFilter;
+use crate::preset::pose::OneEuroParams;
+use crate::preset::detail::BoxSmoothing;
 
 /// Frames a track survives without a match.
 pub const MAX_MISSED_FRAMES: u32 = 8;
@@ -20,29 +22,6 @@ pub const MAX_MISSED_FRAMES: u32 = 8;
 /// A box continues a track when their centres are closer than this many box sides (the
 /// larger of the two): fast hands move well under one side per frame at video rates.
 pub const MAX_MATCH_DISTANCE: f32 = 0.75;
-
-/// One-Euro parameters for region boxes (`detail.smoothing` in presets). Speeds are in box
-/// sides per second, cutoffs in Hz.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BoxSmoothing {
-    /// Cutoff at rest: low, so a still face's crop does not tremble with keypoint noise.
-    pub min_cutoff: f64,
-    /// Cutoff increase per side/second of speed: a moving hand's crop keeps up with it.
-    pub beta: f64,
-    /// Cutoff of the speed estimate.
-    pub d_cutoff: f64,
-}
-
-impl Default for BoxSmoothing {
-    fn default() -> Self {
-        BoxSmoothing {
-            min_cutoff: 0.5,
-            beta: 4.0,
-            d_cutoff: 1.0,
-        }
-    }
-}
 
 impl From<BoxSmoothing> for OneEuroParams {
     fn from(s: BoxSmoothing) -> Self {

@@ -5,8 +5,8 @@
 //! does, and its mid-block attention materialises the full N×N score matrix (N = h·w of the
 //! latent: 4096² at 512², 16384² at 1024²). Here attention is the UNet's memory-bounded kernel and
 //! optional tiled encode/decode reproduces diffusers' `enable_tiling()` exactly. Convolutions
-//! run on the GEMM kernels of [`super::conv3x3`] (upsampling fused into the following conv)
-//! and normalisation on [`super::group_norm`]: at 512² the decode uses about 0.9× the CPU time
+//! run on the GEMM kernels of [`crate::nn::conv3x3`] (upsampling fused into the following conv)
+//! and normalisation on [`crate::nn::group_norm`]: at 512² the decode uses about 0.9× the CPU time
 //! of diffusers on torch (`rotoscope bench`).
 //!
 //! Conventions follow diffusers: images are NCHW in [-1, 1]; `decode` takes latents already
@@ -18,10 +18,10 @@ use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use serde::Deserialize;
 
-use super::conv2d::Conv2d;
-use super::conv3x3::{Conv3x3, DownsampleConv3x3, Upsample2xConv3x3};
-use super::group_norm::GroupNorm;
-use super::unet::attention::{multi_head_attention, AttentionBudget};
+use crate::nn::conv2d::Conv2d;
+use crate::nn::conv3x3::{Conv3x3, DownsampleConv3x3, Upsample2xConv3x3};
+use crate::nn::group_norm::GroupNorm;
+use crate::nn::attention::{multi_head_attention, AttentionBudget};
 
 /// Errors while reading a VAE config or building the model from weights.
 #[derive(Debug, thiserror::Error)]

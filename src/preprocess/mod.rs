@@ -3,4 +3,4 @@ pub mod cache;
 pub mod openpose;
 pub mod pose;
 pub mod softedge;
-pub mod tflite;
+pub mod stages;

@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::models::lora::LoraSpec;
-use crate::models::model_stack::ModelStackSpec;
+use crate::loaders::lora::LoraSpec;
+use crate::loaders::model_stack::ModelStackSpec;
 
 use super::Preset;
 

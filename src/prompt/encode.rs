@@ -18,7 +18,7 @@ use super::chunk::{chunk_prompt, EmbeddingIndex, PromptChunk, SpecialIds};
 use super::parse::parse_prompt_attention;
 use super::PromptError;
 use crate::models::clip::ClipTextEncoder;
-use crate::models::embeddings::TextualInversion;
+use crate::loaders::embeddings::TextualInversion;
 use crate::models::tokenizer::ClipTokenizer;
 
 /// Encodes prompts for one text encoder.

@@ -32,31 +32,31 @@ use crate::flow::{FlowParams, Plane};
 use crate::models::attention_hook::SelfAttentionHook;
 use crate::models::controlnet::ControlNetConfig;
 use crate::models::controlnet::ControlNetModel;
-use crate::models::embeddings::TextualInversion;
-use crate::models::loading::HubOptions;
-use crate::models::model_stack::{
+use crate::loaders::embeddings::TextualInversion;
+use crate::loaders::source::HubOptions;
+use crate::loaders::model_stack::{
     resolve_controlnet, ModelStackError, ModelStackSpec, Part, StackWeights,
 };
 use crate::noise::TorchGenerator;
 use crate::preset::models_ext::locate;
 use crate::preset::{ControlKind, Preset};
 use crate::prompt::{PromptEncoder, PromptError};
-use crate::render::guidance::uses_cfg;
-use crate::render::image_pipeline::{
+use crate::diffusion::guidance::uses_cfg;
+use crate::diffusion::image_pipeline::{
     rgb_to_tensor, tensor_to_rgb, GenerationSettings, ImagePipelineError as SdError,
     StableDiffusion,
 };
-use crate::render::model_cache::ModelCache;
-use crate::render::plan::Batch;
-use crate::render::resume::{next_lead_in, ChainedRenderer, Interrupted, LeadIn, StopFlag};
-use crate::render::sampler::{denoise, ControlInput, DenoiseRequest, TextConditioning};
-use crate::render::stages::{FrameRenderer, PreparedFrame, StageError};
+use crate::loaders::model_cache::ModelCache;
+use crate::pipeline::plan::Batch;
+use crate::pipeline::resume::{next_lead_in, ChainedRenderer, Interrupted, LeadIn, StopFlag};
+use crate::diffusion::sampler::{denoise, ControlInput, DenoiseRequest, TextConditioning};
+use crate::pipeline::stages::{FrameRenderer, PreparedFrame, StageError};
 use crate::render::temporal::anchor::RenderedAnchor;
 use crate::render::temporal::cross_frame::CrossFrameAttention;
 use crate::render::temporal::input_flow::{luma, InputFlow};
-use crate::render::temporal::settings::{SeedPerFrame, TemporalSettings};
+use crate::preset::temporal::{SeedPerFrame, TemporalSettings};
 use crate::render::temporal::{flow_init, temporalnet};
-use crate::schedulers::{self, SchedulerKind};
+use crate::diffusion::schedulers::{self, SchedulerKind};
 use crate::video::Frame;
 
 /// The renderer's name in progress output and manifests.
@@ -284,7 +284,7 @@ enum Pass {
 
 /// The weights of a render: the model stack and its ControlNets, without anything that
 /// depends on the job's prompt. Keyed by [`ModelKey`], so that jobs on the same models share
-/// them ([`crate::render::model_cache::ModelCache`]).
+/// them ([`crate::loaders::model_cache::ModelCache`]).
 pub struct ModelWeights {
     pub sd: Arc<StableDiffusion>,
     /// Distinct ControlNet models; `net_of[k]` is the model of `config.controlnets[k]`.

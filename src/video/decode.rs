@@ -29,7 +29,7 @@ use super::frame::Frame;
 use super::input::{open_input, read_packet};
 use super::orientation::Orientation;
 use super::probe::{plan, scan, ReadPlan, StreamScan, VideoInfo};
-use super::rational::Rational;
+use crate::preset::rational::Rational;
 use super::scale::{copy_rgb24_tight, Scaler, YuvMatrix};
 use super::timing::{slot_of, slot_start_ticks, CfrGrid};
 

@@ -28,7 +28,7 @@ use super::error::VideoError;
 use super::frame::{rgb_len, Frame};
 use super::input::{file_url, init_ffmpeg};
 use super::output::PendingFile;
-use super::rational::Rational;
+use crate::preset::rational::Rational;
 use super::scale::{even_size, fill_rgb24_padded, Scaler, YuvMatrix};
 
 /// The H.264 encoder (Debian's libavcodec is built with `--enable-libx264`).

@@ -76,5 +76,4 @@ pub use error::VideoError;
 pub use frame::Frame;
 pub use png_sequence::{PngSequenceSummary, PngSequenceWriter};
 pub use probe::{probe, probe_with, VideoInfo};
-pub use rational::Rational;
 pub use scale::even_size;

@@ -20,7 +20,8 @@ use super::input::{
     read_packet,
 };
 use super::orientation::Orientation;
-use super::rational::{choose_output_fps, Rational};
+use super::rational::choose_output_fps;
+use crate::preset::rational::Rational;
 use super::timing::{cfr_frame_count, TimeBase};
 
 /// What a [`VideoReader`](super::VideoReader) will deliver.

@@ -9,7 +9,7 @@
 
 use std::ops::Range;
 
-use super::rational::Rational;
+use crate::preset::rational::Rational;
 
 /// Seconds per timestamp tick, as a container stores it (e.g. 1/12288, 1/1000).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

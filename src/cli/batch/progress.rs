@@ -3,7 +3,7 @@
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::render::progress::{stage_bars, ProgressReporter, Stage};
+use crate::pipeline::progress::{stage_bars, ProgressReporter, Stage};
 
 pub struct BatchBars {
     multi: MultiProgress,

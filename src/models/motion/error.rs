@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::models::loading::LoadError;
+use crate::loaders::source::LoadError;
 use crate::models::unet::UNetError;
 
 #[derive(Debug, thiserror::Error)]

@@ -13,7 +13,6 @@ pub mod config;
 mod error;
 mod motion_modules;
 pub mod temporal_transformer;
-pub mod weights;
 
 pub use config::{MotionAdapterConfig, MotionLayout};
 pub use error::MotionError;

@@ -19,9 +19,9 @@ use super::config::{
 };
 use super::error::MotionError;
 use super::temporal_transformer::{PositionalEncoding, TemporalTransformer};
-use super::weights::{MotionWeights, Naming};
+use crate::loaders::motion_weights::{MotionWeights, Naming};
 use crate::models::attention_hook::LayerOutputHook;
-use crate::models::loading::{Component, DiffusersPipelineFiles, HubOptions, ModelSource};
+use crate::loaders::source::{Component, DiffusersPipelineFiles, HubOptions, ModelSource};
 use crate::models::unet::UNetConfig;
 
 /// The files of a motion module.

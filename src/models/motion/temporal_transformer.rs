@@ -16,8 +16,8 @@
 use candle_core::{Device, Module, Result, Tensor, D};
 use candle_nn::{LayerNorm, VarBuilder};
 
-use crate::models::unet::attention::{multi_head_attention, AttentionBudget};
-use crate::models::unet::layers::{layer_norm, linear, GroupNorm, Linear};
+use crate::nn::attention::{multi_head_attention, AttentionBudget};
+use crate::nn::layers::{layer_norm, linear, GroupNorm, Linear};
 
 /// Shape of one temporal transformer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::layers::{linear, Linear};
+use crate::nn::layers::{linear, Linear};
 
 /// diffusers `get_timestep_embedding` for one timestep repeated over the batch:
 /// `[cos(t·f_i), sin(t·f_i)]` (or `[sin, cos]`) with `f_i = exp(-ln(10000)·i / (dim/2 - shift))`.

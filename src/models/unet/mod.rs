@@ -8,23 +8,16 @@
 //! * [`UNet2DConditionModel`]: the model; [`UNetExtras`] carries ControlNet residuals and the
 //!   temporal hooks of [`crate::models::attention_hook`].
 
-pub mod attention;
 #[cfg(target_arch = "x86_64")]
-mod attention_avx512;
-pub mod bench;
 pub(crate) mod blocks;
 pub mod config;
 pub(crate) mod embeddings;
 mod error;
-pub mod fused_attention;
-pub(crate) mod kernels;
-pub(crate) mod layers;
-mod linear;
 pub(crate) mod resnet;
 pub(crate) mod transformer;
 mod unet_2d_condition;
 
-pub use attention::AttentionBudget;
+pub use crate::nn::attention::AttentionBudget;
 pub use config::{PerBlock, UNetConfig};
 pub use error::{Result, UNetError};
 pub use unet_2d_condition::{UNet2DConditionModel, UNetExtras};

@@ -4,10 +4,10 @@
 use candle_core::{DType, Module, Result, Storage, Tensor, D};
 use candle_nn::{LayerNorm, VarBuilder};
 
-use super::attention::multi_head_attention;
+use crate::nn::attention::multi_head_attention;
 use super::config::TransformerSpec;
-use super::kernels::geglu_row;
-use super::layers::{conv1x1_as_linear, layer_norm, linear, GroupNorm, Linear};
+use crate::nn::kernels::geglu_row;
+use crate::nn::layers::{conv1x1_as_linear, layer_norm, linear, GroupNorm, Linear};
 use super::ForwardContext;
 use crate::models::attention_hook::{KeyValues, SelfAttentionCall};
 use rayon::prelude::*;

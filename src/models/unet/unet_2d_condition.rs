@@ -3,12 +3,12 @@
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 
-use super::attention::AttentionBudget;
+use crate::nn::attention::AttentionBudget;
 use super::blocks::{DownBlock, MidBlock, UpBlock};
 use super::config::{MidBlockPolicy, UNetConfig};
 use super::embeddings::{timestep_features, TimestepEmbedding};
 use super::error::{Result, UNetError};
-use super::layers::{conv2d, Conv2d, GroupNorm};
+use crate::nn::layers::{conv2d, Conv2d, GroupNorm};
 use super::ForwardContext;
 use crate::models::attention_hook::{LayerOutputHook, SelfAttentionHook};
 

@@ -13,7 +13,7 @@ use super::crop::{crop, Border, Crop, TensorSpec};
 use super::roi::{NormPoint, NormRect};
 use super::{NormLandmark, PoseError};
 use crate::preprocess::openpose::keypoints::BLAZEPOSE_POINTS;
-use crate::preprocess::tflite::{Array, TfliteModel};
+use crate::tflite::{Array, TfliteModel};
 
 pub const MODEL_FILE: &str = "pose_landmark_full.tflite";
 const INPUT: usize = 256;

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use super::roi::NormRect;
 use crate::alloc::uninit_f32;
-use crate::preprocess::tflite::Array;
+use crate::tflite::Array;
 
 /// What lies outside the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use super::detection::{
 };
 use super::roi::NormRect;
 use super::PoseError;
-use crate::preprocess::tflite::TfliteModel;
+use crate::tflite::TfliteModel;
 
 /// Which MediaPipe detector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,7 +23,7 @@ use super::detector::{Detector, DetectorKind};
 use super::face::{FaceLandmarker, FaceLandmarks};
 use super::hands::{HandLandmarker, HandLandmarks};
 use super::roi::{self, NormPoint, NormRect};
-use super::settings::PoseSettings;
+use crate::preset::pose::PoseSettings;
 use super::smoothing::KeypointSmoother;
 use super::tracker::{hand_matches_body, PartTrack, TrackState, TrackingStats};
 use super::{NormLandmark, PoseError};

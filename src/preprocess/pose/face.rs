@@ -11,7 +11,7 @@ use super::crop::{crop, Border, TensorSpec};
 use super::roi::NormRect;
 use super::{NormLandmark, PoseError};
 use crate::preprocess::openpose::keypoints::FACE_MESH_POINTS;
-use crate::preprocess::tflite::TfliteModel;
+use crate::tflite::TfliteModel;
 
 pub const MODEL_FILE: &str = "face_landmark.tflite";
 const INPUT: usize = 192;

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::preprocess::tflite::{Array, TfliteError, TfliteModel};
+use crate::tflite::{Array, TfliteError, TfliteModel};
 
 pub mod anchors;
 pub mod body;
@@ -18,13 +18,12 @@ pub mod estimator;
 pub mod face;
 pub mod hands;
 pub mod roi;
-pub mod settings;
 pub mod smoothing;
 pub mod stage;
 pub mod tracker;
 
 pub use estimator::{PoseEstimator, PoseTracker};
-pub use settings::PoseSettings;
+pub use crate::preset::pose::PoseSettings;
 pub use tracker::TrackingStats;
 
 /// A landmark normalised to the image, with its score (visibility or presence).
@@ -48,7 +47,7 @@ pub enum PoseError {
     #[error("cannot crop the model input: {0}")]
     Crop(#[from] crop::CropError),
     #[error(transparent)]
-    Settings(#[from] settings::SettingsError),
+    Settings(#[from] crate::preset::pose::SettingsError),
 }
 
 /// Loads a `.tflite` model, turning a missing file into an actionable error.

@@ -8,31 +8,9 @@
 //!   the mean of the keypoints' bounding-box width and height), so the same settings work
 //!   for a face filling the frame and a person far away.
 
-use serde::{Deserialize, Serialize};
 
 use crate::preprocess::openpose::keypoints::Keypoint;
-
-/// One-Euro parameters. MediaPipe's pose landmark defaults (`pose_landmark_filtering.pbtxt`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct OneEuroParams {
-    /// Cutoff (Hz) at rest: lower = smoother but laggier when still.
-    pub min_cutoff: f64,
-    /// Speed coefficient: higher = less lag on fast motion.
-    pub beta: f64,
-    /// Cutoff (Hz) for the speed estimate.
-    pub d_cutoff: f64,
-}
-
-impl Default for OneEuroParams {
-    fn default() -> Self {
-        OneEuroParams {
-            min_cutoff: 0.05,
-            beta: 80.0,
-            d_cutoff: 1.0,
-        }
-    }
-}
+use crate::preset::pose::OneEuroParams;
 
 /// First-order low-pass filter remembering the last raw input.
 #[derive(Debug, Clone, Default)]

@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::render::stages::{PreparedFrame, Preprocessor, StageError};
+use crate::pipeline::stages::{PreparedFrame, Preprocessor, StageError};
 use crate::video::{Frame, ReadOptions, VideoError, VideoReader};
 
 #[derive(Debug, thiserror::Error)]

@@ -25,7 +25,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use candle_core::{DType, Result, Tensor};
 
-use super::settings::CrossFrameSettings;
+use crate::preset::temporal::CrossFrameSettings;
 use crate::models::attention_hook::{KeyValues, SelfAttentionCall, SelfAttentionHook};
 
 /// Keys and values of one layer at one step, pooled, stored as f16.

@@ -19,5 +19,4 @@ pub mod anchor;
 pub mod cross_frame;
 pub mod flow_init;
 pub mod input_flow;
-pub mod settings;
 pub mod temporalnet;

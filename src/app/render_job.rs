@@ -1,0 +1,482 @@
+//! One render job: an input, a preset (with its overrides applied), an output and how to
+//! resume. `rotoscope render` runs one; `rotoscope batch` runs many on a shared
+//! [`ModelCache`], so jobs on the same models load them once.
+//!
+//! Before any frame is preprocessed, a job that has batches left to render checks that every
+//! model file is there (hub ids are downloaded now when online). When files are missing
+//! (offline, nothing in the Hugging Face cache), the job still runs the preprocessing with
+//! the packaged pose / soft-edge weights into `<work dir>/preprocess/` (the `rotoscope
+//! preprocess` layout and cache; the next run of the job takes the maps from there) and then
+//! stops with the list of missing files and how to get them ([`ModelsMissing`], exit code 2).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::app::map_cache::{cached_preprocessors, preprocess_into_cache, PREPROCESS_CACHE_DIR};
+use crate::cli::render::{
+    check_output, create_sink, done_event, open_input, renderer_factory, start_event, AnchorInput,
+    SharedModelDetailer, TEST_MODEL_CHANNELS,
+};
+use crate::cli::args::{FrameSelection, OutputTarget};
+use crate::cli::plan::read_options;
+use crate::cli::preprocess::models_dir;
+use crate::cli::CliError;
+use crate::detail::check_preset as check_detail_preset;
+use crate::loaders::source::HubOptions;
+use crate::preprocess::cache::fingerprint_file;
+use crate::preset::{ControlKind, Preset, PresetError};
+use crate::loaders::model_cache::ModelCache;
+use crate::pipeline::runner::{Pipeline, PipelineReport};
+use crate::pipeline::plan::plan_for_preset;
+use crate::pipeline::progress::{BarProgress, JsonProgress, ProgressReporter, SilentProgress};
+use crate::pipeline::resume::{
+    default_work_dir, is_interrupted, Notifier, ResumableRenderer, RunIdentity, StopFlag, WorkDir,
+    WORK_FORMAT,
+};
+use crate::render::sd_renderer::{
+    ModelWeights, SdRenderConfig, SdRenderError, SharedModels, RENDERER_NAME,
+};
+use crate::preprocess::stages::{
+    build_preprocessors, DetailKeypoints, PreprocessorOptions,
+};
+
+/// What to render, with every setting decided (the preset's overrides already applied).
+#[derive(Debug, Clone)]
+pub struct RenderJob {
+    pub input: PathBuf,
+    pub preset: Preset,
+    /// How the preset was named (a path or a bundled name), for messages.
+    pub preset_origin: String,
+    /// The preset file's folder: relative model paths that only exist there resolve there.
+    pub preset_dir: Option<PathBuf>,
+    /// An .mp4 file, or a directory for a PNG sequence.
+    pub output: PathBuf,
+    pub frames: Option<FrameSelection>,
+    /// Default: `<output>.work` next to the output.
+    pub work_dir: Option<PathBuf>,
+    /// Reuse finished batches of an earlier run (off: `--no-resume`).
+    pub resume: bool,
+    pub pose_json: Option<PathBuf>,
+    /// Overwrite an existing output.
+    pub force: bool,
+}
+
+impl RenderJob {
+    /// The work directory for finished batches.
+    pub fn work_root(&self) -> PathBuf {
+        self.work_dir
+            .clone()
+            .unwrap_or_else(|| default_work_dir(OutputTarget::from_arg(&self.output).path()))
+    }
+}
+
+/// How a job talks to the user: progress, human notes, JSON events.
+#[derive(Clone)]
+pub struct Reporting {
+    progress: Arc<dyn ProgressReporter>,
+    note: Arc<dyn Fn(&str) + Send + Sync>,
+    json: Option<Arc<JsonProgress>>,
+    /// Hub downloads get progress bars (a terminal user is watching).
+    hub_progress: bool,
+}
+
+impl Reporting {
+    /// `--quiet`: nothing but errors.
+    pub fn quiet() -> Self {
+        Self {
+            progress: Arc::new(SilentProgress),
+            note: Arc::new(|_| {}),
+            json: None,
+            hub_progress: false,
+        }
+    }
+
+    /// Bars on stderr, notes printed above them.
+    pub fn bars(bars: Arc<BarProgress>) -> Self {
+        let printer = bars.clone();
+        Self::custom(bars, Arc::new(move |text| printer.println(text)), true)
+    }
+
+    /// `--json`: JSON lines on stdout, notes on stderr (stdout stays pure JSON).
+    pub fn json(json: Arc<JsonProgress>) -> Self {
+        Self {
+            progress: json.clone(),
+            note: Arc::new(|text| eprintln!("{text}")),
+            json: Some(json),
+            hub_progress: false,
+        }
+    }
+
+    /// Any progress reporter with its own way of printing notes.
+    pub fn custom(
+        progress: Arc<dyn ProgressReporter>,
+        note: Arc<dyn Fn(&str) + Send + Sync>,
+        hub_progress: bool,
+    ) -> Self {
+        Self {
+            progress,
+            note,
+            json: None,
+            hub_progress,
+        }
+    }
+
+    pub fn progress(&self) -> Arc<dyn ProgressReporter> {
+        self.progress.clone()
+    }
+
+    /// A human-readable note.
+    pub fn note(&self, text: &str) {
+        (self.note)(text)
+    }
+
+    /// Where JSON events go, with `--json`.
+    pub fn json_out(&self) -> Option<&Arc<JsonProgress>> {
+        self.json.as_ref()
+    }
+}
+
+/// A finished job.
+#[derive(Debug)]
+pub struct JobOutcome {
+    pub report: PipelineReport,
+    /// Batches read back from the work directory of an interrupted run.
+    pub reused_batches: usize,
+    /// The models are tiny random test models (`presets/smoke.yaml`): the images are
+    /// patterns from random weights.
+    pub test_weights: bool,
+}
+
+/// Ctrl-C stopped the job; its finished batches are kept.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "interrupted: {kept} of {total} batches are finished and kept in {}; run the same \
+     command again to resume (--no-resume starts over)",
+    work_dir.display()
+)]
+pub struct JobInterrupted {
+    pub kept: usize,
+    pub total: usize,
+    pub work_dir: PathBuf,
+}
+
+/// The job's models are not all there; the preprocessing ran and is kept.
+#[derive(Debug, thiserror::Error)]
+pub struct ModelsMissing {
+    /// Not a `#[source]`: the message already holds its text (the list of files).
+    pub missing: SdRenderError,
+    /// Frames whose pose / soft-edge maps are in `cache_dir` (0: the preset needs none).
+    pub preprocessed: u64,
+    /// Why the preprocessing could not run either (its weights are missing, ...).
+    pub preprocess_problem: Option<String>,
+    pub cache_dir: PathBuf,
+    pub preset: String,
+}
+
+impl std::fmt::Display for ModelsMissing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{}", self.missing)?;
+        if self.preprocessed > 0 {
+            writeln!(
+                f,
+                "Preprocessing ran anyway: the pose / soft-edge maps of {} frame(s) are kept in \
+                 {} (as `rotoscope preprocess` writes them) and used by the next run.",
+                self.preprocessed,
+                self.cache_dir.display()
+            )?;
+        }
+        if let Some(problem) = &self.preprocess_problem {
+            writeln!(f, "The preprocessing could not run either: {problem}")?;
+        }
+        write!(
+            f,
+            "To get every model this preset needs, run on a machine with network access:\n  \
+             rotoscope models fetch -p {}\n(or put a diffusers folder or a single .safetensors \
+             checkpoint on disk and point the preset's `model.base` / ControlNet `model` at it)",
+            self.preset
+        )
+    }
+}
+
+/// Whether a UNet's channels say it is a random test model.
+pub fn is_test_model(unet_channels: &[usize]) -> bool {
+    unet_channels
+        .first()
+        .is_some_and(|&c| c < TEST_MODEL_CHANNELS)
+}
+
+/// Run `job`: probe, plan, preprocess, render (resuming from its work directory), detail,
+/// encode. Models come from `models` (loaded there on first use). Errors of the job are
+/// returned, including [`JobInterrupted`] after Ctrl-C (`stop`) and [`ModelsMissing`].
+pub fn run_render_job(
+    job: &RenderJob,
+    models: &Arc<ModelCache>,
+    reporting: &Reporting,
+    stop: &StopFlag,
+) -> anyhow::Result<JobOutcome> {
+    let preset = &job.preset;
+    // Input first: a wrong input is the more fundamental mistake to report.
+    let options = read_options(preset);
+    let (reader, clip_frames) = open_input(&job.input, &options, job.frames)?;
+    let info = reader.info().clone();
+    let target = OutputTarget::from_arg(&job.output);
+    check_output(&target, &job.input, job.force)?;
+    let plan = plan_for_preset(info.frame_count as usize, preset)
+        .with_context(|| format!("planning batches for {}", job.preset_origin))?;
+    let size = preset.render_size(info.width, info.height);
+    let config = SdRenderConfig::from_preset(preset, size, job.preset_dir.as_deref());
+    let anchor_index = preset.temporal.anchor.resolve(info.start_frame);
+    if config.needs_anchor() && anchor_index >= clip_frames {
+        return Err(PresetError::Invalid {
+            origin: job.preset_origin.clone(),
+            field: "temporal.anchor".into(),
+            message: format!(
+                "frame {anchor_index} is past the end of {} ({clip_frames} frames)",
+                job.input.display()
+            ),
+        }
+        .into());
+    }
+    // A detail section the rest of the preset cannot serve fails before any work starts.
+    check_detail_preset(preset)?;
+
+    let work_root = job.work_root();
+    let input_fingerprint = fingerprint_file(&job.input)?;
+    let run_identity = RunIdentity {
+        format: WORK_FORMAT,
+        renderer: format!("{RENDERER_NAME} rotoscope {}", env!("CARGO_PKG_VERSION")),
+        preset_fingerprint: preset.fingerprint(),
+        input: input_fingerprint.clone(),
+        first_frame: info.start_frame,
+        frame_count: info.frame_count,
+        fps: info.fps.to_string(),
+        width: size.0,
+        height: size.1,
+        seed: preset.sampler.seed,
+    };
+    // The work directory sits next to the output: where it cannot be made, the output cannot
+    // be written either.
+    let (work, opened) =
+        WorkDir::open(&work_root, run_identity, &job.input, job.resume).map_err(|e| {
+            CliError::OutputUnwritable {
+                path: work_root.clone(),
+                reason: format!("its work directory: {e}"),
+            }
+        })?;
+    if let Some(line) = opened.describe(&work_root) {
+        reporting.note(&line);
+    }
+    let shared = Arc::new(SharedModels::with_cache(
+        config.clone(),
+        HubOptions::from_env(reporting.hub_progress),
+        models.clone(),
+    ));
+    let rendered = (|| -> anyhow::Result<PipelineReport> {
+        // A resumed render replaces the frames its interrupted run already wrote to a PNG
+        // sequence (they come from the same work directory); anything else needs --force.
+        let resuming = opened.reusable > 0;
+        let unfinished: Vec<_> = plan
+            .batches
+            .iter()
+            .filter(|b| !work.is_finished(b))
+            .map(|b| info.start_frame + b.start as u64..info.start_frame + b.end as u64)
+            .collect();
+
+        let preprocess_options = PreprocessorOptions {
+            models_dir: models_dir(),
+            pose: preset.preprocess.pose.clone(),
+            softedge: preset.preprocess.softedge.clone(),
+            fps: info.fps.as_f64(),
+            pose_json: job.pose_json.clone(),
+            needed: Some(unfinished.clone()),
+            stop: stop.clone(),
+            detail: DetailKeypoints::for_settings(&preset.detail),
+        };
+        let mut maps = config.required_maps();
+        // Face and hand detailing finds the regions in the pose keypoints.
+        if preset.detail.any_enabled() && !maps.contains(&ControlKind::Openpose) {
+            maps.push(ControlKind::Openpose);
+        }
+        let needs_models = !unfinished.is_empty() || preset.detail.any_enabled();
+
+        // Before the models are checked: an output that must not be written is the first
+        // thing to report.
+        let sink = create_sink(&target, job, &info, size, resuming)?;
+        // Maps kept by an earlier run that stopped for missing models are used, not redone.
+        let kept_maps = work_root.join(PREPROCESS_CACHE_DIR);
+        let kept = |maps: &[ControlKind]| {
+            cached_preprocessors(maps, &preprocess_options, &input_fingerprint, &kept_maps)
+        };
+
+        // Every model file there (or downloaded) before the long work starts; if not, do the
+        // preprocessing that needs no SD weights, keep it, and say what is missing.
+        if needs_models && !shared.weights_cached() {
+            if let Err(missing) = ModelWeights::check_available(shared.config(), shared.hub()) {
+                // Without the preprocessor weights too, the missing SD files still lead.
+                let (preprocessed, preprocess_problem) = match kept(&maps) {
+                    Ok(preprocessors) => (
+                        preprocess_into_cache(
+                            reader,
+                            preprocessors,
+                            reporting.progress().as_ref(),
+                            stop,
+                        )
+                        .map_err(|err| {
+                            if stop.is_requested() {
+                                JobInterrupted {
+                                    kept: 0,
+                                    total: plan.batches.len(),
+                                    work_dir: work_root.clone(),
+                                }
+                                .into()
+                            } else {
+                                err
+                            }
+                        })?,
+                        None,
+                    ),
+                    Err(err) => (0, Some(format!("{err:#}"))),
+                };
+                return Err(ModelsMissing {
+                    missing,
+                    preprocessed,
+                    preprocess_problem,
+                    cache_dir: kept_maps.clone(),
+                    preset: job.preset_origin.clone(),
+                }
+                .into());
+            }
+        }
+
+        // Finished batches need no maps; pose tracking still sees every frame (see
+        // `preprocessors`), so only a render with nothing left to render or detail skips
+        // preprocessing entirely.
+        let preprocessors = if !needs_models {
+            Vec::new()
+        } else if kept_maps.is_dir() {
+            reporting.note(&format!(
+                "using the pose / soft-edge maps kept in {}",
+                kept_maps.display()
+            ));
+            kept(&maps)?
+        } else {
+            build_preprocessors(&maps, &preprocess_options)?
+        };
+
+        let notify: Notifier = {
+            let reporting = reporting.clone();
+            Arc::new(move |text: &str| reporting.note(text))
+        };
+        let notify_detail = notify.clone();
+        let factory = renderer_factory(
+            shared.clone(),
+            AnchorInput {
+                path: job.input.clone(),
+                options: options.clone(),
+                index: anchor_index,
+                first_frame: info.start_frame,
+                preprocess: PreprocessorOptions {
+                    needed: None,
+                    ..preprocess_options.clone()
+                },
+                maps,
+            },
+            notify.clone(),
+        );
+        // AnimateDiff renders each batch jointly instead (render/motion/batch_renderer.rs).
+        let factory = match preset.temporal.motion_module.clone() {
+            Some(motion) => crate::render::motion::motion_renderer_factory(
+                shared.clone(),
+                motion,
+                job.preset_dir.as_deref(),
+                shared.hub().clone(),
+                notify.clone(),
+            ),
+            None => factory,
+        };
+        let renderer = ResumableRenderer::new(
+            RENDERER_NAME,
+            size,
+            work.clone(),
+            factory,
+            stop.clone(),
+            notify,
+        );
+        if let Some(json) = reporting.json_out() {
+            json.emit(&start_event(job, &info, &plan, RENDERER_NAME, size));
+        }
+
+        let mut pipeline = Pipeline::new(Box::new(reader), Box::new(renderer), sink);
+        pipeline.preprocessors = preprocessors;
+        if let Some(detailer) = SharedModelDetailer::new(
+            shared.clone(),
+            preset,
+            info.fps.as_f64(),
+            work.clone(),
+            stop.clone(),
+            notify_detail,
+            reporting.json_out().cloned(),
+        )? {
+            pipeline.detailers.push(Box::new(detailer));
+        }
+        pipeline.blend = preset.batch.blend;
+        match pipeline.run(&plan, reporting.progress()) {
+            Ok(report) => Ok(report),
+            Err(err) if is_interrupted(&err) => Err(JobInterrupted {
+                kept: plan.batches.iter().filter(|b| work.is_finished(b)).count(),
+                total: plan.batches.len(),
+                work_dir: work.root().to_path_buf(),
+            }
+            .into()),
+            Err(err) => Err(err).with_context(|| format!("rendering {}", job.input.display())),
+        }
+    })();
+    let report = match rendered {
+        Ok(report) => report,
+        Err(err) => {
+            // Nothing worth resuming: leave no empty work directory behind.
+            let kept_maps = work_root.join(PREPROCESS_CACHE_DIR).is_dir();
+            if !kept_maps && !plan.batches.iter().any(|b| work.is_finished(b)) {
+                let _ = work.remove();
+            }
+            return Err(err);
+        }
+    };
+    work.remove()?;
+    // The maps of an earlier run that stopped for missing models: the render is complete.
+    let maps = work_root.join(PREPROCESS_CACHE_DIR);
+    if maps.is_dir() {
+        let _ = std::fs::remove_dir_all(&maps);
+        let _ = std::fs::remove_dir(&work_root);
+    }
+    let test_weights = shared.is_loaded()
+        && shared
+            .get()
+            .is_ok_and(|models| is_test_model(models.unet_channels()));
+    Ok(JobOutcome {
+        report,
+        reused_batches: opened.reusable,
+        test_weights,
+    })
+}
+
+/// The `done` event of a job (last line of `rotoscope render --json`).
+pub fn emit_done(reporting: &Reporting, outcome: &JobOutcome) {
+    if let Some(json) = reporting.json_out() {
+        json.emit(&done_event(
+            &outcome.report,
+            json.elapsed_secs(),
+            outcome.test_weights,
+        ));
+    }
+}
+
+/// Where `preset` (a path or a bundled name) sits: its folder, for relative model paths.
+pub fn preset_dir(name_or_path: &Path) -> Option<PathBuf> {
+    name_or_path
+        .is_file()
+        .then(|| name_or_path.parent().map(Path::to_path_buf))
+        .flatten()
+}
