@@ -67,7 +67,10 @@ impl FromStr for DeviceChoice {
             "cpu" => Ok(DeviceChoice::Cpu),
             "cuda" | "gpu" => Ok(DeviceChoice::Cuda(0)),
             other => match other.strip_prefix("cuda:") {
-                Some(ordinal) => ordinal.parse().map(DeviceChoice::Cuda).map_err(|_| unknown()),
+                Some(ordinal) => ordinal
+                    .parse()
+                    .map(DeviceChoice::Cuda)
+                    .map_err(|_| unknown()),
                 None => Err(unknown()),
             },
         }
@@ -87,8 +90,14 @@ mod tests {
     #[test]
     fn parses_the_device_names_users_write() {
         assert_eq!("cpu".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cpu);
-        assert_eq!("CUDA".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(0));
-        assert_eq!("cuda:1".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(1));
+        assert_eq!(
+            "CUDA".parse::<DeviceChoice>().unwrap(),
+            DeviceChoice::Cuda(0)
+        );
+        assert_eq!(
+            "cuda:1".parse::<DeviceChoice>().unwrap(),
+            DeviceChoice::Cuda(1)
+        );
         assert!("cuda:x".parse::<DeviceChoice>().is_err());
         assert!("tpu".parse::<DeviceChoice>().is_err());
         assert_eq!(DeviceChoice::Cuda(2).to_string(), "cuda:2");

@@ -9,21 +9,26 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::Device;
 use image::RgbImage;
-use rotoscope::detail::{detailer_for_preset, DetailSettings, DetailedRegion, DetailerConfig, FaceHandDetailer, StableDiffusionInpainter};
-use rotoscope::preset::detail::RegionKind;
-use rotoscope::models::controlnet::ControlNetModel;
-use rotoscope::loaders::source::HubOptions;
-use rotoscope::loaders::model_stack::{load_controlnet, ModelStackSpec};
-use rotoscope::preprocess::openpose::json::read_json_file;
-use rotoscope::preprocess::openpose::PoseFrame;
-use rotoscope::preset::Preset;
+use rotoscope::detail::{
+    detailer_for_preset, DetailSettings, DetailedRegion, DetailerConfig, FaceHandDetailer,
+    StableDiffusionInpainter,
+};
 use rotoscope::diffusion::image_pipeline::StableDiffusion;
-use rotoscope::pipeline::runner::Pipeline;
+use rotoscope::diffusion::schedulers::SchedulerKind;
+use rotoscope::loaders::model_stack::{load_controlnet, ModelStackSpec};
+use rotoscope::loaders::source::HubOptions;
+use rotoscope::models::controlnet::ControlNetModel;
 use rotoscope::pipeline::plan::plan_batches;
 use rotoscope::pipeline::progress::SilentProgress;
+use rotoscope::pipeline::runner::Pipeline;
+use rotoscope::pipeline::stages::{
+    FrameSink, PreparedFrame, Preprocessor, SinkSummary, StageError,
+};
+use rotoscope::preprocess::openpose::json::read_json_file;
+use rotoscope::preprocess::openpose::PoseFrame;
+use rotoscope::preset::detail::RegionKind;
+use rotoscope::preset::Preset;
 use rotoscope::render::passthrough::PassThroughRenderer;
-use rotoscope::pipeline::stages::{FrameSink, PreparedFrame, Preprocessor, SinkSummary, StageError};
-use rotoscope::diffusion::schedulers::SchedulerKind;
 use rotoscope::video::Frame;
 
 fn manifest() -> PathBuf {

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
-use rotoscope::models::clip::{ClipTextConfig, ClipTextEncoder};
 use rotoscope::loaders::source::{
     load_safetensors_vb, needed_files, Component, DiffusersPipelineFiles, FileRole, HubOptions,
     LoadError, WeightPrecision,
 };
+use rotoscope::models::clip::{ClipTextConfig, ClipTextEncoder};
 use rotoscope::models::tokenizer::ClipTokenizer;
 use rotoscope::models::vae::{AutoencoderKL, VaeConfig};
 

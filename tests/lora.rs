@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use rotoscope::loaders::source::HubOptions;
 use rotoscope::loaders::lora::{LoraError, LoraFile, LoraSpec, LoraTarget};
 use rotoscope::loaders::model_stack::{ModelStack, ModelStackError, ModelStackSpec, StackWeights};
+use rotoscope::loaders::source::HubOptions;
 use rotoscope::models::unet::UNetExtras;
 
 const SAME_MODEL: f32 = 1e-5;

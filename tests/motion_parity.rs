@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use rotoscope::loaders::source::{load_safetensors_vb, HubOptions};
 use rotoscope::loaders::motion_weights::{MotionWeights, Naming};
+use rotoscope::loaders::source::{load_safetensors_vb, HubOptions};
 use rotoscope::models::motion::{MotionLoadOptions, MotionModuleFiles, MotionModules};
 use rotoscope::models::unet::{UNet2DConditionModel, UNetConfig, UNetExtras};
 

@@ -11,15 +11,17 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use image::RgbImage;
-use rotoscope::models::controlnet::ControlNetModel;
-use rotoscope::loaders::source::HubOptions;
-use rotoscope::loaders::model_stack::{load_controlnet, ModelStackSpec};
-use rotoscope::models::motion::{MotionLoadOptions, MotionModuleFiles, MotionModules};
 use rotoscope::diffusion::image_pipeline::{GenerationSettings, StableDiffusion};
-use rotoscope::diffusion::{decode_video, generate_video_latents, VideoControl, VideoInit, VideoRequest};
+use rotoscope::diffusion::schedulers::SchedulerKind;
+use rotoscope::diffusion::{
+    decode_video, generate_video_latents, VideoControl, VideoInit, VideoRequest,
+};
+use rotoscope::loaders::model_stack::{load_controlnet, ModelStackSpec};
+use rotoscope::loaders::source::HubOptions;
+use rotoscope::models::controlnet::ControlNetModel;
+use rotoscope::models::motion::{MotionLoadOptions, MotionModuleFiles, MotionModules};
 use rotoscope::preset::motion::ContextOptions;
 use rotoscope::preset::motion::ContextWeighting;
-use rotoscope::diffusion::schedulers::SchedulerKind;
 
 #[derive(serde::Deserialize)]
 struct Cases {

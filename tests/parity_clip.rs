@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, IndexOp, Tensor};
-use rotoscope::models::clip::{Activation, ClipTextConfig, ClipTextEncoder};
 use rotoscope::loaders::source::load_safetensors_vb;
+use rotoscope::models::clip::{Activation, ClipTextConfig, ClipTextEncoder};
 use rotoscope::models::tokenizer::{ClipTokenizer, TokenizerError};
 use serde::Deserialize;
 

@@ -6,15 +6,15 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use rotoscope::models::controlnet::ControlNetModel;
-use rotoscope::loaders::source::{HubOptions, ModelFiles, WeightPrecision};
-use rotoscope::loaders::model_stack::{load_controlnet, ModelStackSpec};
-use rotoscope::models::unet::{UNet2DConditionModel, UNetConfig};
 use rotoscope::diffusion::image_pipeline::{
     gray_to_tensor, rgb_to_tensor, GenerationSettings, InitImage, StableDiffusion,
 };
 use rotoscope::diffusion::sampler::ControlInput;
 use rotoscope::diffusion::schedulers::SchedulerKind;
+use rotoscope::loaders::model_stack::{load_controlnet, ModelStackSpec};
+use rotoscope::loaders::source::{HubOptions, ModelFiles, WeightPrecision};
+use rotoscope::models::controlnet::ControlNetModel;
+use rotoscope::models::unet::{UNet2DConditionModel, UNetConfig};
 
 #[derive(serde::Deserialize)]
 struct Cases {

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use rotoscope::loaders::embeddings::TextualInversion;
-use rotoscope::loaders::source::HubOptions;
 use rotoscope::loaders::model_stack::{ModelStack, ModelStackSpec};
+use rotoscope::loaders::source::HubOptions;
 use rotoscope::prompt::{parse_prompt_attention, PromptEncoder, PromptError};
 
 const TOLERANCE: f32 = 1e-4;

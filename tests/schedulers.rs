@@ -4,13 +4,13 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use rotoscope::noise::TorchGenerator;
 use rotoscope::diffusion::schedulers::ddim::DdimScheduler;
 use rotoscope::diffusion::schedulers::dpmpp_2m::DpmPp2MScheduler;
 use rotoscope::diffusion::schedulers::euler::EulerScheduler;
 use rotoscope::diffusion::schedulers::euler_ancestral::EulerAncestralScheduler;
 use rotoscope::diffusion::schedulers::schedule::{NoiseSchedule, DDPM_BETA_DEFAULTS};
 use rotoscope::diffusion::schedulers::{self, Scheduler, SchedulerConfig, SchedulerKind};
+use rotoscope::noise::TorchGenerator;
 
 #[derive(serde::Deserialize)]
 struct Cases {

@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use rotoscope::models::controlnet::ControlNetModel;
-use rotoscope::loaders::source::HubOptions;
 use rotoscope::loaders::model_stack::{
     load_controlnet, ModelStack, ModelStackError, ModelStackSpec, StackWeights,
 };
 use rotoscope::loaders::single_file::{ConfigSource, SingleFileCheckpoint, SingleFileError};
+use rotoscope::loaders::source::HubOptions;
+use rotoscope::models::controlnet::ControlNetModel;
 use rotoscope::models::unet::UNetExtras;
 
 const SAME_MODEL: f32 = 1e-5;
@@ -319,8 +319,8 @@ fn wrong_component_is_reported() {
 
 #[test]
 fn sd2_open_clip_text_encoder_is_split_and_renamed() {
-    use rotoscope::models::clip::{ClipTextConfig, ClipTextEncoder};
     use rotoscope::loaders::single_file::TextEncoderKind;
+    use rotoscope::models::clip::{ClipTextConfig, ClipTextEncoder};
     let r = reference();
     let ckpt = SingleFileCheckpoint::open(&sf("tiny_sd2_text.safetensors")).unwrap();
     assert_eq!(

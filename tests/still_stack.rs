@@ -10,15 +10,15 @@ use std::process::{Command, Output, Stdio};
 
 use candle_core::{Device, Tensor};
 use image::RgbImage;
-use rotoscope::loaders::source::HubOptions;
-use rotoscope::loaders::lora::LoraSpec;
-use rotoscope::loaders::model_stack::{load_controlnet, ModelStack, ModelStackSpec};
 use rotoscope::diffusion::guidance::uses_cfg;
 use rotoscope::diffusion::image_pipeline::{
     rgb_to_tensor, tensor_to_rgb, GenerationSettings, InitImage, StableDiffusion,
 };
 use rotoscope::diffusion::sampler::{ControlInput, TextConditioning};
 use rotoscope::diffusion::schedulers::SchedulerKind;
+use rotoscope::loaders::lora::LoraSpec;
+use rotoscope::loaders::model_stack::{load_controlnet, ModelStack, ModelStackSpec};
+use rotoscope::loaders::source::HubOptions;
 
 const PLAIN: &str = "a beautiful anime girl dancing in the rain, soft lighting";
 const WEIGHTED: &str = "a beautiful (anime girl:1.3) dancing in the rain, [soft lighting]";

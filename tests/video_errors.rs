@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 
 use rotoscope::preset::rational::Rational;
 use rotoscope::video::{
-    probe, Frame, Mp4Settings, Mp4Writer, PngSequenceWriter, ReadOptions, VideoError,
-    VideoReader,
+    probe, Frame, Mp4Settings, Mp4Writer, PngSequenceWriter, ReadOptions, VideoError, VideoReader,
 };
 use video_common::*;
 

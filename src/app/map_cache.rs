@@ -14,18 +14,16 @@ use std::sync::Arc;
 use anyhow::Context;
 use image::RgbImage;
 
+use crate::pipeline::progress::{ProgressReporter, Stage};
+use crate::pipeline::resume::StopFlag;
+use crate::pipeline::stages::{ControlImage, PreparedFrame, Preprocessor, StageError};
 use crate::preprocess::cache::{fingerprint_file, StageCache};
 use crate::preprocess::pose::stage::{self, PoseStage};
 use crate::preprocess::pose::{PoseEstimator, PoseSettings, PoseTracker};
 use crate::preprocess::softedge::softedge::HED_WEIGHTS;
 use crate::preprocess::softedge::{to_control_image, SoftEdge, SoftEdgeSettings};
+use crate::preprocess::stages::{build_preprocessors, PreprocessorOptions, MEDIAPIPE_DIR};
 use crate::preset::ControlKind;
-use crate::pipeline::progress::{ProgressReporter, Stage};
-use crate::pipeline::resume::StopFlag;
-use crate::preprocess::stages::{
-    build_preprocessors, PreprocessorOptions, MEDIAPIPE_DIR,
-};
-use crate::pipeline::stages::{ControlImage, PreparedFrame, Preprocessor, StageError};
 use crate::video::{Frame, VideoReader};
 
 /// The cache's folder inside a render's work directory.

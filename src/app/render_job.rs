@@ -15,31 +15,29 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::app::map_cache::{cached_preprocessors, preprocess_into_cache, PREPROCESS_CACHE_DIR};
+use crate::cli::args::{FrameSelection, OutputTarget};
+use crate::cli::plan::read_options;
+use crate::cli::preprocess::models_dir;
 use crate::cli::render::{
     check_output, create_sink, done_event, open_input, renderer_factory, start_event, AnchorInput,
     SharedModelDetailer, TEST_MODEL_CHANNELS,
 };
-use crate::cli::args::{FrameSelection, OutputTarget};
-use crate::cli::plan::read_options;
-use crate::cli::preprocess::models_dir;
 use crate::cli::CliError;
 use crate::detail::check_preset as check_detail_preset;
-use crate::loaders::source::HubOptions;
-use crate::preprocess::cache::fingerprint_file;
-use crate::preset::{ControlKind, Preset, PresetError};
 use crate::loaders::model_cache::ModelCache;
-use crate::pipeline::runner::{Pipeline, PipelineReport};
+use crate::loaders::source::HubOptions;
 use crate::pipeline::plan::plan_for_preset;
 use crate::pipeline::progress::{BarProgress, JsonProgress, ProgressReporter, SilentProgress};
 use crate::pipeline::resume::{
     default_work_dir, is_interrupted, Notifier, ResumableRenderer, RunIdentity, StopFlag, WorkDir,
     WORK_FORMAT,
 };
+use crate::pipeline::runner::{Pipeline, PipelineReport};
+use crate::preprocess::cache::fingerprint_file;
+use crate::preprocess::stages::{build_preprocessors, DetailKeypoints, PreprocessorOptions};
+use crate::preset::{ControlKind, Preset, PresetError};
 use crate::render::sd_renderer::{
     ModelWeights, SdRenderConfig, SdRenderError, SharedModels, RENDERER_NAME,
-};
-use crate::preprocess::stages::{
-    build_preprocessors, DetailKeypoints, PreprocessorOptions,
 };
 
 /// What to render, with every setting decided (the preset's overrides already applied).

@@ -8,8 +8,8 @@ use candle_core::{Device, Tensor};
 use image::RgbImage;
 
 use super::{peak_rss_bytes, BenchCase, BenchError, BenchOptions, Measurement, Result};
-use crate::models::controlnet::{ControlNetConfig, ControlNetModel};
 use crate::bench::unet::{random_sd15_unet, random_var_builder, SD15_UNET_CONFIG};
+use crate::models::controlnet::{ControlNetConfig, ControlNetModel};
 use crate::models::unet::{UNet2DConditionModel, UNetExtras};
 use crate::models::vae::{AutoencoderKL, VaeConfig};
 use crate::preprocess::pose::{PoseEstimator, PoseSettings, PoseTracker, TrackingStats};

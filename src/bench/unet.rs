@@ -101,11 +101,12 @@ pub fn peak_rss_bytes() -> Option<u64> {
 
 /// Builds the SD1.5 UNet with random weights.
 pub fn random_sd15_unet() -> Result<UNet2DConditionModel> {
-    let config: UNetConfig =
-        serde_json::from_str(SD15_UNET_CONFIG).map_err(|source| crate::models::unet::UNetError::ConfigParse {
+    let config: UNetConfig = serde_json::from_str(SD15_UNET_CONFIG).map_err(|source| {
+        crate::models::unet::UNetError::ConfigParse {
             path: "<built-in SD1.5 config>".into(),
             source,
-        })?;
+        }
+    })?;
     config.validate()?;
     UNet2DConditionModel::load(random_var_builder(), &config)
 }

@@ -26,14 +26,14 @@ use serde::Serialize;
 pub use self::jobs_file::{load_jobs, parse_jobs, JobSpec, JobsFileError};
 use self::progress::BatchBars;
 use self::state::{job_key, state_path, BatchState, Decision};
-use crate::app::render_job::{run_render_job, JobInterrupted, RenderJob, Reporting};
 use super::render::{install_interrupt_handler, EXIT_INTERRUPTED};
 use super::{load_preset, print_stdout};
-use crate::preprocess::cache::fingerprint_file;
-use crate::preset::PresetOverrides;
+use crate::app::render_job::{run_render_job, JobInterrupted, RenderJob, Reporting};
 use crate::loaders::model_cache::ModelCache;
 use crate::pipeline::progress::JsonProgress;
 use crate::pipeline::resume::WORK_FORMAT;
+use crate::preprocess::cache::fingerprint_file;
+use crate::preset::PresetOverrides;
 use crate::render::sd_renderer::RENDERER_NAME;
 
 #[derive(Debug, Args)]

@@ -15,9 +15,9 @@ use std::path::PathBuf;
 use super::batch::JobsFileError;
 use crate::app::render_job::ModelsMissing;
 use crate::detail::DetailError;
-use crate::preset::PresetError;
-use crate::pipeline::runner::PipelineError;
 use crate::pipeline::plan::PlanError;
+use crate::pipeline::runner::PipelineError;
+use crate::preset::PresetError;
 use crate::render::temporal::anchor::AnchorError;
 use crate::video::VideoError;
 

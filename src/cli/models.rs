@@ -18,11 +18,11 @@ use clap::{Args, Subcommand};
 use hf_hub::{Cache, Repo, RepoType};
 use serde::Serialize;
 
+use crate::loaders::single_file::{Family, TensorFile};
 use crate::loaders::source::{
     fp16_variant, needed_files, Component, DiffusersPipelineFiles, FileRole, HubOptions,
     ModelSource,
 };
-use crate::loaders::single_file::{Family, TensorFile};
 use crate::preprocess::pose::detector::DetectorKind;
 use crate::preprocess::softedge::softedge::HED_WEIGHTS;
 use crate::preset::{ControlKind, Preset};

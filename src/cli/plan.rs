@@ -11,8 +11,8 @@ use serde_json::json;
 
 use super::args::FrameSelection;
 use super::{load_preset, print_stdout, CliError};
-use crate::preset::{Preset, PresetOverrides};
 use crate::pipeline::plan::{estimate, plan_for_preset, BatchPlan, Estimate};
+use crate::preset::{Preset, PresetOverrides};
 use crate::video::{probe_with, ReadOptions, VideoInfo};
 
 #[derive(Debug, Args)]

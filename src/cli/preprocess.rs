@@ -21,11 +21,11 @@ use image::RgbImage;
 use serde::Serialize;
 
 use super::CliError;
+use crate::pipeline::progress::{BarProgress, JsonProgress, ProgressReporter, Stage};
 use crate::preprocess::cache::{fingerprint_file, CacheError, StageCache};
 use crate::preprocess::pose::stage::{self, PoseStage};
 use crate::preprocess::pose::{PoseEstimator, PoseSettings, PoseTracker};
 use crate::preprocess::softedge::{to_control_image, SoftEdge, SoftEdgeSettings};
-use crate::pipeline::progress::{BarProgress, JsonProgress, ProgressReporter, Stage};
 use crate::video::{VideoInfo, VideoReader};
 
 #[derive(Debug, Args)]

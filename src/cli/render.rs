@@ -16,7 +16,6 @@
 //! `rotoscope batch`; it also decides what happens when model files are missing (offline:
 //! preprocess, keep the maps, list the missing files, exit 2).
 
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -24,26 +23,26 @@ use std::sync::{Arc, OnceLock};
 use clap::Args;
 use serde::Serialize;
 
-use crate::app::render_job::{run_render_job, JobInterrupted, RenderJob, Reporting};
 use super::args::{FrameSelection, OutputTarget};
 use super::plan::frame_range;
 use super::{load_preset, CliError};
+use crate::app::render_job::{run_render_job, JobInterrupted, RenderJob, Reporting};
 use crate::detail::{
     detailer_config, inpainter_for_preset, BatchDetail, FaceHandDetailer, RegionPlanner,
     RegionReport, StableDiffusionInpainter,
 };
-use crate::preset::ControlKind;
-use crate::preset::{Preset, PresetOverrides};
 use crate::loaders::model_cache::ModelCache;
-use crate::pipeline::runner::{PipelineReport, StageTimes};
 use crate::pipeline::plan::Batch;
 use crate::pipeline::plan::BatchPlan;
 use crate::pipeline::progress::{BarProgress, JsonProgress};
 use crate::pipeline::resume::{Notifier, RendererFactory, StopFlag, WorkDir};
-use crate::render::sd_renderer::{LoadedModels, SdRenderError, SdRenderer, SharedModels};
-use crate::preprocess::stages::{build_preprocessors, PreprocessorOptions};
+use crate::pipeline::runner::{PipelineReport, StageTimes};
 use crate::pipeline::stages::{Detailer, StageError};
 use crate::pipeline::stages::{FrameSink, PreparedFrame, Preprocessor};
+use crate::preprocess::stages::{build_preprocessors, PreprocessorOptions};
+use crate::preset::ControlKind;
+use crate::preset::{Preset, PresetOverrides};
+use crate::render::sd_renderer::{LoadedModels, SdRenderError, SdRenderer, SharedModels};
 use crate::render::temporal::anchor::read_prepared_frame;
 use crate::video::encode::{frames_to_seconds, Mp4Settings, Mp4Writer};
 use crate::video::png_sequence::PngSequenceWriter;
@@ -583,7 +582,11 @@ pub(crate) struct DoneEvent<'a> {
     test_weights: bool,
 }
 
-pub(crate) fn done_event(report: &PipelineReport, elapsed: f64, test_weights: bool) -> DoneEvent<'_> {
+pub(crate) fn done_event(
+    report: &PipelineReport,
+    elapsed: f64,
+    test_weights: bool,
+) -> DoneEvent<'_> {
     DoneEvent {
         event: "done",
         output: &report.output.path,

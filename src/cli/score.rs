@@ -15,8 +15,8 @@ use super::args::FrameSelection;
 use super::plan::frame_range;
 use super::{load_preset, print_stdout, CliError};
 use crate::flow::FlowParams;
-use crate::preset::PresetOverrides;
 use crate::pipeline::plan::plan_for_preset;
+use crate::preset::PresetOverrides;
 use crate::score::{ScoreReport, TemporalScorer};
 use crate::video::{probe, ReadOptions, VideoReader};
 

@@ -29,17 +29,17 @@ use clap::Args;
 use image::{imageops, RgbImage};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::app::render_job::ModelsMissing;
 use super::{load_preset, CliError};
+use crate::app::render_job::ModelsMissing;
 use crate::detail::detailer_for_preset;
+use crate::diffusion::image_pipeline::{rgb_to_tensor, tensor_to_rgb, InitImage};
+use crate::diffusion::sampler::ControlInput;
 use crate::loaders::source::HubOptions;
 use crate::preprocess::openpose::json::{parse_json, PoseJsonError};
 use crate::preprocess::openpose::{draw_pose_map, DrawParts, PoseFrame};
-use crate::preset::{fit_to_input, ControlKind, Preset, PresetOverrides};
-use crate::diffusion::image_pipeline::{rgb_to_tensor, tensor_to_rgb, InitImage};
-use crate::diffusion::sampler::ControlInput;
-use crate::render::sd_renderer::{LoadedModels, SdRenderConfig, SdRenderError};
 use crate::preset::temporal::TemporalSettings;
+use crate::preset::{fit_to_input, ControlKind, Preset, PresetOverrides};
+use crate::render::sd_renderer::{LoadedModels, SdRenderConfig, SdRenderError};
 
 #[derive(Debug, Args)]
 pub struct StillArgs {

@@ -21,14 +21,14 @@ use super::inpaint::{InpaintRequest, RegionInpainter};
 use super::mask::{inpaint_mask, paste_mask, Mask, RegionShape};
 use super::paste::feathered_paste;
 use super::regions::{clamp_to_frame, detail_size, pixel_rect, region_candidates, PixelRect};
-use crate::preset::detail::RegionKind;
-use crate::preset::detail::{DetailSettings, RegionSettings};
 use super::tracks::{track_seed, RegionTracker};
-use crate::preprocess::openpose::draw::{draw_pose_map, DrawParts};
-use crate::preprocess::openpose::keypoints::{Face, Hand, Keypoint, Person, PoseFrame};
 use crate::pipeline::plan::Batch;
 use crate::pipeline::resume::StopFlag;
 use crate::pipeline::stages::{Detailer, PreparedFrame, StageError};
+use crate::preprocess::openpose::draw::{draw_pose_map, DrawParts};
+use crate::preprocess::openpose::keypoints::{Face, Hand, Keypoint, Person, PoseFrame};
+use crate::preset::detail::RegionKind;
+use crate::preset::detail::{DetailSettings, RegionSettings};
 use crate::video::Frame;
 
 /// Region plans are kept for at most this many frames back: more than any batch overlap

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use candle_core::Device;
 use image::{GrayImage, RgbImage};
 
-use crate::models::controlnet::ControlNetModel;
 use crate::diffusion::image_pipeline::{
     gray_to_tensor, rgb_to_tensor, tensor_to_rgb, GenerationSettings, ImagePipelineError,
     InitImage, StableDiffusion,
 };
 use crate::diffusion::sampler::ControlInput;
 use crate::diffusion::schedulers::SchedulerKind;
+use crate::models::controlnet::ControlNetModel;
 
 /// One crop to repaint, everything at the detail size.
 #[derive(Debug, Clone)]

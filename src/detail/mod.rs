@@ -32,18 +32,18 @@ pub mod tracks;
 
 use std::sync::Arc;
 
+pub use crate::preset::detail::{DetailSettings, RegionSettings};
 pub use detailer::{
     BatchDetail, DetailedRegion, DetailerConfig, FaceHandDetailer, PlannedRegion, RegionPlanner,
     RegionReport,
 };
 pub use error::DetailError;
 pub use inpaint::{InpaintRequest, RegionInpainter, StableDiffusionInpainter};
-pub use crate::preset::detail::{DetailSettings, RegionSettings};
 
-use crate::models::controlnet::ControlNetModel;
-use crate::preset::{ControlKind, Preset};
 use crate::diffusion::image_pipeline::StableDiffusion;
 use crate::diffusion::schedulers::SchedulerKind;
+use crate::models::controlnet::ControlNetModel;
+use crate::preset::{ControlKind, Preset};
 
 /// The detailer a preset asks for, sharing the renderer's models: `None` when the preset
 /// details nothing. `openpose` is the preset's openpose ControlNet, if it has one (hands

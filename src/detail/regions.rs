@@ -6,7 +6,6 @@
 //! that sticks out is *shifted* inside; it only shrinks along an axis where it is larger
 //! than the frame itself.
 
-
 use crate::preprocess::openpose::keypoints::{Keypoint, PoseFrame};
 use crate::preset::detail::{RegionGeometry, RegionKind};
 

@@ -9,12 +9,11 @@
 //! no match is kept for [`MAX_MISSED_FRAMES`] frames (a hand occluded for a moment comes
 //! back with its id and seed), then dropped.
 
-
 use super::regions::SquareBox;
-use crate::preset::detail::RegionKind;
 use crate::preprocess::pose::smoothing::OneEuroFilter;
-use crate::preset::pose::OneEuroParams;
 use crate::preset::detail::BoxSmoothing;
+use crate::preset::detail::RegionKind;
+use crate::preset::pose::OneEuroParams;
 
 /// Frames a track survives without a match.
 pub const MAX_MISSED_FRAMES: u32 = 8;

@@ -12,15 +12,15 @@ use crate::diffusion::sampler::{
     denoise, mask_to_latent_size, ControlInput, DenoiseRequest, Inpaint, SamplerError,
     StepProgress, TextConditioning,
 };
+use crate::diffusion::schedulers::{self, SchedulerConfig, SchedulerError, SchedulerKind};
+use crate::loaders::model_stack::{ModelStack, ModelStackError, ModelStackSpec};
+use crate::loaders::source::{HubOptions, LoadError};
 use crate::models::attention_hook::SelfAttentionHook;
 use crate::models::clip::{ClipError, ClipTextEncoder};
-use crate::loaders::source::{HubOptions, LoadError};
-use crate::loaders::model_stack::{ModelStack, ModelStackError, ModelStackSpec};
 use crate::models::tokenizer::{ClipTokenizer, TokenizerError};
 use crate::models::unet::{UNet2DConditionModel, UNetError};
 use crate::models::vae::{AutoencoderKL, VaeError};
 use crate::noise::{NoiseError, TorchGenerator};
-use crate::diffusion::schedulers::{self, SchedulerConfig, SchedulerError, SchedulerKind};
 
 /// Errors of loading or running the image pipeline.
 #[derive(Debug, thiserror::Error)]

@@ -9,5 +9,7 @@ pub mod schedulers;
 pub mod video_pipeline;
 pub mod video_sampler;
 
-pub use video_pipeline::{decode_video, generate_video_latents, sample_video, VideoInit, VideoRequest};
+pub use video_pipeline::{
+    decode_video, generate_video_latents, sample_video, VideoInit, VideoRequest,
+};
 pub use video_sampler::{denoise_video, VideoControl, VideoDenoiseRequest, VideoError};

@@ -16,11 +16,11 @@
 use candle_core::{Device, Tensor};
 
 use crate::diffusion::guidance::{classifier_free_guidance, control_active, uses_cfg};
+use crate::diffusion::schedulers::{Scheduler, SchedulerError};
 use crate::models::attention_hook::SelfAttentionHook;
 use crate::models::controlnet::{sum_control_residuals, ControlNetModel, ControlNetOutput};
 use crate::models::unet::{UNet2DConditionModel, UNetError, UNetExtras};
 use crate::noise::{NoiseError, NoiseSource};
-use crate::diffusion::schedulers::{Scheduler, SchedulerError};
 
 /// Errors of the denoising loop.
 #[derive(Debug, thiserror::Error)]

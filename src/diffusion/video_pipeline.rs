@@ -15,18 +15,20 @@
 use candle_core::{DType, Tensor};
 use image::RgbImage;
 
-use crate::preset::motion::ContextOptions;
-use crate::diffusion::video_sampler::{denoise_video, VideoControl, VideoDenoiseRequest, VideoError};
-use crate::models::motion::MotionModules;
-use crate::models::vae::LatentDist;
-use crate::noise::TorchGenerator;
 use crate::diffusion::guidance::uses_cfg;
 use crate::diffusion::image_pipeline::{
     rgb_to_tensor, tensor_to_rgb, GenerationSettings, StableDiffusion,
 };
-use crate::pipeline::resume::StopFlag;
 use crate::diffusion::sampler::{StepProgress, TextConditioning};
 use crate::diffusion::schedulers;
+use crate::diffusion::video_sampler::{
+    denoise_video, VideoControl, VideoDenoiseRequest, VideoError,
+};
+use crate::models::motion::MotionModules;
+use crate::models::vae::LatentDist;
+use crate::noise::TorchGenerator;
+use crate::pipeline::resume::StopFlag;
+use crate::preset::motion::ContextOptions;
 
 /// Frames per VAE posterior noise draw (diffusers' default `decode_chunk_size`).
 pub const ENCODE_CHUNK_FRAMES: usize = 16;

@@ -21,17 +21,19 @@ use std::ops::Range;
 use candle_core::{Device, Tensor};
 use image::RgbImage;
 
-use crate::diffusion::context_windows::{context_windows, ContextError, ContextWindow, WindowAverager};
-use crate::preset::motion::ContextOptions;
+use crate::diffusion::context_windows::{
+    context_windows, ContextError, ContextWindow, WindowAverager,
+};
+use crate::diffusion::guidance::{classifier_free_guidance, control_active, uses_cfg};
+use crate::diffusion::image_pipeline::{rgb_to_tensor, ImagePipelineError};
+use crate::diffusion::sampler::{StepProgress, TextConditioning};
+use crate::diffusion::schedulers::{Scheduler, SchedulerError};
 use crate::models::controlnet::{sum_control_residuals, ControlNetModel, ControlNetOutput};
 use crate::models::motion::MotionModules;
 use crate::models::unet::{UNet2DConditionModel, UNetError, UNetExtras};
 use crate::noise::{NoiseError, NoiseSource};
-use crate::diffusion::guidance::{classifier_free_guidance, control_active, uses_cfg};
-use crate::diffusion::image_pipeline::{rgb_to_tensor, ImagePipelineError};
 use crate::pipeline::resume::{Interrupted, StopFlag};
-use crate::diffusion::sampler::{StepProgress, TextConditioning};
-use crate::diffusion::schedulers::{Scheduler, SchedulerError};
+use crate::preset::motion::ContextOptions;
 
 /// Errors of video generation.
 #[derive(Debug, thiserror::Error)]

@@ -14,9 +14,9 @@ use candle_nn::VarBuilder;
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
+use crate::alloc::uninit_f32;
 use crate::nn::conv3x3::Conv3x3;
 use crate::nn::cpu::{all_cpu_f32, with_cpu_f32};
-use crate::alloc::uninit_f32;
 
 /// Output pixels (per sample) from which 3×3 stride-1 convs use the shifted GEMMs. Measured at
 /// SD shapes, batch 2 (GFLOP/s, im2col vs shifted): 64² 320→320 279 vs 317, 32² 640→640 298 vs

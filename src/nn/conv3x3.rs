@@ -24,8 +24,8 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
-use crate::nn::cpu::{all_cpu_f32, SharedMut};
 use crate::alloc::uninit_f32;
+use crate::nn::cpu::{all_cpu_f32, SharedMut};
 
 /// Scratch columns per block: the block's `c_out × cols` accumulator stays around 1 MiB.
 const SCRATCH_FLOATS: usize = 1 << 18;

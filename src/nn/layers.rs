@@ -6,8 +6,8 @@
 use candle_core::Result;
 use candle_nn::{LayerNorm, VarBuilder};
 
-pub(crate) use crate::nn::linear::Linear;
 pub(crate) use crate::nn::conv2d::Conv2d;
+pub(crate) use crate::nn::linear::Linear;
 
 /// `nn.Conv2d` with bias, diffusers key layout (`weight`, `bias`).
 pub(crate) fn conv2d(

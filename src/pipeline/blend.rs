@@ -2,8 +2,8 @@
 //! whose weight moves from the earlier batch to the later one across the overlap, so the
 //! switch between batches is spread over the whole overlap instead of a visible cut.
 
-use crate::video::Frame;
 use crate::preset::OverlapBlend;
+use crate::video::Frame;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("cannot blend frame {index}: renderings differ in size ({a_width}x{a_height} vs {b_width}x{b_height})")]

@@ -8,8 +8,8 @@ use std::ops::Range;
 
 use serde::Serialize;
 
-use crate::preset::{Preset, MAX_BATCH_FRAMES};
 use crate::diffusion::context_windows::plan_windows;
+use crate::preset::{Preset, MAX_BATCH_FRAMES};
 use crate::render::temporal::cross_frame::{
     sd15_extra_attention_fraction, sd15_reference_bytes_per_step,
 };

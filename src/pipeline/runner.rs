@@ -16,14 +16,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use serde::Serialize;
 
+use crate::pipeline::blend::{blend_frames, BlendError};
 use crate::pipeline::plan::{Batch, BatchPlan};
 use crate::pipeline::progress::{ProgressReporter, Stage};
-use crate::pipeline::blend::{blend_frames, BlendError};
-use crate::preset::OverlapBlend;
 use crate::pipeline::stages::{
     Detailer, FrameRenderer, FrameSink, FrameSource, PreparedFrame, Preprocessor, SinkSummary,
     StageError,
 };
+use crate::preset::OverlapBlend;
 use crate::video::Frame;
 
 /// Frames each channel buffers between two stages: enough to keep both sides busy.
@@ -909,8 +909,8 @@ mod tests {
 
     #[test]
     fn preprocessors_and_detailers_see_every_frame() {
-        use crate::preset::ControlKind;
         use crate::pipeline::stages::ControlImage;
+        use crate::preset::ControlKind;
 
         struct Inverter;
         impl Preprocessor for Inverter {

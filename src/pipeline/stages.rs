@@ -9,14 +9,13 @@
 //! in a [`PreparedFrame`]: control images for the ControlNets, and typed annotations (e.g.
 //! pose keypoints) that detailers read back.
 
-
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::preset::ControlKind;
 use crate::pipeline::plan::Batch;
+use crate::preset::ControlKind;
 use crate::video::Frame;
 
 /// Any error a stage implementation reports. Keep the concrete error type (a `thiserror`

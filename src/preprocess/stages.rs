@@ -24,13 +24,13 @@ use std::sync::Arc;
 use image::RgbImage;
 
 use crate::detail::DetailSettings;
+use crate::pipeline::resume::StopFlag;
 use crate::preprocess::openpose::json::{read_json_file, PoseJsonError};
 use crate::preprocess::openpose::{draw_pose_map, DrawParts, PoseFrame};
 use crate::preprocess::pose::stage::PoseStage;
 use crate::preprocess::pose::{PoseError, PoseEstimator, PoseSettings, PoseTracker};
 use crate::preprocess::softedge::{to_control_image, SoftEdge, SoftEdgeError, SoftEdgeSettings};
 use crate::preset::{self, ControlKind};
-use crate::pipeline::resume::StopFlag;
 use crate::video::Frame;
 
 use crate::pipeline::stages::{ControlImage, PreparedFrame, Preprocessor, StageError};

@@ -14,10 +14,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 
 pub mod detail;
-pub mod rational;
 pub mod models_ext;
 pub mod motion;
 pub mod pose;
+pub mod rational;
 pub mod temporal;
 pub use models_ext::LoraEntry;
 
@@ -29,7 +29,10 @@ use rational::Rational;
 pub const BUNDLED: [(&str, &str); 4] = [
     ("anime", include_str!("../../presets/anime.yaml")),
     ("watercolor", include_str!("../../presets/watercolor.yaml")),
-    ("lineart-ink", include_str!("../../presets/lineart-ink.yaml")),
+    (
+        "lineart-ink",
+        include_str!("../../presets/lineart-ink.yaml"),
+    ),
     (
         "anime-animatediff",
         include_str!("../../presets/anime-animatediff.yaml"),
@@ -524,8 +527,7 @@ impl Preset {
         self.temporal
             .validate()
             .map_err(|(field, m)| invalid(format!("temporal.{field}"), m))?;
-        motion::check_motion_combination(self)
-            .map_err(|(field, m)| invalid(field, m))?;
+        motion::check_motion_combination(self).map_err(|(field, m)| invalid(field, m))?;
         Ok(())
     }
 

@@ -19,8 +19,8 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::preset::{deserialize_checked, ControlKind, Preset};
 use crate::preset::temporal::SeedPerFrame;
+use crate::preset::{deserialize_checked, ControlKind, Preset};
 
 /// Shortest context window: a motion module relates frames, one frame alone has nothing to
 /// attend to.

@@ -29,12 +29,12 @@ use std::fmt;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::preset::motion::MotionModuleSettings;
 use crate::preset::{
     check_control_scale, check_control_window, check_strength, check_unit_interval,
     control_scale_in_range, deserialize_checked, non_empty_string, unit_interval,
     unit_interval_open_low,
 };
-use crate::preset::motion::MotionModuleSettings;
 
 /// The TemporalNet ControlNet presets use by default (DESIGN §3).
 pub const DEFAULT_TEMPORALNET: &str = "CiaraRowles/TemporalNet";

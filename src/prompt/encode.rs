@@ -17,8 +17,8 @@ use candle_core::{Device, Tensor};
 use super::chunk::{chunk_prompt, EmbeddingIndex, PromptChunk, SpecialIds};
 use super::parse::parse_prompt_attention;
 use super::PromptError;
-use crate::models::clip::ClipTextEncoder;
 use crate::loaders::embeddings::TextualInversion;
+use crate::models::clip::ClipTextEncoder;
 use crate::models::tokenizer::ClipTokenizer;
 
 /// Encodes prompts for one text encoder.

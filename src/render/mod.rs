@@ -2,6 +2,6 @@
 //! into it.
 
 pub mod motion;
+pub mod passthrough;
 pub mod sd_renderer;
 pub mod temporal;
-pub mod passthrough;

@@ -28,35 +28,35 @@ use std::sync::{Arc, Mutex};
 use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 
-use crate::flow::{FlowParams, Plane};
-use crate::models::attention_hook::SelfAttentionHook;
-use crate::models::controlnet::ControlNetConfig;
-use crate::models::controlnet::ControlNetModel;
-use crate::loaders::embeddings::TextualInversion;
-use crate::loaders::source::HubOptions;
-use crate::loaders::model_stack::{
-    resolve_controlnet, ModelStackError, ModelStackSpec, Part, StackWeights,
-};
-use crate::noise::TorchGenerator;
-use crate::preset::models_ext::locate;
-use crate::preset::{ControlKind, Preset};
-use crate::prompt::{PromptEncoder, PromptError};
 use crate::diffusion::guidance::uses_cfg;
 use crate::diffusion::image_pipeline::{
     rgb_to_tensor, tensor_to_rgb, GenerationSettings, ImagePipelineError as SdError,
     StableDiffusion,
 };
+use crate::diffusion::sampler::{denoise, ControlInput, DenoiseRequest, TextConditioning};
+use crate::diffusion::schedulers::{self, SchedulerKind};
+use crate::flow::{FlowParams, Plane};
+use crate::loaders::embeddings::TextualInversion;
 use crate::loaders::model_cache::ModelCache;
+use crate::loaders::model_stack::{
+    resolve_controlnet, ModelStackError, ModelStackSpec, Part, StackWeights,
+};
+use crate::loaders::source::HubOptions;
+use crate::models::attention_hook::SelfAttentionHook;
+use crate::models::controlnet::ControlNetConfig;
+use crate::models::controlnet::ControlNetModel;
+use crate::noise::TorchGenerator;
 use crate::pipeline::plan::Batch;
 use crate::pipeline::resume::{next_lead_in, ChainedRenderer, Interrupted, LeadIn, StopFlag};
-use crate::diffusion::sampler::{denoise, ControlInput, DenoiseRequest, TextConditioning};
 use crate::pipeline::stages::{FrameRenderer, PreparedFrame, StageError};
+use crate::preset::models_ext::locate;
+use crate::preset::temporal::{SeedPerFrame, TemporalSettings};
+use crate::preset::{ControlKind, Preset};
+use crate::prompt::{PromptEncoder, PromptError};
 use crate::render::temporal::anchor::RenderedAnchor;
 use crate::render::temporal::cross_frame::CrossFrameAttention;
 use crate::render::temporal::input_flow::{luma, InputFlow};
-use crate::preset::temporal::{SeedPerFrame, TemporalSettings};
 use crate::render::temporal::{flow_init, temporalnet};
-use crate::diffusion::schedulers::{self, SchedulerKind};
 use crate::video::Frame;
 
 /// The renderer's name in progress output and manifests.

@@ -29,9 +29,9 @@ use super::frame::Frame;
 use super::input::{open_input, read_packet};
 use super::orientation::Orientation;
 use super::probe::{plan, scan, ReadPlan, StreamScan, VideoInfo};
-use crate::preset::rational::Rational;
 use super::scale::{copy_rgb24_tight, Scaler, YuvMatrix};
 use super::timing::{slot_of, slot_start_ticks, CfrGrid};
+use crate::preset::rational::Rational;
 
 /// How to read: output rate, part of the clip, what to do with damaged files.
 #[derive(Clone, Debug, Default, PartialEq)]

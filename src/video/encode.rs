@@ -28,8 +28,8 @@ use super::error::VideoError;
 use super::frame::{rgb_len, Frame};
 use super::input::{file_url, init_ffmpeg};
 use super::output::PendingFile;
-use crate::preset::rational::Rational;
 use super::scale::{even_size, fill_rgb24_padded, Scaler, YuvMatrix};
+use crate::preset::rational::Rational;
 
 /// The H.264 encoder (Debian's libavcodec is built with `--enable-libx264`).
 pub const H264_ENCODER: &str = "libx264";

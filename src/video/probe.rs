@@ -21,8 +21,8 @@ use super::input::{
 };
 use super::orientation::Orientation;
 use super::rational::choose_output_fps;
-use crate::preset::rational::Rational;
 use super::timing::{cfr_frame_count, TimeBase};
+use crate::preset::rational::Rational;
 
 /// What a [`VideoReader`](super::VideoReader) will deliver.
 #[derive(Clone, Debug, PartialEq)]

@@ -8,7 +8,6 @@ pub fn is_plausible_rate(rate: Rational) -> bool {
     (0.1..=MAX_FPS).contains(&v)
 }
 
-
 /// Output rate for a stream: its average rate, else its base rate, else the rate measured
 /// from the packets, else 24; snapped to a standard rate when close, otherwise rounded to a
 /// multiple of 1/100 (a VFR phone clip averaging 8363/280 fps becomes 2987/100).
@@ -37,7 +36,6 @@ pub fn choose_output_fps(
     Rational::rounded(value, MAX_PLAIN_DENOMINATOR).unwrap_or(Rational { num: 24, den: 1 })
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,7 +59,6 @@ mod tests {
         assert_eq!(choose_output_fps(None, None, None), r(24, 1));
     }
 
-
     #[test]
     fn output_fps_snaps_and_rounds() {
         // avg_frame_rate of a 2997-frame, 100.0-second clip.
@@ -77,5 +74,4 @@ mod tests {
         // Slow slideshow rates stay exact.
         assert_eq!(choose_output_fps(Some(r(1, 2)), None, None), r(1, 2));
     }
-
 }

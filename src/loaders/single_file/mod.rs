@@ -25,11 +25,11 @@ pub use checkpoint::{Contents, SingleFileCheckpoint, TextEncoderKind};
 pub use infer::Family;
 pub use weights::{is_pickle_path, Patch, TensorFile, WeightMap, WeightSource};
 
+use crate::diffusion::schedulers::SchedulerConfig;
 use crate::models::clip::ClipTextConfig;
 use crate::models::controlnet::ControlNetConfig;
 use crate::models::unet::UNetConfig;
 use crate::models::vae::VaeConfig;
-use crate::diffusion::schedulers::SchedulerConfig;
 
 /// Errors of reading single-file checkpoints.
 #[derive(Debug, thiserror::Error)]

@@ -20,8 +20,8 @@ use super::config::{
 use super::error::MotionError;
 use super::temporal_transformer::{PositionalEncoding, TemporalTransformer};
 use crate::loaders::motion_weights::{MotionWeights, Naming};
-use crate::models::attention_hook::LayerOutputHook;
 use crate::loaders::source::{Component, DiffusersPipelineFiles, HubOptions, ModelSource};
+use crate::models::attention_hook::LayerOutputHook;
 use crate::models::unet::UNetConfig;
 
 /// The files of a motion module.

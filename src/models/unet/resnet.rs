@@ -3,8 +3,8 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::nn::layers::{conv2d, linear, Conv2d, GroupNorm, Linear};
 use crate::nn::conv3x3::Upsample2xConv3x3;
+use crate::nn::layers::{conv2d, linear, Conv2d, GroupNorm, Linear};
 
 /// GroupNorm → SiLU → conv → + time embedding → GroupNorm → SiLU → conv, plus a (1×1 conv when
 /// the channel count changes) shortcut.

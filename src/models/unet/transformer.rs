@@ -4,12 +4,12 @@
 use candle_core::{DType, Module, Result, Storage, Tensor, D};
 use candle_nn::{LayerNorm, VarBuilder};
 
-use crate::nn::attention::multi_head_attention;
 use super::config::TransformerSpec;
-use crate::nn::kernels::geglu_row;
-use crate::nn::layers::{conv1x1_as_linear, layer_norm, linear, GroupNorm, Linear};
 use super::ForwardContext;
 use crate::models::attention_hook::{KeyValues, SelfAttentionCall};
+use crate::nn::attention::multi_head_attention;
+use crate::nn::kernels::geglu_row;
+use crate::nn::layers::{conv1x1_as_linear, layer_norm, linear, GroupNorm, Linear};
 use rayon::prelude::*;
 
 /// Multi-head attention with `to_q`/`to_k`/`to_v` (no bias) and `to_out.0` (bias).

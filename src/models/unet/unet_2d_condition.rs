@@ -3,14 +3,14 @@
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::nn::attention::AttentionBudget;
 use super::blocks::{DownBlock, MidBlock, UpBlock};
 use super::config::{MidBlockPolicy, UNetConfig};
 use super::embeddings::{timestep_features, TimestepEmbedding};
 use super::error::{Result, UNetError};
-use crate::nn::layers::{conv2d, Conv2d, GroupNorm};
 use super::ForwardContext;
 use crate::models::attention_hook::{LayerOutputHook, SelfAttentionHook};
+use crate::nn::attention::AttentionBudget;
+use crate::nn::layers::{conv2d, Conv2d, GroupNorm};
 
 /// Optional inputs of one UNet call. Build with `..Default::default()` so new fields do not
 /// break callers.

@@ -23,7 +23,6 @@ use super::detector::{Detector, DetectorKind};
 use super::face::{FaceLandmarker, FaceLandmarks};
 use super::hands::{HandLandmarker, HandLandmarks};
 use super::roi::{self, NormPoint, NormRect};
-use crate::preset::pose::PoseSettings;
 use super::smoothing::KeypointSmoother;
 use super::tracker::{hand_matches_body, PartTrack, TrackState, TrackingStats};
 use super::{NormLandmark, PoseError};
@@ -31,6 +30,7 @@ use crate::preprocess::openpose::keypoints::{
     blazepose, body_from_blazepose, face_from_mesh, hand_from_mediapipe, Landmark, Person,
     PoseFrame, BLAZEPOSE_POINTS,
 };
+use crate::preset::pose::PoseSettings;
 
 /// Holistic's `hand_visibility_from_hand_landmarks_from_pose.pbtxt`: look for a hand only
 /// when the body's wrist is at least this visible.

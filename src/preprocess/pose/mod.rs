@@ -22,8 +22,8 @@ pub mod smoothing;
 pub mod stage;
 pub mod tracker;
 
-pub use estimator::{PoseEstimator, PoseTracker};
 pub use crate::preset::pose::PoseSettings;
+pub use estimator::{PoseEstimator, PoseTracker};
 pub use tracker::TrackingStats;
 
 /// A landmark normalised to the image, with its score (visibility or presence).

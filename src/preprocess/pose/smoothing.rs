@@ -8,7 +8,6 @@
 //!   the mean of the keypoints' bounding-box width and height), so the same settings work
 //!   for a face filling the frame and a person far away.
 
-
 use crate::preprocess::openpose::keypoints::Keypoint;
 use crate::preset::pose::OneEuroParams;
 

@@ -10,11 +10,11 @@ use image::RgbImage;
 
 use super::detector::DetectorKind;
 use super::{body, face, hands, PoseError, PoseSettings, PoseTracker};
+use crate::pipeline::stages::{ControlImage, PreparedFrame, Preprocessor, StageError};
 use crate::preprocess::cache::{fingerprint_file, CacheError, StageCache};
 use crate::preprocess::openpose::json::{parse_json, to_json_string, PoseJsonError};
 use crate::preprocess::openpose::{draw_pose_map, DrawParts, PoseFrame};
 use crate::preset::ControlKind;
-use crate::pipeline::stages::{ControlImage, PreparedFrame, Preprocessor, StageError};
 use crate::video::Frame;
 
 /// Cache stage name: files `pose_000123.png` and `pose_000123_keypoints.json`.

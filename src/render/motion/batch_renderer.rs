@@ -23,22 +23,22 @@ use std::sync::Arc;
 
 use image::RgbImage;
 
-use crate::preset::motion::ContextOptions;
-use crate::preset::motion::MotionModuleSettings;
 use crate::diffusion::video_pipeline::{sample_video, VideoInit, VideoRequest};
 use crate::diffusion::video_sampler::{VideoControl, VideoError};
 use crate::loaders::source::HubOptions;
 use crate::models::motion::{MotionError, MotionLoadOptions, MotionModuleFiles, MotionModules};
-use crate::preset::models_ext::locate;
-use crate::preset::ControlKind;
 use crate::pipeline::plan::Batch;
 use crate::pipeline::resume::{
     ChainedRenderer, LeadIn, Notifier, RendererFactory, StopFlag, WorkDir,
 };
+use crate::pipeline::stages::{PreparedFrame, StageError};
+use crate::preset::models_ext::locate;
+use crate::preset::motion::ContextOptions;
+use crate::preset::motion::MotionModuleSettings;
+use crate::preset::ControlKind;
 use crate::render::sd_renderer::{
     fit, ControlSource, LoadedModels, SdRenderConfig, SdRenderError, SharedModels,
 };
-use crate::pipeline::stages::{PreparedFrame, StageError};
 use crate::video::Frame;
 
 /// Errors of the motion-module batch renderer.

@@ -25,8 +25,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use candle_core::{DType, Result, Tensor};
 
-use crate::preset::temporal::CrossFrameSettings;
 use crate::models::attention_hook::{KeyValues, SelfAttentionCall, SelfAttentionHook};
+use crate::preset::temporal::CrossFrameSettings;
 
 /// Keys and values of one layer at one step, pooled, stored as f16.
 #[derive(Clone, Debug)]

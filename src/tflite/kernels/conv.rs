@@ -308,11 +308,9 @@ mod tests {
             );
             let input = Array::new(vec![1, 9, 8, c], wave(9 * 8 * c, 0.3));
             let pads = [(1, 2), (2, 1)];
-            let padded = crate::tflite::kernels::shape::pad(
-                &input,
-                &[(0, 0), pads[0], pads[1], (0, 0)],
-            )
-            .unwrap();
+            let padded =
+                crate::tflite::kernels::shape::pad(&input, &[(0, 0), pads[0], pads[1], (0, 0)])
+                    .unwrap();
             let want = conv.run(&padded).unwrap();
             conv.explicit_padding = Some(pads);
             let got = conv.run(&input).unwrap();

@@ -232,11 +232,9 @@ mod tests {
             );
             let input = Array::new(vec![1, 12, 11, c], wave(12 * 11 * c, 0.21));
             let pads = [(1, 2), (2, 2)];
-            let padded = crate::tflite::kernels::shape::pad(
-                &input,
-                &[(0, 0), pads[0], pads[1], (0, 0)],
-            )
-            .unwrap();
+            let padded =
+                crate::tflite::kernels::shape::pad(&input, &[(0, 0), pads[0], pads[1], (0, 0)])
+                    .unwrap();
             let want = d.run(&padded).unwrap();
             d.explicit_padding = Some(pads);
             let got = d.run(&input).unwrap();
