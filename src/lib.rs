@@ -1,6 +1,6 @@
 //! rotoscope: motion clips → frame-consistent styled animation with SD1.5 + ControlNet.
 //!
-//! Data flows one way (see DESIGN.md §2):
+//! Data flows one way (docs/ARCHITECTURE.md, "Data flow"; the module tree is in "Module tree"):
 //! decode → preprocess → plan batches → render → detail → blend → encode.
 
 pub mod alloc;
