@@ -9,12 +9,11 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::Device;
 use image::RgbImage;
+use rotoscope::app::detail_stage::detailer_for_preset;
 use rotoscope::detail::{
-    detailer_for_preset, DetailSettings, DetailedRegion, DetailerConfig, FaceHandDetailer,
-    StableDiffusionInpainter,
+    DetailSettings, DetailedRegion, DetailerConfig, FaceHandDetailer, StableDiffusionInpainter,
 };
 use rotoscope::diffusion::image_pipeline::StableDiffusion;
-use rotoscope::diffusion::schedulers::SchedulerKind;
 use rotoscope::loaders::model_stack::{load_controlnet, ModelStackSpec};
 use rotoscope::loaders::source::HubOptions;
 use rotoscope::models::controlnet::ControlNetModel;
@@ -28,6 +27,7 @@ use rotoscope::preprocess::openpose::json::read_json_file;
 use rotoscope::preprocess::openpose::PoseFrame;
 use rotoscope::preset::detail::RegionKind;
 use rotoscope::preset::Preset;
+use rotoscope::preset::SchedulerKind;
 use rotoscope::render::passthrough::PassThroughRenderer;
 use rotoscope::video::Frame;
 

@@ -11,12 +11,12 @@ use candle_core::Device;
 use image::RgbImage;
 use rotoscope::detail::{DetailerConfig, FaceHandDetailer, StableDiffusionInpainter};
 use rotoscope::diffusion::image_pipeline::StableDiffusion;
-use rotoscope::diffusion::schedulers::SchedulerKind;
 use rotoscope::loaders::model_stack::{load_controlnet, ModelStackSpec};
 use rotoscope::loaders::source::HubOptions;
 use rotoscope::preprocess::openpose::json::{read_json_file, to_json_string};
 use rotoscope::preprocess::openpose::{draw_pose_map, DrawParts, PoseFrame};
 use rotoscope::preset::Preset;
+use rotoscope::preset::SchedulerKind;
 
 fn manifest() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -15,7 +15,7 @@ use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 use rotoscope::bench::unet::random_var_builder;
 use rotoscope::diffusion::sampler::TextConditioning;
-use rotoscope::diffusion::schedulers::{self, SchedulerConfig, SchedulerKind};
+use rotoscope::diffusion::schedulers::{self, SchedulerConfig};
 use rotoscope::diffusion::{denoise_video, VideoControl, VideoDenoiseRequest};
 use rotoscope::models::controlnet::{ControlNetConfig, ControlNetModel};
 use rotoscope::models::motion::{
@@ -25,6 +25,7 @@ use rotoscope::models::unet::{UNet2DConditionModel, UNetConfig};
 use rotoscope::noise::TorchGenerator;
 use rotoscope::preset::motion::ContextOptions;
 use rotoscope::preset::motion::ContextWeighting;
+use rotoscope::preset::SchedulerKind;
 
 const CHILD_ENV: &str = "ROTOSCOPE_MOTION_MEMORY_RUN";
 const LATENT: usize = 32;

@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use image::RgbImage;
 use rotoscope::diffusion::image_pipeline::{GenerationSettings, StableDiffusion};
-use rotoscope::diffusion::schedulers::SchedulerKind;
 use rotoscope::diffusion::{
     decode_video, generate_video_latents, VideoControl, VideoInit, VideoRequest,
 };
@@ -22,6 +21,7 @@ use rotoscope::models::controlnet::ControlNetModel;
 use rotoscope::models::motion::{MotionLoadOptions, MotionModuleFiles, MotionModules};
 use rotoscope::preset::motion::ContextOptions;
 use rotoscope::preset::motion::ContextWeighting;
+use rotoscope::preset::SchedulerKind;
 
 #[derive(serde::Deserialize)]
 struct Cases {

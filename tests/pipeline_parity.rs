@@ -10,11 +10,11 @@ use rotoscope::diffusion::image_pipeline::{
     gray_to_tensor, rgb_to_tensor, GenerationSettings, InitImage, StableDiffusion,
 };
 use rotoscope::diffusion::sampler::ControlInput;
-use rotoscope::diffusion::schedulers::SchedulerKind;
 use rotoscope::loaders::model_stack::{load_controlnet, ModelStackSpec};
 use rotoscope::loaders::source::{HubOptions, ModelFiles, WeightPrecision};
 use rotoscope::models::controlnet::ControlNetModel;
 use rotoscope::models::unet::{UNet2DConditionModel, UNetConfig};
+use rotoscope::preset::SchedulerKind;
 
 #[derive(serde::Deserialize)]
 struct Cases {

@@ -23,7 +23,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use render_common::*;
-use rotoscope::detail::{detailer_config, RegionPlanner};
+use rotoscope::app::resolve::detailer_config;
+use rotoscope::detail::RegionPlanner;
 use rotoscope::preprocess::openpose::json::{read_json_file, to_json_string};
 use rotoscope::preprocess::openpose::{Keypoint, PoseFrame};
 use rotoscope::preset::Preset;

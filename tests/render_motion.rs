@@ -21,7 +21,6 @@ use candle_core::Device;
 use image::RgbImage;
 use render_common::*;
 use rotoscope::diffusion::image_pipeline::{GenerationSettings, StableDiffusion};
-use rotoscope::diffusion::schedulers::SchedulerKind;
 use rotoscope::diffusion::{sample_video, VideoControl, VideoInit, VideoRequest};
 use rotoscope::loaders::model_stack::{load_controlnet, ModelStackSpec};
 use rotoscope::loaders::source::HubOptions;
@@ -31,6 +30,7 @@ use rotoscope::pipeline::stages::PreparedFrame;
 use rotoscope::preprocess::stages::{build_preprocessors, PreprocessorOptions};
 use rotoscope::preset::motion::ContextOptions;
 use rotoscope::preset::motion::ContextWeighting;
+use rotoscope::preset::SchedulerKind;
 use rotoscope::preset::{ControlKind, Preset, PresetError};
 use rotoscope::video::{Frame, ReadOptions, VideoReader};
 

@@ -136,7 +136,7 @@ fn a_frame_without_temporal_conditioning_is_the_image_pipeline_output() {
         height: SIZE as usize,
         steps: preset.sampler.steps as usize,
         guidance_scale: preset.sampler.cfg_scale as f64,
-        scheduler: rotoscope::diffusion::schedulers::SchedulerKind::EulerAncestral,
+        scheduler: rotoscope::preset::SchedulerKind::EulerAncestral,
         seed: preset.sampler.seed,
     };
     let generated = sd

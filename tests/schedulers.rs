@@ -9,8 +9,9 @@ use rotoscope::diffusion::schedulers::dpmpp_2m::DpmPp2MScheduler;
 use rotoscope::diffusion::schedulers::euler::EulerScheduler;
 use rotoscope::diffusion::schedulers::euler_ancestral::EulerAncestralScheduler;
 use rotoscope::diffusion::schedulers::schedule::{NoiseSchedule, DDPM_BETA_DEFAULTS};
-use rotoscope::diffusion::schedulers::{self, Scheduler, SchedulerConfig, SchedulerKind};
+use rotoscope::diffusion::schedulers::{self, Scheduler, SchedulerConfig};
 use rotoscope::noise::TorchGenerator;
+use rotoscope::preset::SchedulerKind;
 
 #[derive(serde::Deserialize)]
 struct Cases {

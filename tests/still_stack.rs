@@ -15,10 +15,10 @@ use rotoscope::diffusion::image_pipeline::{
     rgb_to_tensor, tensor_to_rgb, GenerationSettings, InitImage, StableDiffusion,
 };
 use rotoscope::diffusion::sampler::{ControlInput, TextConditioning};
-use rotoscope::diffusion::schedulers::SchedulerKind;
 use rotoscope::loaders::lora::LoraSpec;
 use rotoscope::loaders::model_stack::{load_controlnet, ModelStack, ModelStackSpec};
 use rotoscope::loaders::source::HubOptions;
+use rotoscope::preset::SchedulerKind;
 
 const PLAIN: &str = "a beautiful anime girl dancing in the rain, soft lighting";
 const WEIGHTED: &str = "a beautiful (anime girl:1.3) dancing in the rain, [soft lighting]";

@@ -27,8 +27,10 @@ pub use self::jobs_file::{load_jobs, parse_jobs, JobSpec, JobsFileError};
 use self::progress::BatchBars;
 use self::state::{job_key, state_path, BatchState, Decision};
 use super::render::{install_interrupt_handler, EXIT_INTERRUPTED};
-use super::{load_preset, print_stdout};
-use crate::app::render_job::{run_render_job, JobInterrupted, RenderJob, Reporting};
+use super::{load_preset, open_device, print_stdout};
+use crate::app::events::emit_done;
+use crate::app::render_job::{preset_dir, run_render_job, JobInterrupted, RenderJob, Reporting};
+use crate::device::DeviceChoice;
 use crate::loaders::model_cache::ModelCache;
 use crate::pipeline::progress::JsonProgress;
 use crate::pipeline::resume::WORK_FORMAT;
@@ -50,6 +52,9 @@ pub struct BatchArgs {
     /// Render every job again, overwriting outputs (also ones this batch did not write)
     #[arg(long)]
     pub force: bool,
+    /// Where the networks run for every job: cpu, cuda or cuda:N
+    #[arg(long, value_name = "DEVICE", default_value_t = DeviceChoice::Cpu)]
+    pub device: DeviceChoice,
 }
 
 /// How a job ended.
@@ -165,6 +170,7 @@ pub struct BatchFailed {
 
 pub fn run(args: BatchArgs) -> anyhow::Result<()> {
     let jobs = load_jobs(&args.jobs)?;
+    let models = Arc::new(ModelCache::new(open_device(args.device)?));
     let mut state = BatchState::load(&state_path(&args.jobs))?;
     let view = if args.json {
         View::Json(Arc::new(JsonProgress::new()))
@@ -174,7 +180,6 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
         View::Bars(Arc::new(BatchBars::new(jobs.len())))
     };
     let reporting = view.reporting();
-    let models = Arc::new(ModelCache::new());
     let stop = install_interrupt_handler();
 
     let mut results: Vec<JobResult> = Vec::with_capacity(jobs.len());
@@ -384,7 +389,7 @@ fn run_job(
     ));
     let job = RenderJob {
         input: spec.input.clone(),
-        preset_dir: crate::app::render_job::preset_dir(&spec.preset),
+        preset_dir: preset_dir(&spec.preset),
         preset_origin: spec.preset.display().to_string(),
         preset,
         output: spec.output.clone(),
@@ -395,7 +400,7 @@ fn run_job(
         force: overwrite,
     };
     let outcome = run_render_job(&job, models, reporting, stop)?;
-    crate::app::render_job::emit_done(reporting, &outcome);
+    emit_done(reporting, &outcome);
     let report = &outcome.report;
     view.note(&format!(
         "job {number}/{total}: {}: wrote {}: {} in {:.1} s",

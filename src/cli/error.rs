@@ -13,6 +13,7 @@
 use std::path::PathBuf;
 
 use super::batch::JobsFileError;
+use crate::app::error::JobInputError;
 use crate::app::render_job::ModelsMissing;
 use crate::detail::DetailError;
 use crate::pipeline::plan::PlanError;
@@ -82,6 +83,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         if downcast::<PresetError>(cause).is_some()
             || downcast::<PlanError>(cause).is_some()
             || downcast::<ModelsMissing>(cause).is_some()
+            || downcast::<JobInputError>(cause).is_some()
             || downcast::<JobsFileError>(cause).is_some()
         {
             return EXIT_BAD_INPUT;

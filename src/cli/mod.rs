@@ -1,10 +1,9 @@
-//! The command line (DESIGN §5): one file per subcommand, each with its clap `Args` struct
+//! The command line (docs/ARCHITECTURE.md, "Command line"): one file per subcommand, each with its clap `Args` struct
 //! and a `run` function. To add a subcommand: create `src/cli/NAME.rs` with
 //! `pub struct NameArgs` (`#[derive(clap::Args)]`) and `pub fn run(args: NameArgs) ->
 //! anyhow::Result<()>`, add a variant to [`Command`] and a line to [`run`].
 //! Errors follow the exit-code policy in [`error`].
 
-pub mod args;
 pub mod batch;
 pub mod bench;
 pub mod error;
@@ -21,6 +20,7 @@ use std::path::Path;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use crate::device::{DeviceChoice, DeviceError};
 use crate::preset::{Preset, PresetOverrides};
 
 pub use error::{exit_code, CliError, EXIT_BAD_INPUT, EXIT_FAILURE};
@@ -78,6 +78,19 @@ pub fn load_preset(name_or_path: &Path, overrides: &PresetOverrides) -> anyhow::
     preset
         .with_overrides(overrides, &origin)
         .context("applying command-line overrides")
+}
+
+/// Open `--device` once for the run. A device this build or machine cannot open is a bad
+/// flag value (exit code 2).
+pub fn open_device(choice: DeviceChoice) -> Result<candle_core::Device, CliError> {
+    choice.open().map_err(|err| CliError::BadFlag {
+        flag: "--device",
+        value: choice.to_string(),
+        reason: match err {
+            DeviceError::Open { source, .. } => format!("cannot be opened: {source}"),
+            other => other.to_string(),
+        },
+    })
 }
 
 /// Write to stdout; a reader that went away (`| head`) is not an error.

@@ -18,6 +18,7 @@ use clap::{Args, Subcommand};
 use hf_hub::{Cache, Repo, RepoType};
 use serde::Serialize;
 
+use crate::app::resolve::model_stack_spec;
 use crate::loaders::single_file::{Family, TensorFile};
 use crate::loaders::source::{
     fp16_variant, needed_files, Component, DiffusersPipelineFiles, FileRole, HubOptions,
@@ -290,7 +291,7 @@ pub fn inventory(
         files: Vec::new(),
         hub: Vec::new(),
     };
-    let spec = preset.model_stack_spec(preset_dir);
+    let spec = model_stack_spec(preset, preset_dir);
     let mut base_components = vec![
         Component::Unet,
         Component::TextEncoder,

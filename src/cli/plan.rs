@@ -9,11 +9,13 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::json;
 
-use super::args::FrameSelection;
-use super::{load_preset, print_stdout, CliError};
+use super::{load_preset, print_stdout};
+use crate::app::args::FrameSelection;
+use crate::app::io::frame_range;
+use crate::app::resolve::{read_options, Sampling};
 use crate::pipeline::plan::{estimate, plan_for_preset, BatchPlan, Estimate};
 use crate::preset::{Preset, PresetOverrides};
-use crate::video::{probe_with, ReadOptions, VideoInfo};
+use crate::video::{probe_with, VideoInfo};
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
@@ -30,32 +32,6 @@ pub struct PlanArgs {
     /// Print the plan and estimate as one JSON object
     #[arg(long)]
     pub json: bool,
-}
-
-/// How a render with `preset` reads the input: on the preset's output rate, if any.
-pub fn read_options(preset: &Preset) -> ReadOptions {
-    ReadOptions {
-        fps: preset.output.fps,
-        ..ReadOptions::default()
-    }
-}
-
-/// The frames `--frames` selects from a clip described by `whole`; `None` = all of them.
-pub fn frame_range(
-    whole: &VideoInfo,
-    frames: Option<FrameSelection>,
-) -> anyhow::Result<Option<Range<u64>>> {
-    let Some(selection) = frames else {
-        return Ok(None);
-    };
-    let range = selection
-        .resolve(whole.frame_count)
-        .map_err(|reason| CliError::BadFlag {
-            flag: "--frames",
-            value: selection.to_string(),
-            reason,
-        })?;
-    Ok(Some(range))
 }
 
 pub fn run(args: PlanArgs) -> anyhow::Result<()> {
@@ -140,16 +116,17 @@ fn describe(
         preset_arg.display(),
         &preset.fingerprint()[..12]
     );
+    let sampler = &preset.sampler;
     let _ = writeln!(
         s,
         "render    {}x{}, {} {} steps, cfg {}, strength {}, seed {}, ControlNets: {}",
         estimate.width,
         estimate.height,
-        preset.sampler.scheduler,
-        preset.sampler.steps,
-        preset.sampler.cfg_scale,
-        preset.sampler.strength,
-        preset.sampler.seed,
+        sampler.scheduler,
+        sampler.steps,
+        sampler.cfg_scale,
+        sampler.strength,
+        Sampling::of(preset).seed,
         if controls.is_empty() {
             "none".to_string()
         } else {
@@ -186,7 +163,7 @@ fn describe(
     }
     let _ = writeln!(
         s,
-        "estimate  (rough: SD1.5 fp32 at the DESIGN §6 target speed, a 2-core AVX-512 machine)"
+        "estimate  (rough: SD1.5 fp32 at the target speed of docs/ARCHITECTURE.md \"Performance\", a 2-core AVX-512 machine)"
     );
     let _ = writeln!(
         s,

@@ -1,5 +1,5 @@
 //! `rotoscope score`: temporal-consistency metrics of a render against its input
-//! (DESIGN §7): warp error of the output along the input's optical flow, and seam error
+//! (docs/ARCHITECTURE.md, "Temporal metrics"): warp error of the output along the input's optical flow, and seam error
 //! at batch boundaries, each next to the same metric for the input itself.
 
 use std::fmt::Write as _;
@@ -11,9 +11,9 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use super::args::FrameSelection;
-use super::plan::frame_range;
 use super::{load_preset, print_stdout, CliError};
+use crate::app::args::FrameSelection;
+use crate::app::io::frame_range;
 use crate::flow::FlowParams;
 use crate::pipeline::plan::plan_for_preset;
 use crate::preset::PresetOverrides;

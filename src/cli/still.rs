@@ -29,17 +29,19 @@ use clap::Args;
 use image::{imageops, RgbImage};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{load_preset, CliError};
+use super::{load_preset, open_device, CliError};
+use crate::app::detail_stage::detailer_for_preset;
 use crate::app::render_job::ModelsMissing;
-use crate::detail::detailer_for_preset;
+use crate::device::DeviceChoice;
 use crate::diffusion::image_pipeline::{rgb_to_tensor, tensor_to_rgb, InitImage};
 use crate::diffusion::sampler::ControlInput;
+use crate::loaders::sd_models::{LoadedModels, SdModelsError};
 use crate::loaders::source::HubOptions;
 use crate::preprocess::openpose::json::{parse_json, PoseJsonError};
 use crate::preprocess::openpose::{draw_pose_map, DrawParts, PoseFrame};
 use crate::preset::temporal::TemporalSettings;
 use crate::preset::{fit_to_input, ControlKind, Preset, PresetOverrides};
-use crate::render::sd_renderer::{LoadedModels, SdRenderConfig, SdRenderError};
+use crate::render::sd_renderer::SdRenderConfig;
 
 #[derive(Debug, Args)]
 pub struct StillArgs {
@@ -58,11 +60,15 @@ pub struct StillArgs {
     /// Put all poses in one grid image
     #[arg(long)]
     pub grid: bool,
+    /// Where the networks run: cpu, cuda or cuda:N
+    #[arg(long, value_name = "DEVICE", default_value_t = DeviceChoice::Cpu)]
+    pub device: DeviceChoice,
 }
 
 pub fn run(args: StillArgs) -> anyhow::Result<()> {
     let preset = load_preset(&args.preset, &PresetOverrides { seed: args.seed })?;
     check_output_path(&args.output)?;
+    let device = open_device(args.device)?;
     let StillPreset { preset, skipped } = still_preset(&preset, &args.preset)?;
     if !skipped.is_empty() {
         eprintln!(
@@ -111,8 +117,10 @@ pub fn run(args: StillArgs) -> anyhow::Result<()> {
     );
     let count = poses.len();
     let config = SdRenderConfig::from_preset(&preset, (width, height), preset_dir.as_deref());
-    let models = LoadedModels::load(&config, &HubOptions::from_env(true)).map_err(|e| match e {
-        SdRenderError::Models(_) => anyhow::Error::new(ModelsMissing {
+    let hub = HubOptions::from_env(true);
+    let loaded = LoadedModels::load(&config.model_key(), config.text_prompt(), &hub, &device);
+    let models = loaded.map_err(|e| match e {
+        SdModelsError::Missing(_) => anyhow::Error::new(ModelsMissing {
             missing: e,
             // A still has nothing to preprocess ahead of the models.
             preprocessed: 0,
@@ -223,7 +231,10 @@ pub fn render_poses(
     let origin = Path::new(preset.name.as_deref().unwrap_or("preset"));
     let still = still_preset(preset, origin)?;
     let config = SdRenderConfig::from_preset(&still.preset, size, preset_dir);
-    let models = LoadedModels::load(&config, &HubOptions::from_env(false))?;
+    // A library call: on the default device (the CPU).
+    let device = DeviceChoice::default().open()?;
+    let hub = HubOptions::from_env(false);
+    let models = LoadedModels::load(&config.model_key(), config.text_prompt(), &hub, &device)?;
     render_with_models(&models, &config, poses, on_step)
 }
 

@@ -13,8 +13,8 @@ use crate::diffusion::image_pipeline::{
     InitImage, StableDiffusion,
 };
 use crate::diffusion::sampler::ControlInput;
-use crate::diffusion::schedulers::SchedulerKind;
 use crate::models::controlnet::ControlNetModel;
+use crate::preset::SchedulerKind;
 
 /// One crop to repaint, everything at the detail size.
 #[derive(Debug, Clone)]

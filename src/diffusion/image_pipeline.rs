@@ -12,7 +12,7 @@ use crate::diffusion::sampler::{
     denoise, mask_to_latent_size, ControlInput, DenoiseRequest, Inpaint, SamplerError,
     StepProgress, TextConditioning,
 };
-use crate::diffusion::schedulers::{self, SchedulerConfig, SchedulerError, SchedulerKind};
+use crate::diffusion::schedulers::{self, SchedulerConfig, SchedulerError};
 use crate::loaders::model_stack::{ModelStack, ModelStackError, ModelStackSpec};
 use crate::loaders::source::{HubOptions, LoadError};
 use crate::models::attention_hook::SelfAttentionHook;
@@ -21,6 +21,7 @@ use crate::models::tokenizer::{ClipTokenizer, TokenizerError};
 use crate::models::unet::{UNet2DConditionModel, UNetError};
 use crate::models::vae::{AutoencoderKL, VaeError};
 use crate::noise::{NoiseError, TorchGenerator};
+use crate::preset::SchedulerKind;
 
 /// Errors of loading or running the image pipeline.
 #[derive(Debug, thiserror::Error)]

@@ -7,5 +7,6 @@ pub mod lora;
 pub mod model_cache;
 pub mod model_stack;
 pub mod motion_weights;
+pub mod sd_models;
 pub mod single_file;
 pub mod source;

@@ -39,7 +39,7 @@ pub const BUNDLED: [(&str, &str); 4] = [
     ),
 ];
 
-/// Batches must stay below this many frames (DESIGN §2).
+/// Batches must stay below this many frames (docs/ARCHITECTURE.md, "Data flow").
 pub const MAX_BATCH_FRAMES: u32 = 199;
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +140,8 @@ pub struct ModelSpec {
     pub clip_skip: u32,
 }
 
+/// The samplers rotoscope offers (preset `sampler.scheduler`); the diffusion schedulers
+/// are built from it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SchedulerKind {
@@ -154,6 +156,25 @@ pub enum SchedulerKind {
 }
 
 impl SchedulerKind {
+    pub const ALL: [SchedulerKind; 6] = [
+        Self::Ddim,
+        Self::Euler,
+        Self::EulerAncestral,
+        Self::DpmPp2M,
+        Self::DpmPp2MKarras,
+        Self::Lcm,
+    ];
+
+    /// Looks a sampler up by its preset / CLI name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// The preset / CLI name (the same as [`Self::as_str`]).
+    pub fn name(self) -> &'static str {
+        self.as_str()
+    }
+
     /// The name presets use.
     pub fn as_str(self) -> &'static str {
         match self {

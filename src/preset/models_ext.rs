@@ -17,14 +17,9 @@
 //! `strength_model`), `clip_weight` on the text encoder (`strength_clip`, default: `weight`).
 //! Relative paths are taken from the working directory, or else next to the preset file.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Deserializer, Serialize};
-
-use crate::loaders::lora::LoraSpec;
-use crate::loaders::model_stack::ModelStackSpec;
-
-use super::Preset;
 
 /// The largest clip skip accepted when parsing (SD2's OpenCLIP has 23 layers; the text
 /// encoder's real depth is checked when the model loads).
@@ -136,40 +131,10 @@ pub fn locate(spec: &str, preset_dir: Option<&Path>) -> String {
     spec.to_string()
 }
 
-impl Preset {
-    /// What to load for this preset's base model, VAE, LoRAs and embeddings.
-    pub fn model_stack_spec(&self, preset_dir: Option<&Path>) -> ModelStackSpec {
-        let m = &self.model;
-        ModelStackSpec {
-            base: locate(&m.base, preset_dir),
-            vae: m.vae.as_deref().map(|v| locate(v, preset_dir)),
-            config: m
-                .config
-                .as_deref()
-                .map(|c| PathBuf::from(locate(c, preset_dir))),
-            clip_skip: m.clip_skip as usize,
-            loras: self
-                .loras
-                .iter()
-                .map(|l| LoraSpec {
-                    path: PathBuf::from(locate(&l.path, preset_dir)),
-                    unet_strength: l.weight as f64,
-                    text_encoder_strength: l.text_encoder_weight() as f64,
-                })
-                .collect(),
-            embeddings: self
-                .embeddings
-                .iter()
-                .map(|e| PathBuf::from(locate(e, preset_dir)))
-                .collect(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::preset::PresetError;
+    use crate::preset::{Preset, PresetError};
 
     fn parse(text: &str) -> Result<Preset, PresetError> {
         Preset::from_yaml(text, "test.yaml")
@@ -199,15 +164,7 @@ embeddings: [easynegative.safetensors]
         assert_eq!(p.loras[1].text_encoder_weight(), 1.2);
         assert_eq!(p.loras[0].text_encoder_weight(), 0.8);
         assert_eq!((p.loras[2].weight, p.loras[2].clip_weight), (1.0, None));
-        let spec = p.model_stack_spec(None);
-        assert_eq!(spec.clip_skip, 2);
-        assert_eq!(spec.loras[1].unet_strength, -0.5);
-        assert!((spec.loras[1].text_encoder_strength - 1.2).abs() < 1e-6);
-        assert_eq!(
-            spec.embeddings,
-            vec![PathBuf::from("easynegative.safetensors")]
-        );
-        assert_eq!(spec.config, Some(PathBuf::from("v1-inference.yaml")));
+        // What the model stack makes of them: the resolver's tests (app/resolve.rs).
     }
 
     #[test]

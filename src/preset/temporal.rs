@@ -36,7 +36,7 @@ use crate::preset::{
     unit_interval_open_low,
 };
 
-/// The TemporalNet ControlNet presets use by default (DESIGN §3).
+/// The TemporalNet ControlNet presets use by default (docs/ARCHITECTURE.md, "Models").
 pub const DEFAULT_TEMPORALNET: &str = "CiaraRowles/TemporalNet";
 
 /// Reference tokens per layer kept for cross-frame attention by default: SD1.5's 64×64

@@ -14,45 +14,37 @@
 //!    conditioning equals `StableDiffusionControlNet{Img2Img,}Pipeline` for that seed;
 //! 5. denoising, with the cross-frame attention hook when enabled, then the VAE decode.
 //!
-//! Models are loaded once ([`ModelWeights`]: the model stack, so single-file checkpoints,
-//! LoRAs, textual inversion and clip skip work, and the ControlNets), kept across jobs on the
-//! same models by a [`ModelCache`], and combined with each job's prompt (A1111 weighting) in
-//! [`LoadedModels`], which can be shared ([`SharedModels`], e.g. with face and hand detailing). The first frame
+//! The models come from [`crate::loaders::sd_models`] (loaded once, kept across jobs on the
+//! same models by a [`ModelCache`], combined with each job's prompt in [`LoadedModels`]) and
+//! are shared here ([`SharedModels`], e.g. with face and hand detailing). The first frame
 //! of a batch continues from the frame before the batch (its [`LeadIn`], from the previous
 //! batch), so batches chain; the previous frame's attention cache starts empty at every
 //! batch, which keeps the state at a batch start reproducible from disk.
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use image::RgbImage;
 
-use crate::diffusion::guidance::uses_cfg;
+use crate::device::{DeviceChoice, DeviceError};
 use crate::diffusion::image_pipeline::{
     rgb_to_tensor, tensor_to_rgb, GenerationSettings, ImagePipelineError as SdError,
-    StableDiffusion,
 };
-use crate::diffusion::sampler::{denoise, ControlInput, DenoiseRequest, TextConditioning};
-use crate::diffusion::schedulers::{self, SchedulerKind};
+use crate::diffusion::sampler::{denoise, ControlInput, DenoiseRequest};
+use crate::diffusion::schedulers;
 use crate::flow::{FlowParams, Plane};
-use crate::loaders::embeddings::TextualInversion;
 use crate::loaders::model_cache::ModelCache;
-use crate::loaders::model_stack::{
-    resolve_controlnet, ModelStackError, ModelStackSpec, Part, StackWeights,
-};
+use crate::loaders::model_stack::ModelStackSpec;
+use crate::loaders::sd_models::{LoadedModels, ModelKey, SdModelsError, TextPrompt};
 use crate::loaders::source::HubOptions;
 use crate::models::attention_hook::SelfAttentionHook;
-use crate::models::controlnet::ControlNetConfig;
 use crate::models::controlnet::ControlNetModel;
 use crate::noise::TorchGenerator;
 use crate::pipeline::plan::Batch;
 use crate::pipeline::resume::{next_lead_in, ChainedRenderer, Interrupted, LeadIn, StopFlag};
 use crate::pipeline::stages::{FrameRenderer, PreparedFrame, StageError};
-use crate::preset::models_ext::locate;
 use crate::preset::temporal::{SeedPerFrame, TemporalSettings};
-use crate::preset::{ControlKind, Preset};
-use crate::prompt::{PromptEncoder, PromptError};
+use crate::preset::{ControlKind, SchedulerKind};
 use crate::render::temporal::anchor::RenderedAnchor;
 use crate::render::temporal::cross_frame::CrossFrameAttention;
 use crate::render::temporal::input_flow::{luma, InputFlow};
@@ -64,17 +56,11 @@ pub const RENDERER_NAME: &str = "sd15";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SdRenderError {
-    /// Every model that could not be resolved (missing files, ...), all at once.
-    #[error("{}", join_errors(.0))]
-    Models(Vec<ModelStackError>),
-    #[error("loading {what}: {source}")]
-    Load {
-        what: String,
-        #[source]
-        source: Box<ModelStackError>,
-    },
-    #[error("encoding the prompt: {0}")]
-    Prompt(#[source] Box<PromptError>),
+    /// Finding, reading or preparing the models (every missing file at once).
+    #[error(transparent)]
+    Models(#[from] SdModelsError),
+    #[error(transparent)]
+    Device(#[from] DeviceError),
     #[error(
         "frame {frame}: the {kind} ControlNet ({model}) needs a {kind} map, but no preprocessor made one"
     )]
@@ -91,17 +77,6 @@ pub enum SdRenderError {
     },
     #[error("cross-frame attention to the anchor needs the anchor frame rendered first")]
     NoAnchor,
-}
-
-impl From<PromptError> for SdRenderError {
-    fn from(e: PromptError) -> Self {
-        SdRenderError::Prompt(Box::new(e))
-    }
-}
-
-fn join_errors(errors: &[ModelStackError]) -> String {
-    let parts: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-    parts.join("\n")
 }
 
 /// Where a ControlNet's control image comes from.
@@ -125,7 +100,8 @@ pub struct ControlNetPlan {
     pub guess_mode: bool,
 }
 
-/// What the renderer needs from a preset, with model locations resolved.
+/// What the renderer needs from a preset, with model locations resolved: built by the
+/// resolver (`crate::app::resolve`, `SdRenderConfig::from_preset` there).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SdRenderConfig {
     /// Base model (diffusers folder, hub id or single file), VAE, LoRAs, embeddings.
@@ -147,64 +123,33 @@ pub struct SdRenderConfig {
 }
 
 impl SdRenderConfig {
-    /// The render settings of `preset` at `width`×`height`. Model paths are used as given
-    /// (hub ids, existing paths) or, when they only exist there, relative to `preset_dir`
-    /// (the preset file's folder; see [`locate`]).
-    ///
-    /// ControlNets: the preset's `controlnets` in order (an entry of type `temporalnet` gets
-    /// the previous output, warped as `temporal.temporalnet.warp` says), then
-    /// `temporal.temporalnet` when enabled.
-    pub fn from_preset(
-        preset: &Preset,
-        (width, height): (u32, u32),
-        preset_dir: Option<&Path>,
-    ) -> Self {
-        let locate = |spec: &str| locate(spec, preset_dir);
-        let temporal = preset.temporal.clone();
-        let warp = temporal.temporalnet.warp;
-        let mut controlnets: Vec<ControlNetPlan> = preset
-            .controlnets
+    /// What decides the weights this config loads.
+    pub fn model_key(&self) -> ModelKey {
+        ModelKey {
+            models: self.models.clone(),
+            controlnets: self.controlnets.iter().map(|c| c.model.clone()).collect(),
+        }
+    }
+
+    /// The prompt the models encode for this config.
+    pub fn text_prompt(&self) -> TextPrompt<'_> {
+        TextPrompt {
+            prompt: &self.prompt,
+            negative_prompt: &self.negative_prompt,
+            guidance_scale: self.guidance_scale,
+        }
+    }
+
+    /// The model of the first ControlNet of `kind`, if any.
+    pub fn controlnet_of_kind(
+        &self,
+        models: &LoadedModels,
+        kind: ControlKind,
+    ) -> Option<Arc<ControlNetModel>> {
+        self.controlnets
             .iter()
-            .map(|c| ControlNetPlan {
-                source: match c.kind {
-                    ControlKind::Temporalnet => ControlSource::PreviousOutput { warp },
-                    kind => ControlSource::Map(kind),
-                },
-                model: locate(&c.model),
-                scale: c.scale as f64,
-                start: c.start as f64,
-                end: c.end as f64,
-                guess_mode: c.guess_mode,
-            })
-            .collect();
-        let t = &temporal.temporalnet;
-        if t.enabled {
-            controlnets.push(ControlNetPlan {
-                source: ControlSource::PreviousOutput { warp },
-                model: locate(&t.model),
-                scale: t.scale as f64,
-                start: t.start as f64,
-                end: t.end as f64,
-                guess_mode: false,
-            });
-        }
-        let s = &preset.sampler;
-        Self {
-            models: preset.model_stack_spec(preset_dir),
-            prompt: preset.prompt.clone(),
-            negative_prompt: preset.negative_prompt.clone(),
-            width,
-            height,
-            steps: s.steps as usize,
-            guidance_scale: s.cfg_scale as f64,
-            scheduler: scheduler_kind(s.scheduler),
-            seed: s.seed,
-            seed_per_frame: s.seed_per_frame,
-            strength: s.strength as f64,
-            controlnets,
-            temporal,
-            flow: FlowParams::default(),
-        }
+            .position(|c| c.source == ControlSource::Map(kind))
+            .map(|k| models.controlnet(k))
     }
 
     /// The prompt, size, steps, guidance, scheduler and seed as the image pipeline takes
@@ -250,18 +195,6 @@ impl SdRenderConfig {
     }
 }
 
-fn scheduler_kind(kind: crate::preset::SchedulerKind) -> SchedulerKind {
-    use crate::preset::SchedulerKind as P;
-    match kind {
-        P::Ddim => SchedulerKind::Ddim,
-        P::Euler => SchedulerKind::Euler,
-        P::EulerAncestral => SchedulerKind::EulerAncestral,
-        P::DpmPp2M => SchedulerKind::DpmPp2M,
-        P::DpmPp2MKarras => SchedulerKind::DpmPp2MKarras,
-        P::Lcm => SchedulerKind::Lcm,
-    }
-}
-
 /// The previous frame, as the next frame needs it.
 struct Previous {
     output: RgbImage,
@@ -282,214 +215,10 @@ enum Pass {
     Frame,
 }
 
-/// The weights of a render: the model stack and its ControlNets, without anything that
-/// depends on the job's prompt. Keyed by [`ModelKey`], so that jobs on the same models share
-/// them ([`crate::loaders::model_cache::ModelCache`]).
-pub struct ModelWeights {
-    pub sd: Arc<StableDiffusion>,
-    /// Distinct ControlNet models; `net_of[k]` is the model of `config.controlnets[k]`.
-    pub nets: Vec<Arc<ControlNetModel>>,
-    pub net_of: Vec<usize>,
-    /// Textual-inversion embeddings and clip skip: how prompts are encoded with these models.
-    embeddings: Arc<Vec<TextualInversion>>,
-    clip_skip: usize,
-}
-
-/// What decides the weights a config loads: the model stack and the ControlNet models in
-/// order (compared by value).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ModelKey {
-    pub models: ModelStackSpec,
-    pub controlnets: Vec<String>,
-}
-
-impl ModelKey {
-    pub fn of(config: &SdRenderConfig) -> Self {
-        Self {
-            models: config.models.clone(),
-            controlnets: config.controlnets.iter().map(|c| c.model.clone()).collect(),
-        }
-    }
-}
-
-/// Every model file of a config, found (hub ids through the Hugging Face cache, downloaded
-/// when online) but not read.
-struct ResolvedModels {
-    stack: StackWeights,
-    distinct: Vec<String>,
-    net_of: Vec<usize>,
-    net_parts: Vec<Part<ControlNetConfig>>,
-}
-
-impl ResolvedModels {
-    /// Problems of all models are reported together ([`SdRenderError::Models`]).
-    fn resolve(config: &SdRenderConfig, hub: &HubOptions) -> Result<Self, SdRenderError> {
-        let mut problems = Vec::new();
-        let stack = StackWeights::resolve(&config.models, hub)
-            .map_err(|e| problems.push(e))
-            .ok();
-        let mut distinct: Vec<String> = Vec::new();
-        let mut net_of = Vec::new();
-        for c in &config.controlnets {
-            let k = distinct
-                .iter()
-                .position(|m| *m == c.model)
-                .unwrap_or_else(|| {
-                    distinct.push(c.model.clone());
-                    distinct.len() - 1
-                });
-            net_of.push(k);
-        }
-        let base_unet = stack.as_ref().map(|s| &s.base_unet_weights);
-        let net_parts: Vec<_> = distinct
-            .iter()
-            .filter_map(|source| {
-                resolve_controlnet(source, None, base_unet, hub)
-                    .map_err(|e| problems.push(e))
-                    .ok()
-            })
-            .collect();
-        match stack {
-            Some(stack) if problems.is_empty() => Ok(Self {
-                stack,
-                distinct,
-                net_of,
-                net_parts,
-            }),
-            _ => Err(SdRenderError::Models(problems)),
-        }
-    }
-}
-
-impl ModelWeights {
-    /// Whether every model file of `config` can be found (downloading hub files when
-    /// online), without reading any weights: the list of what is missing, all at once.
-    pub fn check_available(config: &SdRenderConfig, hub: &HubOptions) -> Result<(), SdRenderError> {
-        ResolvedModels::resolve(config, hub).map(drop)
-    }
-
-    /// Resolve every model of `config` first, so that missing files of all models are
-    /// reported together; then read the weights.
-    pub fn load(config: &SdRenderConfig, hub: &HubOptions) -> Result<Self, SdRenderError> {
-        let device = Device::Cpu;
-        let resolved = ResolvedModels::resolve(config, hub)?;
-        let stack = resolved
-            .stack
-            .build(&device)
-            .map_err(|source| SdRenderError::Load {
-                what: config.models.base.clone(),
-                source: Box::new(source),
-            })?;
-        let sd = StableDiffusion::from_parts(
-            stack.unet,
-            stack.vae,
-            stack.text_encoder,
-            stack.tokenizer,
-            stack.scheduler_config,
-            &device,
-        );
-        let mut nets = Vec::with_capacity(resolved.distinct.len());
-        for (source, part) in resolved.distinct.iter().zip(resolved.net_parts) {
-            let net = ControlNetModel::load(part.weights.into_var_builder(&device), &part.config)
-                .map_err(|e| SdRenderError::Load {
-                what: source.clone(),
-                source: Box::new(e.into()),
-            })?;
-            nets.push(Arc::new(net));
-        }
-        Ok(Self {
-            sd: Arc::new(sd),
-            nets,
-            net_of: resolved.net_of,
-            embeddings: Arc::new(stack.embeddings),
-            clip_skip: stack.clip_skip,
-        })
-    }
-
-    /// The prompt and negative prompt of `config` (A1111 weighting, embeddings, clip skip).
-    pub fn encode_text(&self, config: &SdRenderConfig) -> Result<TextConditioning, SdRenderError> {
-        let sd = &self.sd;
-        let encoder = PromptEncoder::new(
-            &sd.tokenizer,
-            &sd.text_encoder,
-            &self.embeddings,
-            self.clip_skip,
-            sd.device(),
-        )?;
-        Ok(if uses_cfg(config.guidance_scale) {
-            let (cond, uncond) = encoder.encode_pair(&config.prompt, &config.negative_prompt)?;
-            TextConditioning {
-                cond,
-                uncond: Some(uncond),
-            }
-        } else {
-            TextConditioning {
-                cond: encoder.encode(&config.prompt)?,
-                uncond: None,
-            }
-        })
-    }
-
-    /// The UNet's channels per level: SD1.5 has `[320, 640, 1280, 1280]`; a few channels
-    /// mean a random test model.
-    pub fn unet_channels(&self) -> &[usize] {
-        &self.sd.unet.config().block_out_channels
-    }
-}
-
-/// The models of a render with the job's text conditioning, shared (with a detailer, for
-/// one). The weights may be shared with other jobs ([`ModelWeights`]).
-pub struct LoadedModels {
-    pub sd: Arc<StableDiffusion>,
-    /// Distinct ControlNet models; `net_of[k]` is the model of `config.controlnets[k]`.
-    pub nets: Vec<Arc<ControlNetModel>>,
-    pub net_of: Vec<usize>,
-    /// The preset's prompt and negative prompt (A1111 weighting, embeddings, clip skip).
-    pub text: TextConditioning,
-}
-
-impl LoadedModels {
-    /// Load the weights of `config` (see [`ModelWeights::load`]) and encode its prompt.
-    pub fn load(config: &SdRenderConfig, hub: &HubOptions) -> Result<Self, SdRenderError> {
-        Self::from_weights(&ModelWeights::load(config, hub)?, config)
-    }
-
-    /// `config`'s prompt on weights loaded for an equal [`ModelKey`].
-    pub fn from_weights(
-        weights: &ModelWeights,
-        config: &SdRenderConfig,
-    ) -> Result<Self, SdRenderError> {
-        Ok(Self {
-            sd: weights.sd.clone(),
-            nets: weights.nets.clone(),
-            net_of: weights.net_of.clone(),
-            text: weights.encode_text(config)?,
-        })
-    }
-
-    /// The UNet's channels per level: SD1.5 has `[320, 640, 1280, 1280]`; a few channels
-    /// mean a random test model.
-    pub fn unet_channels(&self) -> &[usize] {
-        &self.sd.unet.config().block_out_channels
-    }
-
-    /// The model of the first ControlNet of `kind`, if any.
-    pub fn controlnet_of_kind(
-        &self,
-        config: &SdRenderConfig,
-        kind: ControlKind,
-    ) -> Option<Arc<ControlNetModel>> {
-        config
-            .controlnets
-            .iter()
-            .position(|c| c.source == ControlSource::Map(kind))
-            .map(|k| self.nets[self.net_of[k]].clone())
-    }
-}
-
 /// Models loaded on first use, shared by everything that needs them (the renderer, a
 /// detailer): loading is skipped entirely when nothing asks. The weights come from a
-/// [`ModelCache`], so consecutive jobs on the same models load them once.
+/// [`ModelCache`], so consecutive jobs on the same models load them once, onto the cache's
+/// device.
 pub struct SharedModels {
     config: SdRenderConfig,
     hub: HubOptions,
@@ -498,11 +227,6 @@ pub struct SharedModels {
 }
 
 impl SharedModels {
-    /// Models for one render, with a cache of their own.
-    pub fn new(config: SdRenderConfig, hub: HubOptions) -> Self {
-        Self::with_cache(config, hub, Arc::new(ModelCache::new()))
-    }
-
     /// Models whose weights come from (and stay in) `cache`.
     pub fn with_cache(config: SdRenderConfig, hub: HubOptions, cache: Arc<ModelCache>) -> Self {
         Self {
@@ -532,7 +256,7 @@ impl SharedModels {
     /// Whether the weights are in the cache already (loaded by an earlier job), so that
     /// [`Self::get`] only encodes the prompt.
     pub fn weights_cached(&self) -> bool {
-        self.cache.holds(&ModelKey::of(&self.config))
+        self.cache.holds(&self.config.model_key())
     }
 
     /// The models, loading them on the first call.
@@ -541,8 +265,11 @@ impl SharedModels {
         if let Some(models) = loaded.as_ref() {
             return Ok(models.clone());
         }
-        let weights = self.cache.weights(&self.config, &self.hub)?;
-        let models = Arc::new(LoadedModels::from_weights(&weights, &self.config)?);
+        let weights = self.cache.weights(&self.config.model_key(), &self.hub)?;
+        let models = Arc::new(LoadedModels::from_weights(
+            &weights,
+            self.config.text_prompt(),
+        )?);
         *loaded = Some(models.clone());
         Ok(models)
     }
@@ -560,10 +287,13 @@ pub struct SdRenderer {
 }
 
 impl SdRenderer {
-    /// Load the models of `config` and build the renderer.
+    /// Load the models of `config` on the default device (the CPU) and build the renderer:
+    /// for one-off use; a job opens its device once and shares its models
+    /// ([`SharedModels`]).
     pub fn load(config: SdRenderConfig, hub: &HubOptions) -> Result<Self, SdRenderError> {
-        let models = Arc::new(LoadedModels::load(&config, hub)?);
-        Ok(Self::new(config, models))
+        let device = DeviceChoice::default().open()?;
+        let models = LoadedModels::load(&config.model_key(), config.text_prompt(), hub, &device)?;
+        Ok(Self::new(config, Arc::new(models)))
     }
 
     /// A renderer on models loaded for `config`.

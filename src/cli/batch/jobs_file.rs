@@ -26,7 +26,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
 
-use crate::cli::args::FrameSelection;
+use crate::app::args::FrameSelection;
 use crate::preset::{field_prefix, split_field_and_message};
 
 #[derive(Debug, thiserror::Error)]

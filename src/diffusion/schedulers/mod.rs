@@ -20,6 +20,7 @@ use candle_core::Tensor;
 pub use config::{PredictionType, SchedulerConfig, TimestepSpacing};
 
 use crate::noise::{NoiseError, NoiseSource};
+use crate::preset::SchedulerKind;
 
 /// Errors from building or running a scheduler.
 #[derive(Debug, thiserror::Error)]
@@ -40,45 +41,6 @@ pub enum SchedulerError {
     Tensor(#[from] candle_core::Error),
     #[error(transparent)]
     Noise(#[from] NoiseError),
-}
-
-/// The samplers rotoscope offers (preset `sampler.scheduler`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SchedulerKind {
-    Ddim,
-    Euler,
-    EulerAncestral,
-    DpmPp2M,
-    DpmPp2MKarras,
-    Lcm,
-}
-
-impl SchedulerKind {
-    pub const ALL: [SchedulerKind; 6] = [
-        Self::Ddim,
-        Self::Euler,
-        Self::EulerAncestral,
-        Self::DpmPp2M,
-        Self::DpmPp2MKarras,
-        Self::Lcm,
-    ];
-
-    /// Looks a sampler up by its preset / CLI name.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.name() == name)
-    }
-
-    /// The preset / CLI name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Ddim => "ddim",
-            Self::Euler => "euler",
-            Self::EulerAncestral => "euler_ancestral",
-            Self::DpmPp2M => "dpmpp_2m",
-            Self::DpmPp2MKarras => "dpmpp_2m_karras",
-            Self::Lcm => "lcm",
-        }
-    }
 }
 
 /// A diffusers-compatible scheduler.

@@ -25,6 +25,7 @@ use image::RgbImage;
 
 use crate::diffusion::video_pipeline::{sample_video, VideoInit, VideoRequest};
 use crate::diffusion::video_sampler::{VideoControl, VideoError};
+use crate::loaders::sd_models::LoadedModels;
 use crate::loaders::source::HubOptions;
 use crate::models::motion::{MotionError, MotionLoadOptions, MotionModuleFiles, MotionModules};
 use crate::pipeline::plan::Batch;
@@ -36,9 +37,7 @@ use crate::preset::models_ext::locate;
 use crate::preset::motion::ContextOptions;
 use crate::preset::motion::MotionModuleSettings;
 use crate::preset::ControlKind;
-use crate::render::sd_renderer::{
-    fit, ControlSource, LoadedModels, SdRenderConfig, SdRenderError, SharedModels,
-};
+use crate::render::sd_renderer::{fit, ControlSource, SdRenderConfig, SdRenderError, SharedModels};
 use crate::video::Frame;
 
 /// Errors of the motion-module batch renderer.

@@ -1,4 +1,5 @@
-//! Argument types shared by several subcommands.
+//! Values several commands and jobs take: a frame selection (`--frames`, a job's
+//! `frames`) and an output target (`-o`, a job's `output`).
 
 use std::fmt;
 use std::ops::Range;
