@@ -6,7 +6,7 @@
 //! Each model is timed on one thread (wall and process CPU time, the latter robust to other
 //! load on the machine) and on the global rayon pool (all cores). The TFLite reference on the
 //! same machine: `python scripts/fixtures/tflite.py` (see its `bench`).
-//! DESIGN §6: preprocessing ≥ 10 frames/s with tracking, so the tracking path's single-thread
+//! docs/ARCHITECTURE.md, "Performance": preprocessing ≥ 10 frames/s with tracking, so the tracking path's single-thread
 //! CPU time must stay well under 100 ms per frame.
 
 use std::path::PathBuf;
@@ -129,7 +129,7 @@ fn inference_times() {
         ms(tracking)
     );
     if tracking >= Duration::from_millis(100) {
-        println!("  over the 100 ms per-frame budget (DESIGN §6: ≥ 10 frames/s with tracking)");
+        println!("  over the 100 ms per-frame budget (docs/ARCHITECTURE.md, "Performance": ≥ 10 frames/s with tracking)");
     }
 }
 

@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 
 use candle_core::{Device, Tensor};
 use image::RgbImage;
-use rotoscope::cli::still::{render_poses, Pose};
+use rotoscope::app::still::{render_poses, Pose};
 use rotoscope::preset::Preset;
 
 fn manifest() -> PathBuf {

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::app::render_job::{JobOutcome, RenderJob, Reporting};
+use crate::app::job::{JobOutcome, RenderJob, Reporting};
 use crate::pipeline::plan::BatchPlan;
 use crate::pipeline::runner::{PipelineReport, StageTimes};
 use crate::video::VideoInfo;

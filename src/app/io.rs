@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::app::args::{FrameSelection, OutputTarget};
 use crate::app::error::JobInputError;
-use crate::app::render_job::RenderJob;
+use crate::app::job::RenderJob;
 use crate::pipeline::stages::FrameSink;
 use crate::video::encode::{frames_to_seconds, Mp4Settings, Mp4Writer};
 use crate::video::png_sequence::PngSequenceWriter;

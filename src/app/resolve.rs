@@ -9,15 +9,27 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
+
 use crate::detail::{check_preset, DetailError, DetailerConfig};
 use crate::flow::FlowParams;
 use crate::loaders::lora::LoraSpec;
 use crate::loaders::model_stack::ModelStackSpec;
 use crate::preset::models_ext::locate;
-use crate::preset::temporal::SeedPerFrame;
-use crate::preset::{ControlKind, Preset, SchedulerKind};
+use crate::preset::SeedPerFrame;
+use crate::preset::{ControlKind, Preset, PresetOverrides, SchedulerKind};
 use crate::render::sd_renderer::{ControlNetPlan, ControlSource, SdRenderConfig};
 use crate::video::{ReadOptions, VideoInfo};
+
+/// Loads `-p PRESET` (a file, or a bundled preset's name) and applies command-line
+/// overrides; errors name the preset as it was given.
+pub fn load_preset(name_or_path: &Path, overrides: &PresetOverrides) -> anyhow::Result<Preset> {
+    let preset = Preset::resolve(name_or_path)?;
+    let origin = name_or_path.display().to_string();
+    preset
+        .with_overrides(overrides, &origin)
+        .context("applying command-line overrides")
+}
 
 /// The preset's sampler as the renderers and the detailer take it.
 #[derive(Debug, Clone, Copy, PartialEq)]

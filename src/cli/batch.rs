@@ -1,9 +1,9 @@
 //! `rotoscope batch JOBS.yaml [--json] [--quiet] [--force]`: many render jobs from one YAML
-//! file ([`jobs_file`] has the schema), one after another.
+//! file ([`crate::app::batch::jobs_file`] has the schema), one after another.
 //!
 //! * Jobs on the same models (model stack and ControlNets) load them once ([`ModelCache`]).
 //! * A job whose output was written by an earlier run with the same settings is skipped
-//!   ([`state`]: `JOBS.state.json` next to the jobs file); an interrupted job resumes from its
+//!   ([`crate::app::batch::state`]: `JOBS.state.json` next to the jobs file); an interrupted job resumes from its
 //!   last finished batch (its work directory, as `rotoscope render` does).
 //! * A failing job (missing input, bad preset, missing models, ...) is reported with its name
 //!   and reason, and the others still run.
@@ -12,9 +12,7 @@
 //! Exit codes: 0 when every job is done or skipped, 1 when any job failed, 2 for an invalid
 //! jobs file (nothing runs), 130 after Ctrl-C (the running job keeps its finished batches).
 
-mod jobs_file;
 mod progress;
-mod state;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,20 +21,15 @@ use std::time::Instant;
 use clap::Args;
 use serde::Serialize;
 
-pub use self::jobs_file::{load_jobs, parse_jobs, JobSpec, JobsFileError};
 use self::progress::BatchBars;
-use self::state::{job_key, state_path, BatchState, Decision};
 use super::render::{install_interrupt_handler, EXIT_INTERRUPTED};
-use super::{load_preset, open_device, print_stdout};
-use crate::app::events::emit_done;
-use crate::app::render_job::{preset_dir, run_render_job, JobInterrupted, RenderJob, Reporting};
+use super::{open_device, print_stdout};
+use crate::app::batch::state::{state_path, BatchState};
+use crate::app::batch::{load_jobs, run_job, BatchFailed, JobResult, JobRun, JobStatus};
+use crate::app::job::{JobInterrupted, Reporting};
 use crate::device::DeviceChoice;
 use crate::loaders::model_cache::ModelCache;
 use crate::pipeline::progress::JsonProgress;
-use crate::pipeline::resume::WORK_FORMAT;
-use crate::preprocess::cache::fingerprint_file;
-use crate::preset::PresetOverrides;
-use crate::render::sd_renderer::RENDERER_NAME;
 
 #[derive(Debug, Args)]
 pub struct BatchArgs {
@@ -55,48 +48,6 @@ pub struct BatchArgs {
     /// Where the networks run for every job: cpu, cuda or cuda:N
     #[arg(long, value_name = "DEVICE", default_value_t = DeviceChoice::Cpu)]
     pub device: DeviceChoice,
-}
-
-/// How a job ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobStatus {
-    Done,
-    Skipped,
-    Failed,
-    Interrupted,
-    /// Not started: the batch was interrupted before.
-    NotRun,
-}
-
-impl JobStatus {
-    fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Done => "done",
-            JobStatus::Skipped => "skipped",
-            JobStatus::Failed => "failed",
-            JobStatus::Interrupted => "interrupted",
-            JobStatus::NotRun => "not run",
-        }
-    }
-}
-
-/// One line of the summary.
-#[derive(Debug, Clone, Serialize)]
-pub struct JobResult {
-    pub name: String,
-    pub status: JobStatus,
-    pub input: PathBuf,
-    pub output: PathBuf,
-    /// Frames of the output (rendered now, or recorded when skipped).
-    pub frames: Option<u64>,
-    pub secs: f64,
-    /// Why the job failed.
-    pub error: Option<String>,
-    /// Batches taken from the work directory of an interrupted run.
-    pub resumed_batches: usize,
-    /// The job ran on tiny random test models: its images are patterns from random weights.
-    pub test_weights: bool,
 }
 
 /// The `--json` report (last line of stdout, `"event":"report"`).
@@ -159,15 +110,6 @@ impl View {
     }
 }
 
-/// The job failed: its name and the reason, the others still run.
-#[derive(Debug, thiserror::Error)]
-#[error("{failed} of {total} jobs failed: {names}")]
-pub struct BatchFailed {
-    pub failed: usize,
-    pub total: usize,
-    pub names: String,
-}
-
 pub fn run(args: BatchArgs) -> anyhow::Result<()> {
     let jobs = load_jobs(&args.jobs)?;
     let models = Arc::new(ModelCache::new(open_device(args.device)?));
@@ -220,7 +162,7 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
             args.force,
             &models,
             &reporting,
-            &view,
+            &|text| view.note(text),
             number,
             jobs.len(),
             &stop,
@@ -321,106 +263,6 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
         }
         .into())
     }
-}
-
-enum JobRun {
-    Skipped {
-        frames: u64,
-        test_weights: bool,
-    },
-    Done {
-        frames: u64,
-        resumed_batches: usize,
-        test_weights: bool,
-    },
-}
-
-/// Run (or skip) one job and record it when it finishes.
-#[allow(clippy::too_many_arguments)]
-fn run_job(
-    spec: &JobSpec,
-    state: &mut BatchState,
-    force: bool,
-    models: &Arc<ModelCache>,
-    reporting: &Reporting,
-    view: &View,
-    number: usize,
-    total: usize,
-    stop: &crate::pipeline::resume::StopFlag,
-) -> anyhow::Result<JobRun> {
-    let overrides = PresetOverrides { seed: spec.seed };
-    let mut preset = load_preset(&spec.preset, &overrides)?;
-    if let Some(prompt) = &spec.prompt {
-        preset.prompt = prompt.clone();
-    }
-    if let Some(negative) = &spec.negative_prompt {
-        preset.negative_prompt = negative.clone();
-    }
-    if !spec.input.is_file() {
-        anyhow::bail!("input {}: no such file", spec.input.display());
-    }
-    let key = job_key(&[
-        &format!(
-            "{RENDERER_NAME} rotoscope {} work {WORK_FORMAT}",
-            env!("CARGO_PKG_VERSION")
-        ),
-        &fingerprint_file(&spec.input)?,
-        &preset.fingerprint(),
-        &spec.frames.map(|f| f.to_string()).unwrap_or_default(),
-    ]);
-    let overwrite = match state.decide(&spec.output, &key, force) {
-        Decision::Skip(done) => {
-            return Ok(JobRun::Skipped {
-                frames: done.frames,
-                test_weights: done.test_weights,
-            })
-        }
-        Decision::Foreign => anyhow::bail!(
-            "{}: already exists and was not written by this job (use --force to overwrite)",
-            spec.output.display()
-        ),
-        Decision::Render { overwrite } => overwrite,
-    };
-    view.note(&format!(
-        "job {number}/{total}: {}: {} -> {}",
-        spec.name,
-        spec.input.display(),
-        spec.output.display()
-    ));
-    let job = RenderJob {
-        input: spec.input.clone(),
-        preset_dir: preset_dir(&spec.preset),
-        preset_origin: spec.preset.display().to_string(),
-        preset,
-        output: spec.output.clone(),
-        frames: spec.frames,
-        work_dir: spec.work_dir.clone(),
-        resume: true,
-        pose_json: None,
-        force: overwrite,
-    };
-    let outcome = run_render_job(&job, models, reporting, stop)?;
-    emit_done(reporting, &outcome);
-    let report = &outcome.report;
-    view.note(&format!(
-        "job {number}/{total}: {}: wrote {}: {} in {:.1} s",
-        spec.name,
-        report.output.path.display(),
-        report.output.detail,
-        report.wall_secs
-    ));
-    state.record(
-        &spec.output,
-        &spec.name,
-        &key,
-        report.frames,
-        outcome.test_weights,
-    )?;
-    Ok(JobRun::Done {
-        frames: report.frames,
-        resumed_batches: outcome.reused_batches,
-        test_weights: outcome.test_weights,
-    })
 }
 
 fn round_ms(secs: f64) -> f64 {

@@ -12,9 +12,9 @@
 
 use std::path::PathBuf;
 
-use super::batch::JobsFileError;
+use crate::app::batch::JobsFileError;
 use crate::app::error::JobInputError;
-use crate::app::render_job::ModelsMissing;
+use crate::app::job::ModelsMissing;
 use crate::detail::DetailError;
 use crate::pipeline::plan::PlanError;
 use crate::pipeline::runner::PipelineError;

@@ -15,13 +15,11 @@ pub mod score;
 pub mod still;
 
 use std::io::Write;
-use std::path::Path;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::device::{DeviceChoice, DeviceError};
-use crate::preset::{Preset, PresetOverrides};
 
 pub use error::{exit_code, CliError, EXIT_BAD_INPUT, EXIT_FAILURE};
 
@@ -69,15 +67,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Models(args) => models::run(args),
         Command::Bench(args) => bench::run(args),
     }
-}
-
-/// Load `-p PRESET` (a file, or a bundled preset's name) and apply command-line overrides.
-pub fn load_preset(name_or_path: &Path, overrides: &PresetOverrides) -> anyhow::Result<Preset> {
-    let preset = Preset::resolve(name_or_path)?;
-    let origin = name_or_path.display().to_string();
-    preset
-        .with_overrides(overrides, &origin)
-        .context("applying command-line overrides")
 }
 
 /// Open `--device` once for the run. A device this build or machine cannot open is a bad

@@ -9,9 +9,10 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::json;
 
-use super::{load_preset, print_stdout};
+use super::print_stdout;
 use crate::app::args::FrameSelection;
 use crate::app::io::frame_range;
+use crate::app::resolve::load_preset;
 use crate::app::resolve::{read_options, Sampling};
 use crate::pipeline::plan::{estimate, plan_for_preset, BatchPlan, Estimate};
 use crate::preset::{Preset, PresetOverrides};

@@ -22,10 +22,12 @@ use std::sync::{Arc, OnceLock};
 
 use clap::Args;
 
-use super::{load_preset, open_device};
+use super::open_device;
 use crate::app::args::FrameSelection;
 use crate::app::events::emit_done;
-use crate::app::render_job::{preset_dir, run_render_job, JobInterrupted, RenderJob, Reporting};
+use crate::app::job::{preset_dir, JobInterrupted, RenderJob, Reporting};
+use crate::app::render_job::run_render_job;
+use crate::app::resolve::load_preset;
 use crate::device::DeviceChoice;
 use crate::loaders::model_cache::ModelCache;
 use crate::pipeline::progress::{BarProgress, JsonProgress};

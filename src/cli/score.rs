@@ -11,9 +11,10 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use super::{load_preset, print_stdout, CliError};
+use super::{print_stdout, CliError};
 use crate::app::args::FrameSelection;
 use crate::app::io::frame_range;
+use crate::app::resolve::load_preset;
 use crate::flow::FlowParams;
 use crate::pipeline::plan::plan_for_preset;
 use crate::preset::PresetOverrides;

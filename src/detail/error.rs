@@ -20,8 +20,6 @@ pub enum DetailError {
          (add one under controlnets, or set detail.{section}.controlnet: false)"
     )]
     NoOpenposeControlNet { section: &'static str },
-    #[error("sampler.scheduler: {0} has no implementation (face/hand detailing uses it)")]
-    UnknownScheduler(String),
     #[error("detailing the {kind} (track {track}) of frame {frame}: {source}")]
     Generate {
         frame: u64,
@@ -43,9 +41,7 @@ impl DetailError {
     /// 2), rather than it being a failure of the program or the models.
     pub fn is_bad_input(&self) -> bool {
         match self {
-            DetailError::NoOpenposeControlNet { .. }
-            | DetailError::UnknownScheduler(_)
-            | DetailError::EmptyPoseFrame { .. } => true,
+            DetailError::NoOpenposeControlNet { .. } | DetailError::EmptyPoseFrame { .. } => true,
             // A frame without keypoints means the pose preprocessor did not run: a bug in
             // how the pipeline was put together, not the user's input.
             DetailError::NoKeypoints { .. }

@@ -21,7 +21,7 @@ pub mod rational;
 pub mod temporal;
 pub use models_ext::LoraEntry;
 
-use crate::preset::temporal::{SeedPerFrame, TemporalSettings};
+use crate::preset::temporal::TemporalSettings;
 use rational::Rational;
 
 /// Presets shipped in `presets/`, compiled into the binary so that `-p anime` works from
@@ -109,7 +109,7 @@ pub struct Preset {
     /// Face and hand detailing (off by default), see [`detail::DetailSettings`].
     #[serde(default)]
     pub detail: detail::DetailSettings,
-    /// Temporal-consistency conditioning (see `render::temporal::settings`).
+    /// Temporal-consistency conditioning (see [`temporal::TemporalSettings`]).
     #[serde(default)]
     pub temporal: TemporalSettings,
     /// LoRAs merged into the model at load (see [`models_ext`]).
@@ -219,6 +219,27 @@ impl Default for SamplerSettings {
             seed: 0,
             strength: 1.0,
             seed_per_frame: SeedPerFrame::Fixed,
+        }
+    }
+}
+
+/// Seeds of successive frames (`sampler.seed_per_frame`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeedPerFrame {
+    /// Every frame uses `sampler.seed`: the same initial noise for every frame.
+    #[default]
+    Fixed,
+    /// Frame n uses `sampler.seed + n`: independent noise per frame (a flicker baseline).
+    Increment,
+}
+
+impl SeedPerFrame {
+    /// The seed of input frame `frame_index`.
+    pub fn seed_for(self, seed: u64, frame_index: u64) -> u64 {
+        match self {
+            SeedPerFrame::Fixed => seed,
+            SeedPerFrame::Increment => seed.wrapping_add(frame_index),
         }
     }
 }
@@ -993,6 +1014,13 @@ pub enum OverlapBlend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seeds_per_frame() {
+        assert_eq!(SeedPerFrame::Fixed.seed_for(7, 30), 7);
+        assert_eq!(SeedPerFrame::Increment.seed_for(7, 30), 37);
+        assert_eq!(SeedPerFrame::Increment.seed_for(u64::MAX, 1), 0);
+    }
 
     const MINIMAL: &str = "model:\n  base: some/model\nprompt: a cat\n";
 

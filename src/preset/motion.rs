@@ -19,7 +19,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::preset::temporal::SeedPerFrame;
+use crate::preset::SeedPerFrame;
 use crate::preset::{deserialize_checked, ControlKind, Preset};
 
 /// Shortest context window: a motion module relates frames, one frame alone has nothing to

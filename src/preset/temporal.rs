@@ -1,6 +1,6 @@
 //! The `temporal` section of a preset: which temporal-consistency conditioning the renderer
 //! uses (docs/ARCHITECTURE.md, "Data flow"), plus the two switches that exist to measure it
-//! against baselines ([`SeedPerFrame`] in `sampler`, [`OverlapBlend`](super::OverlapBlend) in
+//! against baselines ([`SeedPerFrame`](super::SeedPerFrame) in `sampler`, [`OverlapBlend`](super::OverlapBlend) in
 //! `batch`).
 //!
 //! ```yaml
@@ -305,27 +305,6 @@ impl Default for FlowInitSettings {
     }
 }
 
-/// Seeds of successive frames (`sampler.seed_per_frame`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SeedPerFrame {
-    /// Every frame uses `sampler.seed`: the same initial noise for every frame.
-    #[default]
-    Fixed,
-    /// Frame n uses `sampler.seed + n`: independent noise per frame (a flicker baseline).
-    Increment,
-}
-
-impl SeedPerFrame {
-    /// The seed of input frame `frame_index`.
-    pub fn seed_for(self, seed: u64, frame_index: u64) -> u64 {
-        match self {
-            SeedPerFrame::Fixed => seed,
-            SeedPerFrame::Increment => seed.wrapping_add(frame_index),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,12 +383,5 @@ mod tests {
         // Absent, it is not serialized: older presets keep their fingerprint.
         let yaml = serde_yaml_ng::to_string(&TemporalSettings::default()).unwrap();
         assert!(!yaml.contains("motion_module"), "{yaml}");
-    }
-
-    #[test]
-    fn seeds_per_frame() {
-        assert_eq!(SeedPerFrame::Fixed.seed_for(7, 30), 7);
-        assert_eq!(SeedPerFrame::Increment.seed_for(7, 30), 37);
-        assert_eq!(SeedPerFrame::Increment.seed_for(u64::MAX, 1), 0);
     }
 }

@@ -1,4 +1,4 @@
-//! Temporal metrics for `rotoscope score` (DESIGN.md §7).
+//! Temporal metrics for `rotoscope score` (docs/ARCHITECTURE.md, "Temporal metrics").
 //!
 //! Both metrics use the optical flow of the *input* video, so the output is judged on
 //! whether it moves the way the source moves: warp error is the masked MSE between output

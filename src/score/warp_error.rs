@@ -1,4 +1,4 @@
-//! Warp error of one frame pair (DESIGN.md §7).
+//! Warp error of one frame pair (docs/ARCHITECTURE.md, "Temporal metrics").
 
 use crate::flow::{consistency_mask, warp_rgb, FlowField};
 

@@ -1,4 +1,4 @@
-//! Temporal-consistency conditioning for frame-by-frame rendering (DESIGN §2): what ties
+//! Temporal-consistency conditioning for frame-by-frame rendering (docs/ARCHITECTURE.md, "Temporal-consistency conditioning"): what ties
 //! frame t to the frames before it and to the clip's anchor frame.
 //!
 //! * [`temporalnet`]: the control image of a TemporalNet ControlNet, the previous output
