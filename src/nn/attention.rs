@@ -10,25 +10,11 @@
 //! row (very long key sequences) are keys chunked too, with a running (online) softmax as in
 //! flash attention.
 
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::{Result, Tensor, D};
 
-use crate::nn::fused_attention::{fused_attention, FusedBlocks};
-
-/// Upper bound on the number of f32 attention scores materialised at once (over all threads).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AttentionBudget {
-    pub max_scores: usize,
-}
-
-impl Default for AttentionBudget {
-    /// 16 Mi scores = 64 MiB per score block (the softmax output doubles it), independent of
-    /// the image size and of how many extra frames' keys a hook appends.
-    fn default() -> Self {
-        Self {
-            max_scores: 1 << 24,
-        }
-    }
-}
+use crate::nn::budget::AttentionBudget;
+use crate::nn::kernels::fused_attention::{fused_attention, FusedBlocks};
+use crate::nn::path::use_fast_kernel;
 
 /// Fewest query rows worth a matmul before switching to key chunking.
 const MIN_QUERY_ROWS: usize = 32;
@@ -111,8 +97,7 @@ pub fn multi_head_attention(
     if heads == 0 || inner % heads != 0 {
         candle_core::bail!("attention: {heads} heads do not divide {inner} channels");
     }
-    let all_f32 = [q, k, v].iter().all(|t| t.dtype() == DType::F32);
-    if q.device().is_cpu() && all_f32 {
+    if use_fast_kernel(&[q, k, v]) {
         let blocks = FusedBlocks::for_budget(n_q, k.dim(1)?, budget);
         return fused_attention(q, k, v, heads, blocks);
     }
