@@ -8,7 +8,6 @@
 //! * [`UNet2DConditionModel`]: the model; [`UNetExtras`] carries ControlNet residuals and the
 //!   temporal hooks of [`crate::models::attention_hook`].
 
-#[cfg(target_arch = "x86_64")]
 pub(crate) mod blocks;
 pub mod config;
 pub(crate) mod embeddings;
