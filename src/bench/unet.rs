@@ -1,5 +1,5 @@
 //! Timing a UNet step at real SD shapes with random weights (no model files needed), for
-//! `benches/unet_step.rs` and a `rotoscope bench` command.
+//! the `rotoscope bench` cases and tests that need a full-size UNet.
 
 use std::time::Instant;
 

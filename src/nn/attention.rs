@@ -2,9 +2,10 @@
 //! full `N × N` score matrix.
 //!
 //! At SD1.5's first block with 64×64 latents and batch 2 the full matrix is
-//! 2·8 heads × 4096 × 4096 × 4 B = 1 GiB (3 GiB with cross-frame keys). On the CPU in f32 the
-//! fused kernel of `fused_attention` computes it in L2-sized blocks (a few MiB in all). Elsewhere
-//! candle ops run on blocks bounded by [`AttentionBudget`]: queries are processed in chunks whose
+//! 2·8 heads × 4096 × 4096 × 4 B = 1 GiB (3 GiB with cross-frame keys). On the fast path (CPU,
+//! f32) the kernel of [`crate::nn::kernels::fused_attention`] computes it in L2-sized blocks (a
+//! few MiB in all). On the portable path candle ops run on blocks bounded by
+//! [`AttentionBudget`]: queries are processed in chunks whose
 //! score block fits the budget, every query row still seeing all keys at once, so the result is
 //! the same softmax as the unchunked one; only when even a few query rows cannot hold a full key
 //! row (very long key sequences) are keys chunked too, with a running (online) softmax as in
