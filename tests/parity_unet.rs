@@ -7,9 +7,8 @@ use std::sync::Mutex;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use rotoscope::models::attention_hook::{CrossFrameKeyValues, LayerOutputHook};
-use rotoscope::models::unet::{
-    AttentionBudget, UNet2DConditionModel, UNetConfig, UNetError, UNetExtras,
-};
+use rotoscope::models::unet::{UNet2DConditionModel, UNetConfig, UNetError, UNetExtras};
+use rotoscope::nn::AttentionBudget;
 
 const TOLERANCE: f32 = 1e-4;
 

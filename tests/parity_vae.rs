@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use rotoscope::loaders::source::load_safetensors_vb;
-use rotoscope::models::unet::AttentionBudget;
 use rotoscope::models::vae::{AutoencoderKL, VaeConfig};
+use rotoscope::nn::AttentionBudget;
 
 const TOLERANCE: f32 = 1e-4;
 

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use image::RgbImage;
 
 use super::{peak_rss_bytes, BenchCase, BenchError, BenchOptions, Measurement, Result};
@@ -57,7 +57,7 @@ pub fn run_case(case: BenchCase, options: &BenchOptions) -> Result<Measurement> 
     let runs = options.runs.max(1);
     let err = || model_error::<candle_core::Error>(case);
     let unet_err = || model_error::<crate::models::unet::UNetError>(case);
-    let dev = Device::Cpu;
+    let dev = crate::device::host();
     let mut per_frame_runs = Vec::new();
     let (seconds, reference) = match case {
         BenchCase::Unet32 | BenchCase::Unet64 => {
@@ -160,7 +160,7 @@ pub fn run_case(case: BenchCase, options: &BenchOptions) -> Result<Measurement> 
 
 /// A random batch-2 latent at `size`² and 77 random text tokens.
 fn unet_inputs(unet: &UNet2DConditionModel, size: usize) -> candle_core::Result<(Tensor, Tensor)> {
-    let dev = Device::Cpu;
+    let dev = crate::device::host();
     let sample = Tensor::randn(0f32, 1.0, (2, unet.config().in_channels, size, size), &dev)?;
     let ehs = Tensor::randn(0f32, 1.0, (2, 77, 768), &dev)?;
     Ok((sample, ehs))

@@ -1,6 +1,7 @@
 //! `rotoscope bench`: the networks at SD1.5 shapes (random detached weights) and the
 //! preprocessors on a 512² frame, each timed against its reference (diffusers on torch, the
-//! TFLite interpreter) in the same command, with the peak memory of both (DESIGN §6).
+//! TFLite interpreter) in the same command, with the peak memory of both
+//! (docs/ARCHITECTURE.md, "Performance").
 //!
 //! Every case runs in its own child process (ours: this executable with `bench --child CASE`;
 //! the reference: `scripts/bench_torch.py CASE`), one after the other, so that each peak RSS

@@ -1,5 +1,5 @@
 //! Timing a UNet step at real SD shapes with random weights (no model files needed), for
-//! `benches/unet_step.rs` and a `rotoscope bench` command.
+//! the `rotoscope bench` cases and tests that need a full-size UNet.
 
 use std::time::Instant;
 
@@ -67,9 +67,10 @@ impl candle_nn::var_builder::SimpleBackend for RandomWeights {
     }
 }
 
-/// A `VarBuilder` whose every tensor is random (f32, CPU).
+/// A `VarBuilder` whose every tensor is random (f32, in host memory: the benchmarks time the
+/// CPU kernels).
 pub fn random_var_builder() -> VarBuilder<'static> {
-    VarBuilder::from_backend(Box::new(RandomWeights), DType::F32, Device::Cpu)
+    VarBuilder::from_backend(Box::new(RandomWeights), DType::F32, crate::device::host())
 }
 
 /// Result of [`time_unet_step`].
@@ -114,7 +115,7 @@ pub fn random_sd15_unet() -> Result<UNet2DConditionModel> {
 /// Seconds for one UNet step at `batch` × in_channels × `latent_size`² with 77 random text
 /// tokens (inputs are made before the clock starts).
 pub fn time_one_step(unet: &UNet2DConditionModel, batch: usize, latent_size: usize) -> Result<f64> {
-    let dev = Device::Cpu;
+    let dev = crate::device::host();
     let config = unet.config();
     let sample = Tensor::randn(
         0f32,

@@ -19,11 +19,12 @@ use hf_hub::{Cache, Repo, RepoType};
 use serde::Serialize;
 
 use crate::app::resolve::model_stack_spec;
-use crate::loaders::single_file::{Family, TensorFile};
+use crate::loaders::single_file::TensorFile;
 use crate::loaders::source::{
     fp16_variant, needed_files, Component, DiffusersPipelineFiles, FileRole, HubOptions,
     ModelSource,
 };
+use crate::models::family::Family;
 use crate::preprocess::pose::detector::DetectorKind;
 use crate::preprocess::softedge::softedge::HED_WEIGHTS;
 use crate::preset::{ControlKind, Preset};

@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 
 use crate::loaders::single_file::{is_pickle_path, TensorFile};
 
@@ -110,7 +110,7 @@ impl TextualInversion {
             }
         };
         let tensor = file
-            .load(&key, &Device::Cpu)
+            .load(&key, &crate::device::host())
             .and_then(|t| t.to_dtype(DType::F32))
             .map_err(read)?;
         let vectors = match tensor.rank() {

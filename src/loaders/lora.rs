@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::{DType, Device};
+use candle_core::DType;
 
 use crate::loaders::single_file::keys::unet_diffusers_to_ldm;
 use crate::loaders::single_file::{Patch, SingleFileError, TensorFile, WeightMap};
@@ -323,7 +323,7 @@ impl LoraFile {
         };
         let load = |key: &str| {
             self.file
-                .load(key, &Device::Cpu)
+                .load(key, &crate::device::host())
                 .and_then(|t| t.to_dtype(DType::F32))
                 .map_err(|e| tensor_err(key, e))
         };

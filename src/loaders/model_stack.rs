@@ -15,13 +15,14 @@ use crate::diffusion::schedulers::{SchedulerConfig, SchedulerError};
 use crate::loaders::embeddings::{EmbeddingError, TextualInversion};
 use crate::loaders::lora::{apply_loras, LoraError, LoraSpec};
 use crate::loaders::single_file::{
-    ConfigSource, Family, Patch, SingleFileCheckpoint, SingleFileError, TensorFile, WeightMap,
+    ConfigSource, Patch, SingleFileCheckpoint, SingleFileError, TensorFile, WeightMap,
 };
 use crate::loaders::source::{
     Component, DiffusersPipelineFiles, HubOptions, LoadError, ModelFiles, ModelSource,
 };
 use crate::models::clip::{ClipError, ClipTextConfig, ClipTextEncoder};
 use crate::models::controlnet::{ControlNetConfig, ControlNetModel};
+use crate::models::family::Family;
 use crate::models::tokenizer::{ClipTokenizer, TokenizerError};
 use crate::models::unet::{PerBlock, UNet2DConditionModel, UNetConfig, UNetError};
 use crate::models::vae::{AutoencoderKL, VaeConfig, VaeError};

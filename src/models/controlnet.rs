@@ -15,8 +15,8 @@ use crate::models::unet::blocks::{DownBlock, MidBlock};
 use crate::models::unet::config::{MidBlockPolicy, UNetConfig};
 use crate::models::unet::embeddings::{timestep_features, TimestepEmbedding};
 use crate::models::unet::{ForwardContext, Result, UNetError};
-use crate::nn::attention::AttentionBudget;
 use crate::nn::layers::{conv2d, Conv2d};
+use crate::nn::AttentionBudget;
 
 /// Channel order the ControlNet expects its control image in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

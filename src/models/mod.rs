@@ -1,7 +1,9 @@
-//! models
+//! The networks: CLIP text encoder, UNet, ControlNet, VAE and AnimateDiff motion modules,
+//! built from the layers of [`crate::nn`], and the [`family`] description of SD1.x / SD2.x.
 pub mod attention_hook;
 pub mod clip;
 pub mod controlnet;
+pub mod family;
 pub mod motion;
 pub mod tokenizer;
 pub mod unet;

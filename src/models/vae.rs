@@ -18,10 +18,11 @@ use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use serde::Deserialize;
 
-use crate::nn::attention::{multi_head_attention, AttentionBudget};
+use crate::nn::attention::multi_head_attention;
 use crate::nn::conv2d::Conv2d;
 use crate::nn::conv3x3::{Conv3x3, DownsampleConv3x3, Upsample2xConv3x3};
 use crate::nn::group_norm::GroupNorm;
+use crate::nn::AttentionBudget;
 
 /// Errors while reading a VAE config or building the model from weights.
 #[derive(Debug, thiserror::Error)]

@@ -2,33 +2,20 @@
 //! full `N × N` score matrix.
 //!
 //! At SD1.5's first block with 64×64 latents and batch 2 the full matrix is
-//! 2·8 heads × 4096 × 4096 × 4 B = 1 GiB (3 GiB with cross-frame keys). On the CPU in f32 the
-//! fused kernel of `fused_attention` computes it in L2-sized blocks (a few MiB in all). Elsewhere
-//! candle ops run on blocks bounded by [`AttentionBudget`]: queries are processed in chunks whose
+//! 2·8 heads × 4096 × 4096 × 4 B = 1 GiB (3 GiB with cross-frame keys). On the fast path (CPU,
+//! f32) the kernel of [`crate::nn::kernels::fused_attention`] computes it in L2-sized blocks (a
+//! few MiB in all). On the portable path candle ops run on blocks bounded by
+//! [`AttentionBudget`]: queries are processed in chunks whose
 //! score block fits the budget, every query row still seeing all keys at once, so the result is
 //! the same softmax as the unchunked one; only when even a few query rows cannot hold a full key
 //! row (very long key sequences) are keys chunked too, with a running (online) softmax as in
 //! flash attention.
 
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::{Result, Tensor, D};
 
-use crate::nn::fused_attention::{fused_attention, FusedBlocks};
-
-/// Upper bound on the number of f32 attention scores materialised at once (over all threads).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AttentionBudget {
-    pub max_scores: usize,
-}
-
-impl Default for AttentionBudget {
-    /// 16 Mi scores = 64 MiB per score block (the softmax output doubles it), independent of
-    /// the image size and of how many extra frames' keys a hook appends.
-    fn default() -> Self {
-        Self {
-            max_scores: 1 << 24,
-        }
-    }
-}
+use crate::nn::budget::AttentionBudget;
+use crate::nn::kernels::fused_attention::{fused_attention, FusedBlocks};
+use crate::nn::path::use_fast_kernel;
 
 /// Fewest query rows worth a matmul before switching to key chunking.
 const MIN_QUERY_ROWS: usize = 32;
@@ -111,8 +98,7 @@ pub fn multi_head_attention(
     if heads == 0 || inner % heads != 0 {
         candle_core::bail!("attention: {heads} heads do not divide {inner} channels");
     }
-    let all_f32 = [q, k, v].iter().all(|t| t.dtype() == DType::F32);
-    if q.device().is_cpu() && all_f32 {
+    if use_fast_kernel(&[q, k, v]) {
         let blocks = FusedBlocks::for_budget(n_q, k.dim(1)?, budget);
         return fused_attention(q, k, v, heads, blocks);
     }

@@ -4,14 +4,14 @@
 //!
 //! Statistics are accumulated in f32 lanes over short runs and in f64 across runs (two-pass:
 //! mean, then centred variance), which keeps them as accurate as torch's. The vector kernels
-//! (statistics, normalise + polynomial-exp SiLU, run-time AVX-512/AVX2 dispatch) are the UNet's,
-//! shared from `unet::kernels`.
+//! (statistics, normalise + polynomial-exp SiLU, run-time AVX-512/AVX2 dispatch) are in
+//! [`crate::nn::kernels::simd`]; other devices and dtypes use candle-nn's GroupNorm.
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
-use rayon::prelude::*;
 
-use super::kernels::{affine_row, shifted_sums};
+use crate::nn::kernels::group_norm::GroupNormOp;
+use crate::nn::path::use_fast_kernel;
 
 /// Group normalisation over `(B, C, ...)` tensors.
 #[derive(Debug, Clone)]
@@ -73,7 +73,7 @@ impl GroupNorm {
                 x.dims()
             );
         }
-        if x.dtype() != DType::F32 || !x.device().is_cpu() {
+        if !use_fast_kernel(&[x]) {
             let nn = candle_nn::GroupNorm::new(
                 self.weight.clone(),
                 self.bias.clone(),
@@ -102,72 +102,10 @@ impl Module for GroupNorm {
     }
 }
 
-struct GroupNormOp {
-    groups: usize,
-    eps: f64,
-    silu: bool,
-}
-
-fn slice_of<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
-        None => candle_core::bail!("group norm: operands must be contiguous"),
-    }
-}
-
-impl CustomOp3 for GroupNormOp {
-    fn name(&self) -> &'static str {
-        "group-norm"
-    }
-
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        ws: &CpuStorage,
-        wl: &Layout,
-        bs: &CpuStorage,
-        bl: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let x = slice_of(xs, xl)?;
-        let weight = slice_of(ws, wl)?;
-        let bias = slice_of(bs, bl)?;
-        let dims = xl.dims();
-        let spatial: usize = dims[2..].iter().product();
-        let per_group = dims[1] / self.groups;
-        let group_len = (per_group * spatial).max(1);
-        // SAFETY: every group of channels is written below.
-        let mut out = unsafe { crate::alloc::uninit_f32(x.len()) };
-        // Each group is a contiguous run of `per_group` channel planes.
-        out.par_chunks_mut(group_len)
-            .zip(x.par_chunks(group_len))
-            .enumerate()
-            .for_each(|(i, (dst, src))| {
-                let n = src.len() as f64;
-                let mean = shifted_sums(src, 0.0).0 / n;
-                // Centred on the f32-rounded mean: correct for what that rounding left over.
-                let (dev, dev_sq) = shifted_sums(src, mean as f32);
-                let var = (dev_sq - dev * dev / n) / n;
-                let rstd = 1.0 / (var.max(0.0) + self.eps).sqrt();
-                let first = (i % self.groups) * per_group;
-                for (c, (d, s)) in dst
-                    .chunks_mut(spatial.max(1))
-                    .zip(src.chunks(spatial.max(1)))
-                    .enumerate()
-                {
-                    let scale = weight[first + c] as f64 * rstd;
-                    let shift = bias[first + c] as f64 - mean * scale;
-                    affine_row(s, d, scale as f32, shift as f32, self.silu);
-                }
-            });
-        Ok((CpuStorage::F32(out), xl.shape().clone()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{DType, Device};
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         crate::nn::tensor_diff::max_abs_diff(a, b).unwrap()

@@ -1,7 +1,6 @@
-//! Small building blocks shared by every UNet part: weight loading helpers (conv and linear
-//! layers live in `conv.rs` / `linear.rs`, the fused group normalisation in
-//! `models/group_norm.rs`). Kept in one place so faster kernels can replace them without
-//! touching the model code.
+//! Weight-loading helpers shared by every network (the layers themselves live in
+//! [`crate::nn::conv2d`], [`crate::nn::linear`] and [`crate::nn::group_norm`]), so the model
+//! code names layers by their diffusers keys only.
 
 use candle_core::Result;
 use candle_nn::{LayerNorm, VarBuilder};

@@ -4,14 +4,12 @@
 //! removes the token/channel transposes around spatial transformers.
 
 use candle_core::{Module, Result, Tensor};
-use gemm::{gemm, Parallelism};
-use rayon::prelude::*;
 
-use crate::alloc::uninit_f32;
-use crate::nn::cpu::{all_cpu_f32, with_cpu_f32};
+use crate::nn::kernels::linear::{linear_gemm, Strides};
+use crate::nn::path::use_fast_kernel;
 
 #[derive(Debug, Clone)]
-pub(crate) struct Linear {
+pub struct Linear {
     /// `(out, in)`, contiguous.
     weight: Tensor,
     bias: Option<Tensor>,
@@ -19,19 +17,8 @@ pub(crate) struct Linear {
     out_dim: usize,
 }
 
-/// How the gemm reads the input and writes the output, per batch entry.
-#[derive(Clone, Copy)]
-struct Strides {
-    /// Input element (row r, feature i) at `r·in_row + i·in_col`.
-    in_row: isize,
-    in_col: isize,
-    /// Output element (row r, feature o) at `r·out_row + o·out_col`.
-    out_row: isize,
-    out_col: isize,
-}
-
 impl Linear {
-    pub(crate) fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
         let (out_dim, in_dim) = weight.dims2()?;
         Ok(Self {
             weight: weight.contiguous()?,
@@ -42,7 +29,7 @@ impl Linear {
     }
 
     /// `x @ Wᵀ + b + residual` for `x` `(..., in)`; `residual` has the output's shape.
-    pub(crate) fn forward_add(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+    pub fn forward_add(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
         let mut out_dims = x.dims().to_vec();
         let Some(last) = out_dims.last_mut() else {
             candle_core::bail!("linear: scalar input");
@@ -60,7 +47,7 @@ impl Linear {
                 candle_core::bail!("linear: residual {:?} but output {:?}", r.dims(), out_dims);
             }
         }
-        if !all_cpu_f32(&[x, &self.weight]) {
+        if !use_fast_kernel(&[x, &self.weight]) {
             let y = candle_nn::Linear::new(self.weight.clone(), self.bias.clone()).forward(x)?;
             return match residual {
                 Some(r) => y + r,
@@ -74,17 +61,26 @@ impl Linear {
             out_row: self.out_dim as isize,
             out_col: 1,
         };
-        let out = self.run(&x.contiguous()?, 1, rows, strides, residual, false)?;
+        let out = linear_gemm(
+            &self.weight,
+            self.bias.as_ref(),
+            &x.contiguous()?,
+            1,
+            rows,
+            strides,
+            residual,
+            false,
+        )?;
         Tensor::from_vec(out, out_dims, x.device())
     }
 
     /// Channels-first input `(b, in, h, w)` → tokens `(b, h·w, out)`.
-    pub(crate) fn forward_from_channels_first(&self, x: &Tensor) -> Result<Tensor> {
+    pub fn forward_from_channels_first(&self, x: &Tensor) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         if c != self.in_dim {
             candle_core::bail!("linear: input has {c} channels, expected {}", self.in_dim);
         }
-        if !all_cpu_f32(&[x, &self.weight]) {
+        if !use_fast_kernel(&[x, &self.weight]) {
             let tokens = x.reshape((b, c, h * w))?.transpose(1, 2)?.contiguous()?;
             return self.forward_add(&tokens, None);
         }
@@ -94,16 +90,21 @@ impl Linear {
             out_row: self.out_dim as isize,
             out_col: 1,
         };
-        let out = self.run(&x.contiguous()?, b, h * w, strides, None, false)?;
+        let out = linear_gemm(
+            &self.weight,
+            self.bias.as_ref(),
+            &x.contiguous()?,
+            b,
+            h * w,
+            strides,
+            None,
+            false,
+        )?;
         Tensor::from_vec(out, (b, h * w, self.out_dim), x.device())
     }
 
     /// Tokens `(b, h·w, in)` → channels-first `(b, out, h, w)` plus `residual` `(b, out, h, w)`.
-    pub(crate) fn forward_to_channels_first_add(
-        &self,
-        x: &Tensor,
-        residual: &Tensor,
-    ) -> Result<Tensor> {
+    pub fn forward_to_channels_first_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
         let (b, out, h, w) = residual.dims4()?;
         let (xb, n, c) = x.dims3()?;
         if (xb, n, c, out) != (b, h * w, self.in_dim, self.out_dim) {
@@ -113,7 +114,7 @@ impl Linear {
                 residual.dims()
             );
         }
-        if !all_cpu_f32(&[x, &self.weight, residual]) {
+        if !use_fast_kernel(&[x, &self.weight, residual]) {
             let y = self
                 .forward_add(x, None)?
                 .transpose(1, 2)?
@@ -126,85 +127,17 @@ impl Linear {
             out_row: 1,
             out_col: (h * w) as isize,
         };
-        let y = self.run(&x.contiguous()?, b, h * w, strides, Some(residual), true)?;
+        let y = linear_gemm(
+            &self.weight,
+            self.bias.as_ref(),
+            &x.contiguous()?,
+            b,
+            h * w,
+            strides,
+            Some(residual),
+            true,
+        )?;
         Tensor::from_vec(y, (b, out, h, w), x.device())
-    }
-
-    /// One gemm per batch entry of `rows` rows. The output buffer starts as bias (+ residual,
-    /// which must already be in the output layout); `channels_first` says the output is
-    /// `(out, rows)` per entry rather than `(rows, out)`.
-    fn run(
-        &self,
-        x: &Tensor,
-        batch: usize,
-        rows: usize,
-        st: Strides,
-        residual: Option<&Tensor>,
-        channels_first: bool,
-    ) -> Result<Vec<f32>> {
-        let per_entry = rows * self.out_dim;
-        let has_init = residual.is_some() || self.bias.is_some();
-        let mut out = match residual {
-            Some(r) => r.contiguous()?.flatten_all()?.to_vec1::<f32>()?,
-            // SAFETY: every element is written below, by the bias or else by the gemm (which
-            // then does not read the output).
-            None => unsafe { uninit_f32(batch * per_entry) },
-        };
-        if let Some(bias) = &self.bias {
-            let bias = bias.to_vec1::<f32>()?;
-            // Onto the residual, or as the initial value: one pass either way.
-            let add = residual.is_some();
-            let apply = |v: &mut f32, b: f32| *v = if add { *v + b } else { b };
-            if channels_first {
-                // Each (entry, channel) plane of `rows` values shares one bias.
-                out.par_chunks_mut(rows).enumerate().for_each(|(i, plane)| {
-                    let b = bias[i % self.out_dim];
-                    plane.iter_mut().for_each(|v| apply(v, b));
-                });
-            } else {
-                out.par_chunks_mut(self.out_dim * 64).for_each(|chunk| {
-                    for (v, &b) in chunk.iter_mut().zip(bias.iter().cycle()) {
-                        apply(v, b);
-                    }
-                });
-            }
-        }
-        with_cpu_f32(x, "linear input", |input| {
-            with_cpu_f32(&self.weight, "linear weight", |weight| {
-                let threads = rayon::current_num_threads();
-                let in_per_entry = rows * self.in_dim;
-                for (bi, dst) in out.chunks_mut(per_entry).enumerate() {
-                    // SAFETY: dst holds rows × out values addressed through the output strides;
-                    // the input entry holds rows × in values addressed through the input strides;
-                    // the weight is (out, in) row-major, read as the (in, out) matrix Wᵀ.
-                    unsafe {
-                        gemm(
-                            rows,
-                            self.out_dim,
-                            self.in_dim,
-                            dst.as_mut_ptr(),
-                            st.out_col,
-                            st.out_row,
-                            has_init,
-                            input.as_ptr().add(bi * in_per_entry),
-                            st.in_col,
-                            st.in_row,
-                            weight.as_ptr(),
-                            self.in_dim as isize,
-                            1,
-                            1.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            Parallelism::Rayon(threads),
-                        );
-                    }
-                }
-                Ok(())
-            })
-        })?;
-        Ok(out)
     }
 }
 

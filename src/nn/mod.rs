@@ -1,14 +1,18 @@
-//! Layers and kernels the networks are built from: linear, conv2d, 3×3 convs, group norm,
-//! attention, and the CPU helpers under them.
+//! The layers the networks are built from (linear, conv2d, 3×3 convs, group norm, attention,
+//! feed-forward), each with a fast CPU kernel from [`kernels`] and a portable path of candle
+//! ops chosen by [`path`].
 
 pub mod attention;
-mod attention_avx512;
+pub mod budget;
 pub mod conv2d;
 pub mod conv3x3;
-pub(crate) mod cpu;
-pub mod fused_attention;
+pub mod feed_forward;
 pub mod group_norm;
-pub(crate) mod kernels;
+pub mod kernels;
 pub(crate) mod layers;
-pub(crate) mod linear;
+pub mod linear;
+pub mod path;
 pub mod tensor_diff;
+
+pub use budget::AttentionBudget;
+pub use path::{kernel_path, with_kernel_path, KernelPath};

@@ -15,34 +15,7 @@
 use serde_json::{json, Value};
 
 use super::checkpoint::ShapeMap;
-
-/// Which Stable Diffusion generation a checkpoint belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    /// SD1.x: OpenAI CLIP ViT-L/14, 768-wide cross-attention, 8 heads.
-    Sd1,
-    /// SD2.x: OpenCLIP ViT-H/14, 1024-wide cross-attention, 64-channel heads.
-    Sd2,
-}
-
-impl Family {
-    /// From the UNet's (or ControlNet's) cross-attention width.
-    pub fn from_cross_attention_dim(dim: usize) -> Option<Self> {
-        match dim {
-            768 => Some(Family::Sd1),
-            1024 => Some(Family::Sd2),
-            _ => None,
-        }
-    }
-
-    /// Hub repo whose tokenizer the family uses (single files do not carry one).
-    pub fn tokenizer_repo(self) -> &'static str {
-        match self {
-            Family::Sd1 => "stable-diffusion-v1-5/stable-diffusion-v1-5",
-            Family::Sd2 => "stabilityai/stable-diffusion-2-1",
-        }
-    }
-}
+use crate::models::family::{AttentionHeads, Family};
 
 fn shape<'a>(shapes: &'a ShapeMap, key: &str) -> Result<&'a [usize], String> {
     shapes
@@ -149,12 +122,12 @@ fn infer_encoder(shapes: &ShapeMap) -> Result<Encoder, String> {
 impl Encoder {
     /// diffusers' `attention_head_dim` (which holds head counts for these models).
     fn heads(&self) -> Value {
-        match self.family {
-            Family::Sd1 => json!(8),
-            Family::Sd2 => json!(self
+        match self.family.attention_heads() {
+            AttentionHeads::Count(n) => json!(n),
+            heads @ AttentionHeads::Width(_) => json!(self
                 .block_out_channels
                 .iter()
-                .map(|c| c / 64)
+                .map(|&c| heads.heads_for(c))
                 .collect::<Vec<_>>()),
         }
     }
@@ -222,7 +195,7 @@ pub fn unet_config(shapes: &ShapeMap) -> Result<(Value, Family), String> {
             "out_channels": dim(shapes, "out.2.weight", 0)?,
             "up_block_types": up_block_types,
             "mid_block_type": mid_block_type,
-            "sample_size": match enc.family { Family::Sd1 => 64, Family::Sd2 => 96 },
+            "sample_size": enc.family.default_sample_size(),
         }),
     );
     Ok((config, enc.family))

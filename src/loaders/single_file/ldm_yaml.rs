@@ -6,7 +6,7 @@
 use serde_json::{json, Value};
 use serde_yaml_ng::Value as Yaml;
 
-use super::infer::Family;
+use crate::models::family::Family;
 
 /// What a LDM yaml says about a checkpoint (diffusers JSON configs).
 #[derive(Debug, Clone, PartialEq)]

@@ -11,7 +11,7 @@
 //!   the LDM yaml; a diffusers config folder can be given instead ([`ConfigSource`]).
 //!
 //! Single files carry no tokenizer: it comes from the config folder, or from the family's
-//! reference repo on the hub ([`infer::Family::tokenizer_repo`]).
+//! reference repo on the hub ([`Family::tokenizer_repo`]).
 
 pub mod checkpoint;
 pub mod infer;
@@ -21,8 +21,8 @@ pub mod weights;
 
 use std::path::{Path, PathBuf};
 
+use crate::models::family::Family;
 pub use checkpoint::{Contents, SingleFileCheckpoint, TextEncoderKind};
-pub use infer::Family;
 pub use weights::{is_pickle_path, Patch, TensorFile, WeightMap, WeightSource};
 
 use crate::diffusion::schedulers::SchedulerConfig;

@@ -122,7 +122,9 @@ impl TensorFile {
 
     /// A scalar tensor's value (e.g. a LoRA `.alpha`).
     pub fn load_scalar(&self, name: &str) -> candle_core::Result<f64> {
-        let t = self.load(name, &Device::Cpu)?.to_dtype(DType::F64)?;
+        let t = self
+            .load(name, &crate::device::host())?
+            .to_dtype(DType::F64)?;
         let values = t.flatten_all()?.to_vec1::<f64>()?;
         match values.as_slice() {
             [v] => Ok(*v),

@@ -13,11 +13,13 @@
 //! `double_self_attention`; the originals call them `Temporal_Self, Temporal_Self`), and the
 //! sinusoidal positional encoding is added to the normalised input of each.
 
-use candle_core::{Device, Module, Result, Tensor, D};
+use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 
-use crate::nn::attention::{multi_head_attention, AttentionBudget};
+use crate::nn::attention::multi_head_attention;
+use crate::nn::feed_forward::FeedForward;
 use crate::nn::layers::{layer_norm, linear, GroupNorm, Linear};
+use crate::nn::AttentionBudget;
 
 /// Shape of one temporal transformer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,32 +91,6 @@ impl FrameAttention {
         let v = self.to_v.forward_add(x, None)?;
         let out = multi_head_attention(&q, &k, &v, self.heads, AttentionBudget::default())?;
         self.to_out.forward_add(&out, Some(residual))
-    }
-}
-
-/// diffusers `FeedForward` with GEGLU (exact erf GELU): `net.0.proj` → value·gelu(gate) → `net.2`.
-#[derive(Debug, Clone)]
-struct FeedForward {
-    proj_in: Linear,
-    proj_out: Linear,
-    inner: usize,
-}
-
-impl FeedForward {
-    fn load(vb: VarBuilder, dim: usize) -> Result<Self> {
-        let inner = dim * 4;
-        Ok(Self {
-            proj_in: linear(vb.pp("net.0.proj"), dim, inner * 2, true)?,
-            proj_out: linear(vb.pp("net.2"), inner, dim, true)?,
-            inner,
-        })
-    }
-
-    fn forward(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        let h = self.proj_in.forward_add(x, None)?;
-        let value = h.narrow(D::Minus1, 0, self.inner)?;
-        let gate = h.narrow(D::Minus1, self.inner, self.inner)?.gelu_erf()?;
-        self.proj_out.forward_add(&(value * gate)?, Some(residual))
     }
 }
 

@@ -3,12 +3,11 @@
 //! attention hooks and memory-bounded attention.
 //!
 //! * [`config`]: diffusers `config.json`.
-//! * [`attention`]: memory-bounded (chunked) attention.
+//! * [`crate::nn::attention`]: memory-bounded (chunked) attention, from the layer library.
 //! * `resnet`, `transformer`, `blocks`: the building blocks, with diffusers' weight names.
 //! * [`UNet2DConditionModel`]: the model; [`UNetExtras`] carries ControlNet residuals and the
 //!   temporal hooks of [`crate::models::attention_hook`].
 
-#[cfg(target_arch = "x86_64")]
 pub(crate) mod blocks;
 pub mod config;
 pub(crate) mod embeddings;
@@ -17,12 +16,12 @@ pub(crate) mod resnet;
 pub(crate) mod transformer;
 mod unet_2d_condition;
 
-pub use crate::nn::attention::AttentionBudget;
 pub use config::{PerBlock, UNetConfig};
 pub use error::{Result, UNetError};
 pub use unet_2d_condition::{UNet2DConditionModel, UNetExtras};
 
 use crate::models::attention_hook::{LayerOutputHook, SelfAttentionHook};
+use crate::nn::AttentionBudget;
 use candle_core::Tensor;
 
 /// Per-call state shared by every block of one forward pass.

@@ -1,16 +1,15 @@
-//! diffusers `Attention` (default processor), `FeedForward` (GEGLU), `BasicTransformerBlock`
-//! and the spatial `Transformer2DModel` that wraps them.
+//! diffusers `Attention` (default processor), `BasicTransformerBlock` (with the GEGLU
+//! [`FeedForward`] of `nn/`) and the spatial `Transformer2DModel` that wraps them.
 
-use candle_core::{DType, Module, Result, Storage, Tensor, D};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 
 use super::config::TransformerSpec;
 use super::ForwardContext;
 use crate::models::attention_hook::{KeyValues, SelfAttentionCall};
 use crate::nn::attention::multi_head_attention;
-use crate::nn::kernels::geglu_row;
+use crate::nn::feed_forward::FeedForward;
 use crate::nn::layers::{conv1x1_as_linear, layer_norm, linear, GroupNorm, Linear};
-use rayon::prelude::*;
 
 /// Multi-head attention with `to_q`/`to_k`/`to_v` (no bias) and `to_out.0` (bias).
 #[derive(Debug, Clone)]
@@ -113,58 +112,6 @@ impl Attention {
         }
         Ok(())
     }
-}
-
-/// `FeedForward` with GEGLU: `net.0.proj` → value·gelu(gate) → `net.2`.
-#[derive(Debug, Clone)]
-struct FeedForward {
-    proj_in: Linear,
-    proj_out: Linear,
-    inner: usize,
-}
-
-impl FeedForward {
-    fn load(vb: VarBuilder, dim: usize) -> Result<Self> {
-        let inner = dim * 4;
-        Ok(Self {
-            proj_in: linear(vb.pp("net.0.proj"), dim, inner * 2, true)?,
-            proj_out: linear(vb.pp("net.2"), inner, dim, true)?,
-            inner,
-        })
-    }
-
-    /// `residual + ff(x)`.
-    fn forward(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        let h = self.proj_in.forward(x)?;
-        self.proj_out
-            .forward_add(&geglu(&h, self.inner)?, Some(residual))
-    }
-}
-
-/// `value · gelu(gate)` for `h = [value, gate]` along the last dimension. diffusers' GELU here is
-/// the exact (erf) one, not the tanh approximation.
-fn geglu(h: &Tensor, inner: usize) -> Result<Tensor> {
-    if h.device().is_cpu() && h.dtype() == DType::F32 {
-        let h = h.contiguous()?;
-        let mut dims = h.dims().to_vec();
-        let (storage, layout) = h.storage_and_layout();
-        let (Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets())
-        else {
-            candle_core::bail!("geglu: contiguous CPU input expected");
-        };
-        let src = &cpu.as_slice::<f32>()?[start..end];
-        // SAFETY: every row is written below.
-        let mut out = unsafe { crate::alloc::uninit_f32(src.len() / 2) };
-        out.par_chunks_mut(inner)
-            .zip(src.par_chunks(2 * inner))
-            .with_min_len(16)
-            .for_each(|(o, h)| geglu_row(h, o));
-        *dims.last_mut().expect("rank >= 1") = inner;
-        return Tensor::from_vec(out, dims, h.device());
-    }
-    let value = h.narrow(D::Minus1, 0, inner)?;
-    let gate = h.narrow(D::Minus1, inner, inner)?.gelu_erf()?;
-    value * gate
 }
 
 /// Pre-norm transformer block: self-attention, cross-attention, feed-forward, each residual.

@@ -9,8 +9,8 @@ use super::embeddings::{timestep_features, TimestepEmbedding};
 use super::error::{Result, UNetError};
 use super::ForwardContext;
 use crate::models::attention_hook::{LayerOutputHook, SelfAttentionHook};
-use crate::nn::attention::AttentionBudget;
 use crate::nn::layers::{conv2d, Conv2d, GroupNorm};
+use crate::nn::AttentionBudget;
 
 /// Optional inputs of one UNet call. Build with `..Default::default()` so new fields do not
 /// break callers.

@@ -12,12 +12,12 @@ use candle_core::{Result, Tensor};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
-use crate::alloc::uninit_f32;
-use crate::nn::attention::AttentionBudget;
 #[cfg(target_arch = "x86_64")]
-use crate::nn::attention_avx512::{self, QueryTile, TileBuffers, KEY_BLOCK, QUERY_TILE};
-use crate::nn::cpu::{with_cpu_f32, SharedMut};
-use crate::nn::kernels::{exp_sum_inplace, row_max, scale_inplace};
+use super::attention_avx512::{self, QueryTile, TileBuffers, KEY_BLOCK, QUERY_TILE};
+use super::cpu::{with_cpu_f32, SharedMut};
+use super::simd::{exp_sum_inplace, row_max, scale_inplace};
+use crate::alloc::uninit_f32;
+use crate::nn::budget::AttentionBudget;
 
 /// Scores per thread buffer: 512 KiB, well inside L2. Measured at SD1.5's 64² self-attention
 /// (2×8 heads, 4096 tokens, d = 40): 128 queries × 1024 keys beat both 64 × 4096 (+18 %) and

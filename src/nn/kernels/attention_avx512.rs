@@ -1,7 +1,7 @@
 //! AVX-512 attention for one head and a tile of up to 48 queries, with the scores kept
 //! transposed (keys × queries) so that queries lie along the vector lanes.
 //!
-//! Why not two gemm calls per block (the portable path in `fused_attention`): with SD's head
+//! Why not two gemm calls per block (the gemm kernel in `fused_attention`, for CPUs without AVX-512): with SD's head
 //! sizes (d = 40 at 64² latents) one product has depth 40 and the other only 40 output columns,
 //! and gemm ran both at about 30 % of this machine's peak, plus a softmax with a horizontal max
 //! and sum per row. Transposed, every step is a vertical vector operation: the scores tile is
@@ -240,7 +240,7 @@ unsafe fn values_tile<const V: usize, const N: usize>(
     }
 }
 
-/// `e^x` per lane, the polynomial of `kernels::exp_approx` (inputs clamped to the f32 range).
+/// `e^x` per lane, the polynomial of `simd::exp_approx` (inputs clamped to the f32 range).
 #[inline]
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn exp_ps(x: __m512) -> __m512 {
