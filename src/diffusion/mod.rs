@@ -4,6 +4,7 @@
 pub mod context_windows;
 pub mod guidance;
 pub mod image_pipeline;
+pub mod latents;
 pub mod sampler;
 pub mod schedulers;
 pub mod video_pipeline;
