@@ -561,6 +561,52 @@ mod tests {
         );
     }
 
+    /// Predicts zeros and records the steps it saw.
+    struct Recorder(Vec<(usize, usize)>);
+
+    impl NoisePredictor for Recorder {
+        type Error = SamplerError;
+
+        fn predict(
+            &mut self,
+            _scheduler: &dyn Scheduler,
+            latents: &Tensor,
+            at: StepAt,
+        ) -> Result<Tensor, SamplerError> {
+            self.0.push((at.index, at.total));
+            Ok(latents.zeros_like()?)
+        }
+    }
+
+    #[test]
+    fn loop_runs_every_step_in_order_and_reports_it() {
+        use crate::diffusion::schedulers::{build, SchedulerConfig};
+        use crate::noise::TorchGenerator;
+        use crate::preset::SchedulerKind;
+
+        let mut scheduler = build(SchedulerKind::Ddim, &SchedulerConfig::sd15()).unwrap();
+        scheduler.set_timesteps(8, 0.5).unwrap();
+        let expected_timesteps = scheduler.timesteps().to_vec();
+        let latents = Tensor::ones((1, 4, 2, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let mut recorder = Recorder(Vec::new());
+        let mut reported = Vec::new();
+        run_steps(
+            &mut recorder,
+            scheduler.as_mut(),
+            latents,
+            &mut TorchGenerator::new(0),
+            &mut |p| reported.push((p.step, p.total, p.timestep)),
+        )
+        .unwrap();
+        assert_eq!(recorder.0, vec![(0, 4), (1, 4), (2, 4), (3, 4)]);
+        let steps: Vec<(usize, usize, f64)> = expected_timesteps
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| (i, 4, t))
+            .collect();
+        assert_eq!(reported, steps);
+    }
+
     #[test]
     fn mask_downsampling_picks_top_left_pixels() {
         let d = Device::Cpu;
