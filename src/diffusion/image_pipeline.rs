@@ -8,13 +8,14 @@ use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 
 use crate::diffusion::guidance::uses_cfg;
+use crate::diffusion::latents::{
+    image_latent_shape, initial_latents, strength_scheduler, LatentsError,
+};
 use crate::diffusion::sampler::{
     denoise, mask_to_latent_size, ControlInput, DenoiseRequest, Inpaint, SamplerError,
     StepProgress, TextConditioning,
 };
-use crate::diffusion::schedulers::{self, SchedulerConfig, SchedulerError};
-use crate::loaders::model_stack::{ModelStack, ModelStackError, ModelStackSpec};
-use crate::loaders::source::{HubOptions, LoadError};
+use crate::diffusion::schedulers::{SchedulerConfig, SchedulerError};
 use crate::models::attention_hook::SelfAttentionHook;
 use crate::models::clip::{ClipError, ClipTextEncoder};
 use crate::models::tokenizer::{ClipTokenizer, TokenizerError};
@@ -26,8 +27,6 @@ use crate::preset::SchedulerKind;
 /// Errors of loading or running the image pipeline.
 #[derive(Debug, thiserror::Error)]
 pub enum ImagePipelineError {
-    #[error(transparent)]
-    Load(#[from] LoadError),
     #[error("UNet / ControlNet: {0}")]
     UNet(#[from] UNetError),
     #[error("VAE: {0}")]
@@ -40,6 +39,8 @@ pub enum ImagePipelineError {
     Scheduler(#[from] SchedulerError),
     #[error(transparent)]
     Sampler(#[from] SamplerError),
+    #[error(transparent)]
+    Latents(#[from] LatentsError),
     #[error(transparent)]
     Noise(#[from] NoiseError),
     #[error("{context}: {source}")]
@@ -106,34 +107,8 @@ pub struct GeneratedImage {
 }
 
 impl StableDiffusion {
-    /// Loads the model stack of `spec` (a diffusers folder, hub id or single-file checkpoint,
-    /// with its VAE override, LoRAs, embeddings; see [`ModelStack`]).
-    pub fn load(
-        spec: &ModelStackSpec,
-        hub: &HubOptions,
-        device: &Device,
-    ) -> Result<Self, ModelStackError> {
-        Ok(Self::from_stack(
-            ModelStack::load(spec, hub, device)?,
-            device,
-        ))
-    }
-
-    /// The image models of a loaded stack (its embeddings and clip skip are the prompt
-    /// encoder's business: [`ModelStack::encode_prompts`]).
-    pub fn from_stack(stack: ModelStack, device: &Device) -> Self {
-        Self::from_parts(
-            stack.unet,
-            stack.vae,
-            stack.text_encoder,
-            stack.tokenizer,
-            stack.scheduler_config,
-            device,
-        )
-    }
-
-    /// Models loaded elsewhere (e.g. a single-file checkpoint with LoRAs through
-    /// [`ModelStack`](crate::loaders::model_stack::ModelStack)), on `device`.
+    /// Models loaded elsewhere (`crate::loaders` reads checkpoints, VAE overrides and LoRAs),
+    /// on `device`.
     pub fn from_parts(
         unet: UNet2DConditionModel,
         vae: AutoencoderKL,
@@ -244,11 +219,7 @@ impl StableDiffusion {
         }
         let factor = self.latent_factor();
         let (width, height) = (settings.width, settings.height);
-        if width == 0 || height == 0 || width % factor != 0 || height % factor != 0 {
-            return Err(ImagePipelineError::Invalid(format!(
-                "image size {width}x{height} must be a positive multiple of {factor}"
-            )));
-        }
+        let shape = image_latent_shape(width, height, self.vae.config().latent_channels, factor)?;
         check_image("init image", init_image(init), 3, width, height)?;
         for (k, control) in controls.iter().enumerate() {
             let what = format!("control image of ControlNet {k}");
@@ -262,30 +233,33 @@ impl StableDiffusion {
             )));
         }
 
-        let mut scheduler = schedulers::build(settings.scheduler, &self.scheduler_config)?;
         let strength = match init {
             InitImage::None => 1.0,
             InitImage::Img2Img { strength, .. } | InitImage::Inpaint { strength, .. } => *strength,
         };
-        scheduler.set_timesteps(settings.steps, strength)?;
+        let mut scheduler = strength_scheduler(
+            settings.scheduler,
+            &self.scheduler_config,
+            settings.steps,
+            strength,
+        )?;
 
         let mut generator = TorchGenerator::new(settings.seed);
-        let shape = [
-            1,
-            self.vae.config().latent_channels,
-            height / factor,
-            width / factor,
-        ];
         let mut inpaint = None;
         let latents = match init {
             InitImage::None => {
-                let noise = generator.randn(&shape, DType::F32, &self.device)?;
-                (noise * scheduler.init_noise_sigma()).map_err(tensor_err("initial latents"))?
+                initial_latents(&*scheduler, &mut generator, &shape, &self.device, None)?.latents
             }
             InitImage::Img2Img { image, .. } => {
                 let image_latents = self.encode_image(&to_signed(image)?, &mut generator)?;
-                let noise = generator.randn(&shape, DType::F32, &self.device)?;
-                scheduler.add_noise(&image_latents, &noise, 0)?
+                let start = initial_latents(
+                    &*scheduler,
+                    &mut generator,
+                    &shape,
+                    &self.device,
+                    Some(&image_latents),
+                )?;
+                start.latents
             }
             InitImage::Inpaint {
                 image,
@@ -307,26 +281,28 @@ impl StableDiffusion {
                 } else {
                     None
                 };
-                let noise = generator.randn(&shape, DType::F32, &self.device)?;
-                let latents = match (&image_latents, full_strength) {
-                    (Some(known), false) => scheduler.add_noise(known, &noise, 0)?,
-                    _ => (&noise * scheduler.init_noise_sigma())
-                        .map_err(tensor_err("initial latents"))?,
-                };
+                // At full strength the start is pure noise even with known latents.
+                let start = initial_latents(
+                    &*scheduler,
+                    &mut generator,
+                    &shape,
+                    &self.device,
+                    image_latents.as_ref().filter(|_| !full_strength),
+                )?;
                 let masked_image_latents = self.encode_image(&masked_image, &mut generator)?;
                 let latent_mask = mask_to_latent_size(&mask, factor)?;
                 inpaint = Some(match image_latents {
                     Some(image_latents) if !inpainting_unet => Inpaint::LatentBlend {
                         image_latents,
                         mask: latent_mask,
-                        noise,
+                        noise: start.noise,
                     },
                     _ => Inpaint::InpaintingUnet {
                         mask: latent_mask,
                         masked_image_latents,
                     },
                 });
-                latents
+                start.latents
             }
         };
 

@@ -4,12 +4,12 @@
 pub mod context_windows;
 pub mod guidance;
 pub mod image_pipeline;
+pub mod latents;
 pub mod sampler;
 pub mod schedulers;
 pub mod video_pipeline;
-pub mod video_sampler;
 
 pub use video_pipeline::{
-    decode_video, generate_video_latents, sample_video, VideoInit, VideoRequest,
+    decode_video, denoise_video, generate_video_latents, sample_video, VideoControl,
+    VideoDenoiseRequest, VideoError, VideoInit, VideoRequest,
 };
-pub use video_sampler::{denoise_video, VideoControl, VideoDenoiseRequest, VideoError};

@@ -10,14 +10,18 @@
 //! 4. for inpainting with an ordinary UNet, the known region is replaced after every step by
 //!    the original latents noised to the next step's level (A1111 / ComfyUI / diffusers).
 //!
-//! Text encoding, VAE encode/decode and the initial latents are the caller's
-//! (see [`crate::diffusion::image_pipeline`]).
+//! The loop itself ([`run_steps`]) is shared with videos: a [`NoisePredictor`] makes the
+//! guided noise prediction of one step (here: the UNet with its ControlNets over the image
+//! batch; for videos, context windows over the frames, see
+//! [`crate::diffusion::video_pipeline`]), the loop steps the scheduler. Both predict through
+//! [`GuidedUNet`]. Text encoding, VAE encode/decode and the initial latents are the caller's
+//! (see [`crate::diffusion::image_pipeline`], [`crate::diffusion::latents`]).
 
 use candle_core::{Device, Tensor};
 
 use crate::diffusion::guidance::{classifier_free_guidance, control_active, uses_cfg};
 use crate::diffusion::schedulers::{Scheduler, SchedulerError};
-use crate::models::attention_hook::SelfAttentionHook;
+use crate::models::attention_hook::{LayerOutputHook, SelfAttentionHook};
 use crate::models::controlnet::{sum_control_residuals, ControlNetModel, ControlNetOutput};
 use crate::models::unet::{UNet2DConditionModel, UNetError, UNetExtras};
 use crate::noise::{NoiseError, NoiseSource};
@@ -97,11 +101,223 @@ pub struct StepProgress<'a> {
     pub latents: &'a Tensor,
 }
 
+/// Where the loop stands.
+#[derive(Debug, Clone, Copy)]
+pub struct StepAt {
+    /// 0-based step index and the number of steps of this run.
+    pub index: usize,
+    pub total: usize,
+    pub timestep: f64,
+}
+
+/// How one step's guided noise prediction is made: all that differs between the image and
+/// the video loop.
+pub trait NoisePredictor {
+    type Error: From<SchedulerError>;
+
+    /// The guided noise prediction for `latents` at step `at`.
+    fn predict(
+        &mut self,
+        scheduler: &dyn Scheduler,
+        latents: &Tensor,
+        at: StepAt,
+    ) -> Result<Tensor, Self::Error>;
+
+    /// The latents after the scheduler step (inpainting resets the known region here).
+    fn after_step(
+        &mut self,
+        _scheduler: &dyn Scheduler,
+        latents: Tensor,
+        _at: StepAt,
+    ) -> Result<Tensor, Self::Error> {
+        Ok(latents)
+    }
+}
+
+/// The one denoising loop: runs all steps of `scheduler` (already `set_timesteps`) from
+/// `latents`, stochastic schedulers drawing from `noise`; `on_step` hears of every step.
+pub fn run_steps<P: NoisePredictor + ?Sized>(
+    predictor: &mut P,
+    scheduler: &mut dyn Scheduler,
+    mut latents: Tensor,
+    noise: &mut dyn NoiseSource,
+    on_step: &mut dyn FnMut(StepProgress),
+) -> Result<Tensor, P::Error> {
+    let timesteps = scheduler.timesteps().to_vec();
+    let total = timesteps.len();
+    for (index, &timestep) in timesteps.iter().enumerate() {
+        let at = StepAt {
+            index,
+            total,
+            timestep,
+        };
+        let guided = predictor.predict(&*scheduler, &latents, at)?;
+        latents = scheduler.step(&guided, index, &latents, noise)?;
+        latents = predictor.after_step(&*scheduler, latents, at)?;
+        on_step(StepProgress {
+            step: index,
+            total,
+            timestep,
+            latents: &latents,
+        });
+    }
+    Ok(latents)
+}
+
+/// Errors of one [`GuidedUNet::predict`], placed in context by the caller.
+#[derive(Debug)]
+pub enum PredictError {
+    Model(UNetError),
+    Scheduler(SchedulerError),
+    Tensor(candle_core::Error),
+}
+
+impl From<candle_core::Error> for PredictError {
+    fn from(e: candle_core::Error) -> Self {
+        Self::Tensor(e)
+    }
+}
+
+impl From<SchedulerError> for PredictError {
+    fn from(e: SchedulerError) -> Self {
+        Self::Scheduler(e)
+    }
+}
+
+/// One ControlNet active at this step, its image in the layout of the batch it runs on.
+#[derive(Clone)]
+pub struct ControlCall<'a> {
+    pub model: &'a ControlNetModel,
+    /// Doubled for guidance unless `cond_only`.
+    pub image: Tensor,
+    pub scale: f64,
+    pub guess_mode: bool,
+    /// Guess mode with guidance: the net runs on the cond half only.
+    pub cond_only: bool,
+}
+
+impl<'a> ControlCall<'a> {
+    /// `image` `(batch, 3, H, W)` for a net; shuffle-style nets (global pooling) always run in
+    /// guess mode, as in diffusers.
+    pub fn new(
+        model: &'a ControlNetModel,
+        image: &Tensor,
+        scale: f64,
+        guess_mode: bool,
+        cfg: bool,
+    ) -> candle_core::Result<Self> {
+        let guess_mode = guess_mode || model.config().global_pool_conditions;
+        let cond_only = guess_mode && cfg;
+        let image = if cond_only {
+            image.clone()
+        } else {
+            double_if(image, cfg)?
+        };
+        Ok(Self {
+            model,
+            image,
+            scale,
+            guess_mode,
+            cond_only,
+        })
+    }
+}
+
+/// The UNet with its ControlNets and classifier-free guidance, for one batch of latents.
+pub struct GuidedUNet<'a> {
+    pub unet: &'a UNet2DConditionModel,
+    pub guidance_scale: f64,
+    /// `[uncond; cond]` with guidance, else `cond`, in the batch's layout.
+    pub text_both: &'a Tensor,
+    pub text_cond: &'a Tensor,
+    /// Channels appended to the UNet input (a 9-channel inpainting UNet), already doubled.
+    pub extra_input: Option<&'a Tensor>,
+    pub attention_hook: Option<&'a dyn SelfAttentionHook>,
+    pub layer_hook: Option<&'a dyn LayerOutputHook>,
+}
+
+impl GuidedUNet<'_> {
+    /// The guided noise prediction for `x` `(batch, channels, h, w)`.
+    pub fn predict(
+        &self,
+        scheduler: &dyn Scheduler,
+        x: &Tensor,
+        controls: &[ControlCall],
+        at: StepAt,
+    ) -> Result<Tensor, PredictError> {
+        let cfg = uses_cfg(self.guidance_scale);
+        let (i, t) = (at.index, at.timestep);
+        let latent_in = scheduler.scale_model_input(&double_if(x, cfg)?, i)?;
+
+        let mut outputs: Vec<ControlNetOutput> = Vec::new();
+        for control in controls {
+            let out = if control.cond_only {
+                let input = scheduler.scale_model_input(x, i)?;
+                let out = control
+                    .model
+                    .forward(
+                        &input,
+                        t,
+                        self.text_cond,
+                        &control.image,
+                        control.scale,
+                        true,
+                    )
+                    .map_err(PredictError::Model)?;
+                zero_uncond_half(out)?
+            } else {
+                control
+                    .model
+                    .forward(
+                        &latent_in,
+                        t,
+                        self.text_both,
+                        &control.image,
+                        control.scale,
+                        control.guess_mode,
+                    )
+                    .map_err(PredictError::Model)?
+            };
+            outputs.push(out);
+        }
+        let residuals = if outputs.is_empty() {
+            None
+        } else {
+            Some(sum_control_residuals(&outputs).map_err(PredictError::Model)?)
+        };
+
+        let unet_in = match self.extra_input {
+            Some(extra) => Tensor::cat(&[&latent_in, extra], 1)?,
+            None => latent_in,
+        };
+        let extras = UNetExtras {
+            down_residuals: residuals.as_ref().map(|r| r.down_residuals.as_slice()),
+            mid_residual: residuals.as_ref().map(|r| &r.mid_residual),
+            attention_hook: self.attention_hook,
+            layer_hook: self.layer_hook,
+        };
+        let prediction = self
+            .unet
+            .forward(&unet_in, t, self.text_both, &extras)
+            .map_err(PredictError::Model)?;
+        Ok(if cfg {
+            let batch = x.dim(0)?;
+            classifier_free_guidance(
+                &prediction.narrow(0, 0, batch)?,
+                &prediction.narrow(0, batch, batch)?,
+                self.guidance_scale,
+            )?
+        } else {
+            prediction
+        })
+    }
+}
+
 /// Runs all steps of `scheduler` (already `set_timesteps`) from `latents`.
 pub fn denoise(
     request: &DenoiseRequest,
     scheduler: &mut dyn Scheduler,
-    mut latents: Tensor,
+    latents: Tensor,
     noise: &mut dyn NoiseSource,
     on_step: &mut dyn FnMut(StepProgress),
 ) -> Result<Tensor, SamplerError> {
@@ -118,102 +334,79 @@ pub fn denoise(
         )?),
         _ => None,
     };
+    let mut predictor = ImagePredictor {
+        request,
+        text,
+        controls,
+        inpaint_inputs,
+    };
+    run_steps(&mut predictor, scheduler, latents, noise, on_step)
+}
 
-    let timesteps = scheduler.timesteps().to_vec();
-    let total = timesteps.len();
-    for (i, &t) in timesteps.iter().enumerate() {
-        let model_err = |source| SamplerError::Model { step: i, source };
-        let latent_in = scheduler.scale_model_input(&double_if(&latents, cfg)?, i)?;
+/// The image batch's prediction: every active ControlNet on the whole batch.
+struct ImagePredictor<'a> {
+    request: &'a DenoiseRequest<'a>,
+    text: Embeddings,
+    controls: Vec<PreparedControl<'a>>,
+    inpaint_inputs: Option<Tensor>,
+}
 
-        let mut outputs: Vec<ControlNetOutput> = Vec::new();
-        for control in controls.iter() {
-            if !control_active(i, total, control.input.start, control.input.end) {
-                continue;
-            }
-            let out = if control.cond_only {
-                let input = scheduler.scale_model_input(&latents, i)?;
-                let out = control
-                    .input
-                    .model
-                    .forward(
-                        &input,
-                        t,
-                        &text.cond,
-                        &control.image,
-                        control.input.scale,
-                        true,
-                    )
-                    .map_err(model_err)?;
-                zero_uncond_half(out)?
-            } else {
-                control
-                    .input
-                    .model
-                    .forward(
-                        &latent_in,
-                        t,
-                        &text.both,
-                        &control.image,
-                        control.input.scale,
-                        control.guess_mode,
-                    )
-                    .map_err(model_err)?
-            };
-            outputs.push(out);
-        }
-        let residuals = if outputs.is_empty() {
-            None
-        } else {
-            Some(sum_control_residuals(&outputs).map_err(model_err)?)
-        };
+impl NoisePredictor for ImagePredictor<'_> {
+    type Error = SamplerError;
 
-        let unet_in = match &inpaint_inputs {
-            Some(extra) => Tensor::cat(&[&latent_in, extra], 1)?,
-            None => latent_in,
+    fn predict(
+        &mut self,
+        scheduler: &dyn Scheduler,
+        latents: &Tensor,
+        at: StepAt,
+    ) -> Result<Tensor, SamplerError> {
+        let calls: Vec<ControlCall> = self
+            .controls
+            .iter()
+            .filter(|c| control_active(at.index, at.total, c.start, c.end))
+            .map(|c| c.call.clone())
+            .collect();
+        let unet = GuidedUNet {
+            unet: self.request.unet,
+            guidance_scale: self.request.guidance_scale,
+            text_both: &self.text.both,
+            text_cond: &self.text.cond,
+            extra_input: self.inpaint_inputs.as_ref(),
+            attention_hook: self.request.attention_hook,
+            layer_hook: None,
         };
-        let extras = UNetExtras {
-            down_residuals: residuals.as_ref().map(|r| r.down_residuals.as_slice()),
-            mid_residual: residuals.as_ref().map(|r| &r.mid_residual),
-            attention_hook: request.attention_hook,
-            ..Default::default()
-        };
-        let prediction = request
-            .unet
-            .forward(&unet_in, t, &text.both, &extras)
-            .map_err(model_err)?;
-        let guided = if cfg {
-            let batch = latents.dim(0)?;
-            classifier_free_guidance(
-                &prediction.narrow(0, 0, batch)?,
-                &prediction.narrow(0, batch, batch)?,
-                request.guidance_scale,
-            )?
-        } else {
-            prediction
-        };
-        latents = scheduler.step(&guided, i, &latents, noise)?;
+        unet.predict(scheduler, latents, &calls, at)
+            .map_err(|e| match e {
+                PredictError::Model(source) => SamplerError::Model {
+                    step: at.index,
+                    source,
+                },
+                PredictError::Scheduler(e) => e.into(),
+                PredictError::Tensor(e) => e.into(),
+            })
+    }
 
-        if let Some(Inpaint::LatentBlend {
+    fn after_step(
+        &mut self,
+        scheduler: &dyn Scheduler,
+        latents: Tensor,
+        at: StepAt,
+    ) -> Result<Tensor, SamplerError> {
+        let Some(Inpaint::LatentBlend {
             image_latents,
             mask,
-            noise: inpaint_noise,
-        }) = request.inpaint
-        {
-            let known = if i + 1 < total {
-                scheduler.add_noise(image_latents, inpaint_noise, i + 1)?
-            } else {
-                image_latents.clone()
-            };
-            latents = blend_known_region(&latents, &known, mask)?;
-        }
-        on_step(StepProgress {
-            step: i,
-            total,
-            timestep: t,
-            latents: &latents,
-        });
+            noise,
+        }) = self.request.inpaint
+        else {
+            return Ok(latents);
+        };
+        let known = if at.index + 1 < at.total {
+            scheduler.add_noise(image_latents, noise, at.index + 1)?
+        } else {
+            image_latents.clone()
+        };
+        blend_known_region(&latents, &known, mask)
     }
-    Ok(latents)
 }
 
 /// `(1 - mask) * known + mask * generated`.
@@ -236,16 +429,7 @@ struct Embeddings {
 impl Embeddings {
     fn new(text: &TextConditioning, cfg: bool) -> Result<Self, SamplerError> {
         let both = if cfg {
-            let uncond = text.uncond.as_ref().ok_or_else(|| {
-                SamplerError::Invalid("guidance scale > 1 needs negative-prompt embeddings".into())
-            })?;
-            if uncond.dims() != text.cond.dims() {
-                return Err(SamplerError::Invalid(format!(
-                    "negative embeddings {:?} differ from prompt embeddings {:?}",
-                    uncond.dims(),
-                    text.cond.dims()
-                )));
-            }
+            let uncond = checked_uncond(text).map_err(SamplerError::Invalid)?;
             Tensor::cat(&[uncond, &text.cond], 0)?
         } else {
             text.cond.clone()
@@ -257,13 +441,27 @@ impl Embeddings {
     }
 }
 
+/// The negative-prompt embeddings guidance needs, of the prompt's shape.
+pub fn checked_uncond(text: &TextConditioning) -> Result<&Tensor, String> {
+    let uncond = text
+        .uncond
+        .as_ref()
+        .ok_or_else(|| "guidance scale > 1 needs negative-prompt embeddings".to_string())?;
+    if uncond.dims() != text.cond.dims() {
+        return Err(format!(
+            "negative embeddings {:?} differ from prompt embeddings {:?}",
+            uncond.dims(),
+            text.cond.dims()
+        ));
+    }
+    Ok(uncond)
+}
+
+/// A ControlNet with its step range.
 struct PreparedControl<'a> {
-    input: &'a ControlInput<'a>,
-    /// Control image in the layout of the batch this net runs on.
-    image: Tensor,
-    guess_mode: bool,
-    /// Guess mode with guidance: the net runs on the cond half only.
-    cond_only: bool,
+    call: ControlCall<'a>,
+    start: f64,
+    end: f64,
 }
 
 fn prepare_controls<'a>(
@@ -281,31 +479,34 @@ fn prepare_controls<'a>(
                     input.image.dim(0)?
                 )));
             }
-            if !(0.0..=1.0).contains(&input.start) || !(input.start..=1.0).contains(&input.end) {
-                return Err(SamplerError::Invalid(format!(
-                    "ControlNet {k}: start {} / end {} must satisfy 0 <= start <= end <= 1",
-                    input.start, input.end
-                )));
-            }
-            // Shuffle-style nets (global pooling) always run in guess mode, as in diffusers.
-            let guess_mode = input.guess_mode || input.model.config().global_pool_conditions;
-            let cond_only = guess_mode && cfg;
-            let image = if cond_only {
-                input.image.clone()
-            } else {
-                double_if(&input.image, cfg)?
-            };
+            check_step_range(k, input.start, input.end).map_err(SamplerError::Invalid)?;
             Ok(PreparedControl {
-                input,
-                image,
-                guess_mode,
-                cond_only,
+                call: ControlCall::new(
+                    input.model,
+                    &input.image,
+                    input.scale,
+                    input.guess_mode,
+                    cfg,
+                )?,
+                start: input.start,
+                end: input.end,
             })
         })
         .collect()
 }
 
-fn double_if(x: &Tensor, cfg: bool) -> Result<Tensor, candle_core::Error> {
+/// `0 <= start <= end <= 1` for ControlNet `k`.
+pub fn check_step_range(k: usize, start: f64, end: f64) -> Result<(), String> {
+    if !(0.0..=1.0).contains(&start) || !(start..=1.0).contains(&end) {
+        return Err(format!(
+            "ControlNet {k}: start {start} / end {end} must satisfy 0 <= start <= end <= 1"
+        ));
+    }
+    Ok(())
+}
+
+/// The batch doubled for classifier-free guidance (`[x; x]`), else `x`.
+pub fn double_if(x: &Tensor, cfg: bool) -> Result<Tensor, candle_core::Error> {
     if cfg {
         Tensor::cat(&[x, x], 0)
     } else {
@@ -358,6 +559,52 @@ mod tests {
             out.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
             vec![5.0, 1.0]
         );
+    }
+
+    /// Predicts zeros and records the steps it saw.
+    struct Recorder(Vec<(usize, usize)>);
+
+    impl NoisePredictor for Recorder {
+        type Error = SamplerError;
+
+        fn predict(
+            &mut self,
+            _scheduler: &dyn Scheduler,
+            latents: &Tensor,
+            at: StepAt,
+        ) -> Result<Tensor, SamplerError> {
+            self.0.push((at.index, at.total));
+            Ok(latents.zeros_like()?)
+        }
+    }
+
+    #[test]
+    fn loop_runs_every_step_in_order_and_reports_it() {
+        use crate::diffusion::schedulers::{build, SchedulerConfig};
+        use crate::noise::TorchGenerator;
+        use crate::preset::SchedulerKind;
+
+        let mut scheduler = build(SchedulerKind::Ddim, &SchedulerConfig::sd15()).unwrap();
+        scheduler.set_timesteps(8, 0.5).unwrap();
+        let expected_timesteps = scheduler.timesteps().to_vec();
+        let latents = Tensor::ones((1, 4, 2, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let mut recorder = Recorder(Vec::new());
+        let mut reported = Vec::new();
+        run_steps(
+            &mut recorder,
+            scheduler.as_mut(),
+            latents,
+            &mut TorchGenerator::new(0),
+            &mut |p| reported.push((p.step, p.total, p.timestep)),
+        )
+        .unwrap();
+        assert_eq!(recorder.0, vec![(0, 4), (1, 4), (2, 4), (3, 4)]);
+        let steps: Vec<(usize, usize, f64)> = expected_timesteps
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| (i, 4, t))
+            .collect();
+        assert_eq!(reported, steps);
     }
 
     #[test]

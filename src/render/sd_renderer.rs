@@ -23,18 +23,20 @@
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{DType, Tensor};
+use candle_core::{Device, Tensor};
 use image::RgbImage;
 
 use crate::device::{DeviceChoice, DeviceError};
 use crate::diffusion::image_pipeline::{
     rgb_to_tensor, tensor_to_rgb, GenerationSettings, ImagePipelineError as SdError,
+    StableDiffusion,
 };
+use crate::diffusion::latents::{image_latent_shape, initial_latents, strength_scheduler};
 use crate::diffusion::sampler::{denoise, ControlInput, DenoiseRequest};
 use crate::diffusion::schedulers;
 use crate::flow::{FlowParams, Plane};
 use crate::loaders::model_cache::ModelCache;
-use crate::loaders::model_stack::ModelStackSpec;
+use crate::loaders::model_stack::{ModelStack, ModelStackError, ModelStackSpec};
 use crate::loaders::sd_models::{LoadedModels, ModelKey, SdModelsError, TextPrompt};
 use crate::loaders::source::HubOptions;
 use crate::models::attention_hook::SelfAttentionHook;
@@ -276,6 +278,36 @@ impl SharedModels {
     }
 }
 
+// Loading lives here, not in `crate::diffusion` (which `crate::loaders` builds on); its
+// natural home is `crate::loaders::sd_models`.
+impl StableDiffusion {
+    /// Loads the model stack of `spec` (a diffusers folder, hub id or single-file checkpoint,
+    /// with its VAE override, LoRAs, embeddings; see [`ModelStack`]).
+    pub fn load(
+        spec: &ModelStackSpec,
+        hub: &HubOptions,
+        device: &Device,
+    ) -> Result<Self, ModelStackError> {
+        Ok(Self::from_stack(
+            ModelStack::load(spec, hub, device)?,
+            device,
+        ))
+    }
+
+    /// The image models of a loaded stack (its embeddings and clip skip are the prompt
+    /// encoder's business: [`ModelStack::encode_prompts`]).
+    pub fn from_stack(stack: ModelStack, device: &Device) -> Self {
+        Self::from_parts(
+            stack.unet,
+            stack.vae,
+            stack.text_encoder,
+            stack.tokenizer,
+            stack.scheduler_config,
+            device,
+        )
+    }
+}
+
 /// See the module docs.
 pub struct SdRenderer {
     config: SdRenderConfig,
@@ -481,47 +513,39 @@ impl SdRenderer {
         let mut generator = TorchGenerator::new(seed);
         let strength = conditioning.init.as_ref().map_or(1.0, |(_, s)| *s);
         let steps = self.config.steps;
+        let sd = &self.models.sd;
         let mut scheduler =
-            schedulers::build(self.config.scheduler, &self.models.sd.scheduler_config)
+            strength_scheduler(self.config.scheduler, &sd.scheduler_config, steps, strength)
                 .map_err(|e| frame_err(e.into()))?;
-        scheduler
-            .set_timesteps(steps, strength)
-            .map_err(|e| frame_err(e.into()))?;
         let first_step =
             schedulers::strength_begin_index(steps, strength).map_err(|e| frame_err(e.into()))?;
-        let factor = self.models.sd.latent_factor();
-        let shape = [
-            1,
-            self.models.sd.vae.config().latent_channels,
-            self.config.height as usize / factor,
-            self.config.width as usize / factor,
-        ];
+        let shape = image_latent_shape(
+            self.config.width as usize,
+            self.config.height as usize,
+            sd.vae.config().latent_channels,
+            sd.latent_factor(),
+        )
+        .map_err(|e| frame_err(e.into()))?;
         // diffusers' order of draws: the VAE posterior sample, then the initial noise.
-        let latents = match &conditioning.init {
-            None => {
-                let noise = generator
-                    .randn(&shape, DType::F32, &device)
-                    .map_err(|e| frame_err(e.into()))?;
-                (noise * scheduler.init_noise_sigma()).map_err(tensor_err("initial latents"))?
-            }
+        let image_latents = match &conditioning.init {
+            None => None,
             Some((image, _)) => {
                 let image = rgb_to_tensor(image, &device)
                     .map_err(frame_err)?
                     .affine(2.0, -1.0)
                     .map_err(tensor_err("image normalize"))?;
-                let image_latents = self
-                    .models
-                    .sd
-                    .encode_image(&image, &mut generator)
-                    .map_err(frame_err)?;
-                let noise = generator
-                    .randn(&shape, DType::F32, &device)
-                    .map_err(|e| frame_err(e.into()))?;
-                scheduler
-                    .add_noise(&image_latents, &noise, 0)
-                    .map_err(|e| frame_err(e.into()))?
+                Some(sd.encode_image(&image, &mut generator).map_err(frame_err)?)
             }
         };
+        let latents = initial_latents(
+            &*scheduler,
+            &mut generator,
+            &shape,
+            &device,
+            image_latents.as_ref(),
+        )
+        .map_err(|e| frame_err(e.into()))?
+        .latents;
 
         let hook = self.cross_frame.as_ref();
         if let Some(hook) = hook {

@@ -23,8 +23,9 @@ use std::sync::Arc;
 
 use image::RgbImage;
 
-use crate::diffusion::video_pipeline::{sample_video, VideoInit, VideoRequest};
-use crate::diffusion::video_sampler::{VideoControl, VideoError};
+use crate::diffusion::video_pipeline::{
+    sample_video, VideoControl, VideoError, VideoInit, VideoRequest,
+};
 use crate::loaders::sd_models::LoadedModels;
 use crate::loaders::source::HubOptions;
 use crate::models::motion::{MotionError, MotionLoadOptions, MotionModuleFiles, MotionModules};
