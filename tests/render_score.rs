@@ -1,4 +1,4 @@
-//! Temporal metrics (docs/ARCHITECTURE.md "Temporal metrics", `src/score`) of real renders with the tiny random models on
+//! Temporal metrics (docs/ARCHITECTURE.md, "Temporal metrics"; `src/score`) of real renders with the tiny random models on
 //! the sample clip (PNG output, so no video compression gets in the way):
 //!
 //! * every temporal option lowers the warp error below independent per-frame rendering

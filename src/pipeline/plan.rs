@@ -152,7 +152,7 @@ const BYTES_PER_PARAM: f64 = 4.0;
 /// Working memory of one UNet + ControlNet step and a VAE decode at 512², with attention
 /// computed in slices (never the full N×N matrix); scales with the pixel count.
 const ACTIVATIONS_AT_512: f64 = 1.5e9;
-/// DESIGN §6 reference timings on a 2-core AVX-512 machine, which the renderer targets:
+/// Reference timings (docs/ARCHITECTURE.md, "Performance") on a 2-core AVX-512 machine, which the renderer targets:
 /// one batch-2 (prompt + negative) UNet step on 64×64 latents, and a 512² VAE decode.
 const UNET_STEP_SECS_AT_512: f64 = 7.4;
 const VAE_DECODE_SECS_AT_512: f64 = 11.0;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 
 use super::array::Array;
 use super::builtin;
@@ -483,7 +483,7 @@ impl TfliteModel {
             .map_err(candle)?;
         self.run_arrays(arrays)?
             .into_iter()
-            .map(|a| Tensor::from_vec(a.data, a.shape, &Device::Cpu).map_err(candle))
+            .map(|a| Tensor::from_vec(a.data, a.shape, &crate::device::host()).map_err(candle))
             .collect()
     }
 }

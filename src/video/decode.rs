@@ -14,7 +14,6 @@
 //! before the last frame the file lists, the reader ends with `Truncated` rather than
 //! silently repeating the last picture.
 
-use std::ops::Range;
 use std::path::Path;
 
 use ffmpeg_next::codec;
@@ -28,25 +27,9 @@ use super::error::VideoError;
 use super::frame::Frame;
 use super::input::{open_input, read_packet};
 use super::orientation::Orientation;
-use super::probe::{plan, scan, ReadPlan, StreamScan, VideoInfo};
+use super::probe::{plan, scan, ReadOptions, ReadPlan, StreamScan, VideoInfo};
 use super::scale::{copy_rgb24_tight, Scaler, YuvMatrix};
 use super::timing::{slot_of, slot_start_ticks, CfrGrid};
-use crate::preset::rational::Rational;
-
-/// How to read: output rate, part of the clip, what to do with damaged files.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ReadOptions {
-    /// Output frame rate; default: the stream's average rate (see [`choose_output_fps`]).
-    ///
-    /// [`choose_output_fps`]: super::rational::choose_output_fps
-    pub fps: Option<Rational>,
-    /// Only frames `A..B` of the clip's grid (at the output rate). Frames keep their
-    /// index on the whole clip's grid.
-    pub frames: Option<Range<u64>>,
-    /// Read a truncated file up to the damage instead of refusing it. The frame count
-    /// then covers the frames that are present.
-    pub allow_truncated: bool,
-}
 
 /// Most decoder threads we ask for; the pipeline's other stages need the cores more.
 const MAX_DECODER_THREADS: usize = 4;

@@ -70,10 +70,10 @@ mod scale;
 pub mod timing;
 
 pub use audio::AudioHandling;
-pub use decode::{ReadOptions, VideoReader};
+pub use decode::VideoReader;
 pub use encode::{frames_to_seconds, Mp4Settings, Mp4Summary, Mp4Writer};
 pub use error::VideoError;
 pub use frame::Frame;
 pub use png_sequence::{PngSequenceSummary, PngSequenceWriter};
-pub use probe::{probe, probe_with, VideoInfo};
+pub use probe::{probe, probe_with, ReadOptions, VideoInfo};
 pub use scale::even_size;

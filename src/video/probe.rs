@@ -13,7 +13,6 @@ use ffmpeg_next::codec::packet::side_data::Type as SideDataType;
 use ffmpeg_next::format::context::Input;
 use ffmpeg_next::media;
 
-use super::decode::ReadOptions;
 use super::error::VideoError;
 use super::input::{
     absolute, codec_name, describe_streams, open_input, packet_is_discarded, pick_video_stream,
@@ -23,6 +22,21 @@ use super::orientation::Orientation;
 use super::rational::choose_output_fps;
 use super::timing::{cfr_frame_count, TimeBase};
 use crate::preset::rational::Rational;
+
+/// How to read: output rate, part of the clip, what to do with damaged files.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReadOptions {
+    /// Output frame rate; default: the stream's average rate (see [`choose_output_fps`]).
+    ///
+    /// [`choose_output_fps`]: super::rational::choose_output_fps
+    pub fps: Option<Rational>,
+    /// Only frames `A..B` of the clip's grid (at the output rate). Frames keep their
+    /// index on the whole clip's grid.
+    pub frames: Option<Range<u64>>,
+    /// Read a truncated file up to the damage instead of refusing it. The frame count
+    /// then covers the frames that are present.
+    pub allow_truncated: bool,
+}
 
 /// What a [`VideoReader`](super::VideoReader) will deliver.
 #[derive(Clone, Debug, PartialEq)]

@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Tensor, D};
 
 use super::conv::conv3x3_bias_relu;
 use super::pool::max_pool_2x2_same;
@@ -92,12 +92,13 @@ pub struct HedOutputs {
 impl Hed {
     /// Load `hed.safetensors` (as written by `scripts/fetch/hed.sh`).
     pub fn load(path: &Path) -> Result<Self, HedError> {
-        let tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|source| {
-            HedError::Load {
-                path: path.to_path_buf(),
-                source,
-            }
-        })?;
+        let tensors =
+            candle_core::safetensors::load(path, &crate::device::host()).map_err(|source| {
+                HedError::Load {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
         Self::from_tensors(tensors, &path.display().to_string())
     }
 
@@ -183,7 +184,11 @@ impl Hed {
                 bgr.push((value as f64 - mean) as f32);
             }
         }
-        Ok(Tensor::from_vec(bgr, (height, width, 3), &Device::Cpu)?)
+        Ok(Tensor::from_vec(
+            bgr,
+            (height, width, 3),
+            &crate::device::host(),
+        )?)
     }
 
     /// Edge probabilities `[H, W]` for a row-major RGB u8 image, at its own size.
