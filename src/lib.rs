@@ -6,6 +6,7 @@
 pub mod alloc;
 pub mod app;
 pub mod bench;
+pub mod cancel;
 pub mod cli;
 pub mod detail;
 pub mod device;

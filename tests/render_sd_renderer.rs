@@ -13,13 +13,14 @@ mod render_common;
 
 use candle_core::Device;
 use render_common::*;
+use rotoscope::cancel::StopFlag;
 use rotoscope::diffusion::image_pipeline::{
     rgb_to_tensor, tensor_to_rgb, GenerationSettings, InitImage,
 };
 use rotoscope::diffusion::sampler::ControlInput;
 use rotoscope::loaders::source::HubOptions;
 use rotoscope::pipeline::plan::plan_batches;
-use rotoscope::pipeline::resume::{ChainedRenderer, StopFlag};
+use rotoscope::pipeline::resume::ChainedRenderer;
 use rotoscope::pipeline::stages::{ControlImage, PreparedFrame};
 use rotoscope::preset::{ControlKind, Preset};
 use rotoscope::render::sd_renderer::{SdRenderConfig, SdRenderer};

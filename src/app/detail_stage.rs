@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::app::renderer::load_models;
 use crate::app::resolve::detailer_config;
+use crate::cancel::StopFlag;
 use crate::detail::{
     inpainter_for_preset, BatchDetail, DetailError, FaceHandDetailer, RegionPlanner, RegionReport,
     StableDiffusionInpainter,
@@ -15,7 +16,7 @@ use crate::diffusion::image_pipeline::StableDiffusion;
 use crate::models::controlnet::ControlNetModel;
 use crate::pipeline::plan::Batch;
 use crate::pipeline::progress::JsonProgress;
-use crate::pipeline::resume::{Notifier, StopFlag, WorkDir};
+use crate::pipeline::resume::{Notifier, WorkDir};
 use crate::pipeline::stages::{Detailer, PreparedFrame, StageError};
 use crate::preset::{ControlKind, Preset};
 use crate::render::sd_renderer::SharedModels;

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use image::RgbImage;
 
+use crate::cancel::StopFlag;
 use crate::pipeline::progress::{ProgressReporter, Stage};
-use crate::pipeline::resume::StopFlag;
 use crate::pipeline::stages::{ControlImage, PreparedFrame, Preprocessor, StageError};
 use crate::preprocess::cache::{fingerprint_file, StageCache};
 use crate::preprocess::pose::stage::{self, PoseStage};
@@ -101,7 +101,7 @@ pub fn cached_preprocessors(
 
 /// Run the cached `preprocessors` over every frame of `reader` (filling the cache), without
 /// rendering. Returns the number of frames; stops between frames when `stop` is set (the
-/// error is [`crate::pipeline::resume::Interrupted`]).
+/// error is [`crate::cancel::Interrupted`]).
 pub fn preprocess_into_cache(
     reader: VideoReader,
     mut preprocessors: Vec<Box<dyn Preprocessor>>,

@@ -23,19 +23,19 @@ use crate::app::job::{JobInterrupted, JobOutcome, ModelsMissing, RenderJob, Repo
 use crate::app::map_cache::{cached_preprocessors, preprocess_into_cache, PREPROCESS_CACHE_DIR};
 use crate::app::renderer::{is_test_model, renderer_factory, AnchorInput};
 use crate::app::resolve::{read_options, JobSettings};
-use crate::cli::preprocess::models_dir;
+use crate::cancel::{is_interrupted, StopFlag};
 use crate::detail::check_preset as check_detail_preset;
 use crate::loaders::model_cache::ModelCache;
 use crate::loaders::sd_models::ModelWeights;
 use crate::loaders::source::HubOptions;
 use crate::pipeline::plan::{plan_for_preset, BatchPlan};
 use crate::pipeline::resume::{
-    is_interrupted, Notifier, OpenReport, RendererFactory, ResumableRenderer, RunIdentity,
-    StopFlag, WorkDir, WORK_FORMAT,
+    Notifier, OpenReport, RendererFactory, ResumableRenderer, RunIdentity, WorkDir, WORK_FORMAT,
 };
 use crate::pipeline::runner::{Pipeline, PipelineReport};
 use crate::pipeline::stages::{FrameSink, Preprocessor};
 use crate::preprocess::cache::fingerprint_file;
+use crate::preprocess::models_dir;
 use crate::preprocess::stages::{build_preprocessors, DetailKeypoints, PreprocessorOptions};
 use crate::preset::{ControlKind, PresetError};
 use crate::render::sd_renderer::{SharedModels, RENDERER_NAME};

@@ -49,7 +49,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         runs: args.runs.max(1),
         python,
         script: project_dir.join("scripts/bench_torch.py"),
-        models_dir: super::preprocess::models_dir(),
+        models_dir: crate::preprocess::models_dir(),
         clip: args.clip,
     };
 

@@ -520,7 +520,7 @@ struct JsonReport<'a> {
 
 fn list(args: ListArgs) -> anyhow::Result<()> {
     let hub = HubOptions::from_env(false);
-    let models_dir = super::preprocess::models_dir();
+    let models_dir = crate::preprocess::models_dir();
     let inventories: Vec<PresetInventory> = selected_presets(&args.select)?
         .iter()
         .map(|(name, preset, dir)| inventory(name, preset, dir.as_deref(), &models_dir, &hub))
@@ -548,7 +548,7 @@ pub enum FetchError {
 
 fn fetch(args: SelectArgs) -> anyhow::Result<()> {
     let hub = HubOptions::from_env(true);
-    let models_dir = super::preprocess::models_dir();
+    let models_dir = crate::preprocess::models_dir();
     let presets = selected_presets(&args)?;
     let inventories: Vec<PresetInventory> = presets
         .iter()

@@ -23,6 +23,7 @@ use serde::Serialize;
 use super::CliError;
 use crate::pipeline::progress::{BarProgress, JsonProgress, ProgressReporter, Stage};
 use crate::preprocess::cache::{fingerprint_file, CacheError, StageCache};
+use crate::preprocess::models_dir;
 use crate::preprocess::pose::stage::{self, PoseStage};
 use crate::preprocess::pose::{PoseEstimator, PoseSettings, PoseTracker};
 use crate::preprocess::softedge::{to_control_image, SoftEdge, SoftEdgeSettings};
@@ -45,16 +46,6 @@ pub struct PreprocessArgs {
     /// Progress as JSON lines on stdout
     #[arg(long)]
     pub json: bool,
-}
-
-/// Environment variable naming the models directory.
-pub const MODELS_ENV: &str = "ROTOSCOPE_MODELS";
-
-/// `$ROTOSCOPE_MODELS`, or `./models`.
-pub fn models_dir() -> PathBuf {
-    std::env::var_os(MODELS_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("models"))
 }
 
 const SOFTEDGE_STAGE: &str = "softedge";

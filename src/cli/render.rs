@@ -28,10 +28,10 @@ use crate::app::events::emit_done;
 use crate::app::job::{preset_dir, JobInterrupted, RenderJob, Reporting};
 use crate::app::render_job::run_render_job;
 use crate::app::resolve::load_preset;
+use crate::cancel::StopFlag;
 use crate::device::DeviceChoice;
 use crate::loaders::model_cache::ModelCache;
 use crate::pipeline::progress::{BarProgress, JsonProgress};
-use crate::pipeline::resume::StopFlag;
 use crate::preset::PresetOverrides;
 
 /// Exit code after Ctrl-C (128 + SIGINT), as shells report it.

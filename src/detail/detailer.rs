@@ -22,8 +22,8 @@ use super::mask::{inpaint_mask, paste_mask, Mask, RegionShape};
 use super::paste::feathered_paste;
 use super::regions::{clamp_to_frame, detail_size, pixel_rect, region_candidates, PixelRect};
 use super::tracks::{track_seed, RegionTracker};
+use crate::cancel::StopFlag;
 use crate::pipeline::plan::Batch;
-use crate::pipeline::resume::StopFlag;
 use crate::pipeline::stages::{Detailer, PreparedFrame, StageError};
 use crate::preprocess::openpose::draw::{draw_pose_map, DrawParts};
 use crate::preprocess::openpose::keypoints::{Face, Hand, Keypoint, Person, PoseFrame};
@@ -877,7 +877,7 @@ mod tests {
         let err = detailer
             .detail_batch_report(&plan.batches[0], &inputs, &mut outputs)
             .unwrap_err();
-        assert!(crate::pipeline::resume::is_interrupted(&err), "{err}");
+        assert!(crate::cancel::is_interrupted(&err), "{err}");
         assert!(fake.calls.lock().unwrap().is_empty());
     }
 

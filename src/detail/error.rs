@@ -1,7 +1,7 @@
 //! Errors of face and hand detailing.
 
+use crate::cancel::Interrupted;
 use crate::diffusion::image_pipeline::ImagePipelineError;
-use crate::pipeline::resume::Interrupted;
 
 use crate::preset::detail::RegionKind;
 

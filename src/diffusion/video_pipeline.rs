@@ -29,6 +29,7 @@ use std::ops::Range;
 use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 
+use crate::cancel::{Interrupted, StopFlag};
 use crate::diffusion::context_windows::{
     context_windows, ContextError, ContextWindow, WindowAverager,
 };
@@ -47,7 +48,6 @@ use crate::models::motion::MotionModules;
 use crate::models::unet::{UNet2DConditionModel, UNetError};
 use crate::models::vae::LatentDist;
 use crate::noise::{NoiseError, NoiseSource, TorchGenerator};
-use crate::pipeline::resume::{Interrupted, StopFlag};
 use crate::preset::motion::ContextOptions;
 
 /// Errors of video generation.

@@ -13,7 +13,7 @@ use crate::diffusion::image_pipeline::StableDiffusion;
 use crate::diffusion::sampler::TextConditioning;
 use crate::loaders::embeddings::TextualInversion;
 use crate::loaders::model_stack::{
-    resolve_controlnet, ModelStackError, ModelStackSpec, Part, StackWeights,
+    resolve_controlnet, ModelStack, ModelStackError, ModelStackSpec, Part, StackWeights,
 };
 use crate::loaders::source::HubOptions;
 use crate::models::controlnet::{ControlNetConfig, ControlNetModel};
@@ -242,5 +242,33 @@ impl LoadedModels {
     /// The model of the render's ControlNet `k`.
     pub fn controlnet(&self, k: usize) -> Arc<ControlNetModel> {
         self.nets[self.net_of[k]].clone()
+    }
+}
+
+impl StableDiffusion {
+    /// Loads the model stack of `spec` (a diffusers folder, hub id or single-file checkpoint,
+    /// with its VAE override, LoRAs, embeddings; see [`ModelStack`]).
+    pub fn load(
+        spec: &ModelStackSpec,
+        hub: &HubOptions,
+        device: &Device,
+    ) -> Result<Self, ModelStackError> {
+        Ok(Self::from_stack(
+            ModelStack::load(spec, hub, device)?,
+            device,
+        ))
+    }
+
+    /// The image models of a loaded stack (its embeddings and clip skip are the prompt
+    /// encoder's business: [`ModelStack::encode_prompts`]).
+    pub fn from_stack(stack: ModelStack, device: &Device) -> Self {
+        Self::from_parts(
+            stack.unet,
+            stack.vae,
+            stack.text_encoder,
+            stack.tokenizer,
+            stack.scheduler_config,
+            device,
+        )
     }
 }

@@ -3,7 +3,6 @@
 //! resumable work directories, progress and cancellation.
 
 pub mod blend;
-pub mod cancel;
 pub mod encode;
 pub mod plan;
 pub mod progress;

@@ -78,7 +78,7 @@ fn io_err(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> R
     }
 }
 
-pub use super::cancel::{is_interrupted, Interrupted, StopFlag};
+use crate::cancel::StopFlag;
 
 /// Everything that decides what a render produces, besides the batch itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -589,7 +589,7 @@ pub fn next_lead_in(batch: &Batch, inputs: &[PreparedFrame], outputs: &[Frame]) 
 /// A renderer whose batches continue from the frame before them.
 pub trait ChainedRenderer: Send {
     /// Render `frames` (batch `batch`), the first continuing from `lead_in` (none for the
-    /// clip's first batch). Checks `stop` between frames and returns [`Interrupted`].
+    /// clip's first batch). Checks `stop` between frames and returns [`Interrupted`](crate::cancel::Interrupted).
     fn render_chained(
         &mut self,
         batch: &Batch,
@@ -929,7 +929,7 @@ mod tests {
             match renderer.render_batch(batch, &inputs) {
                 Ok(out) => outputs.push(out),
                 Err(e) => {
-                    assert!(is_interrupted(e.as_ref()));
+                    assert!(crate::cancel::is_interrupted(e.as_ref()));
                     break;
                 }
             }

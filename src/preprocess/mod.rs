@@ -1,6 +1,21 @@
-//! preprocess
+//! Preprocessors: pose (MediaPipe) and soft edge (HED) turn frames into control maps;
+//! OpenPose drawing and JSON, the on-disk map cache and the stages the pipeline runs.
+
+use std::path::PathBuf;
+
 pub mod cache;
 pub mod openpose;
 pub mod pose;
 pub mod softedge;
 pub mod stages;
+
+/// Environment variable naming the models directory.
+pub const MODELS_ENV: &str = "ROTOSCOPE_MODELS";
+
+/// Where the packaged preprocessor weights are (`scripts/fetch-models.sh` puts them there):
+/// `$ROTOSCOPE_MODELS`, or `./models`.
+pub fn models_dir() -> PathBuf {
+    std::env::var_os(MODELS_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("models"))
+}

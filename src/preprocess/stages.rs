@@ -23,8 +23,8 @@ use std::sync::Arc;
 
 use image::RgbImage;
 
+use crate::cancel::StopFlag;
 use crate::detail::DetailSettings;
-use crate::pipeline::resume::StopFlag;
 use crate::preprocess::openpose::json::{read_json_file, PoseJsonError};
 use crate::preprocess::openpose::{draw_pose_map, DrawParts, PoseFrame};
 use crate::preprocess::pose::stage::PoseStage;
@@ -618,6 +618,6 @@ mod tests {
         wrapped.process(&mut frame).unwrap();
         stop.request();
         let err = wrapped.process(&mut frame).unwrap_err();
-        assert!(crate::pipeline::resume::is_interrupted(err.as_ref()));
+        assert!(crate::cancel::is_interrupted(err.as_ref()));
     }
 }

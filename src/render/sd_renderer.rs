@@ -23,27 +23,27 @@
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use image::RgbImage;
 
+use crate::cancel::{Interrupted, StopFlag};
 use crate::device::{DeviceChoice, DeviceError};
 use crate::diffusion::image_pipeline::{
     rgb_to_tensor, tensor_to_rgb, GenerationSettings, ImagePipelineError as SdError,
-    StableDiffusion,
 };
 use crate::diffusion::latents::{image_latent_shape, initial_latents, strength_scheduler};
 use crate::diffusion::sampler::{denoise, ControlInput, DenoiseRequest};
 use crate::diffusion::schedulers;
 use crate::flow::{FlowParams, Plane};
 use crate::loaders::model_cache::ModelCache;
-use crate::loaders::model_stack::{ModelStack, ModelStackError, ModelStackSpec};
+use crate::loaders::model_stack::ModelStackSpec;
 use crate::loaders::sd_models::{LoadedModels, ModelKey, SdModelsError, TextPrompt};
 use crate::loaders::source::HubOptions;
 use crate::models::attention_hook::SelfAttentionHook;
 use crate::models::controlnet::ControlNetModel;
 use crate::noise::TorchGenerator;
 use crate::pipeline::plan::Batch;
-use crate::pipeline::resume::{next_lead_in, ChainedRenderer, Interrupted, LeadIn, StopFlag};
+use crate::pipeline::resume::{next_lead_in, ChainedRenderer, LeadIn};
 use crate::pipeline::stages::{FrameRenderer, PreparedFrame, StageError};
 use crate::preset::temporal::TemporalSettings;
 use crate::preset::SeedPerFrame;
@@ -280,34 +280,6 @@ impl SharedModels {
 
 // Loading lives here, not in `crate::diffusion` (which `crate::loaders` builds on); its
 // natural home is `crate::loaders::sd_models`.
-impl StableDiffusion {
-    /// Loads the model stack of `spec` (a diffusers folder, hub id or single-file checkpoint,
-    /// with its VAE override, LoRAs, embeddings; see [`ModelStack`]).
-    pub fn load(
-        spec: &ModelStackSpec,
-        hub: &HubOptions,
-        device: &Device,
-    ) -> Result<Self, ModelStackError> {
-        Ok(Self::from_stack(
-            ModelStack::load(spec, hub, device)?,
-            device,
-        ))
-    }
-
-    /// The image models of a loaded stack (its embeddings and clip skip are the prompt
-    /// encoder's business: [`ModelStack::encode_prompts`]).
-    pub fn from_stack(stack: ModelStack, device: &Device) -> Self {
-        Self::from_parts(
-            stack.unet,
-            stack.vae,
-            stack.text_encoder,
-            stack.tokenizer,
-            stack.scheduler_config,
-            device,
-        )
-    }
-}
-
 /// See the module docs.
 pub struct SdRenderer {
     config: SdRenderConfig,

@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use image::RgbImage;
 
+use crate::cancel::StopFlag;
 use crate::diffusion::video_pipeline::{
     sample_video, VideoControl, VideoError, VideoInit, VideoRequest,
 };
@@ -30,9 +31,7 @@ use crate::loaders::sd_models::LoadedModels;
 use crate::loaders::source::HubOptions;
 use crate::models::motion::{MotionError, MotionLoadOptions, MotionModuleFiles, MotionModules};
 use crate::pipeline::plan::Batch;
-use crate::pipeline::resume::{
-    ChainedRenderer, LeadIn, Notifier, RendererFactory, StopFlag, WorkDir,
-};
+use crate::pipeline::resume::{ChainedRenderer, LeadIn, Notifier, RendererFactory, WorkDir};
 use crate::pipeline::stages::{PreparedFrame, StageError};
 use crate::preset::models_ext::locate;
 use crate::preset::motion::ContextOptions;

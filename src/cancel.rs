@@ -1,6 +1,6 @@
-//! Cancellation: a render asked (by Ctrl-C in the CLI) to stop between two frames.
-//! Its own concept, apart from resuming: [`resume`](super::resume) re-exports it for
-//! the callers that took it from there.
+//! Cancellation: a render asked (by Ctrl-C in the CLI) to stop between two frames. A leaf
+//! that the pipeline, the denoise loops and the detailer all read, so none of them imports
+//! another for it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
