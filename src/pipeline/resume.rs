@@ -32,17 +32,14 @@
 //! from disk. An interrupted-then-resumed render therefore equals an uninterrupted one.
 
 use std::fs::{self, File};
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use image::codecs::png::{CompressionType, FilterType, PngEncoder};
-use image::{ExtendedColorType, ImageEncoder};
 use serde::{Deserialize, Serialize};
 
 use crate::pipeline::plan::Batch;
 use crate::pipeline::stages::{FrameRenderer, PreparedFrame, StageError};
-use crate::video::png_sequence::frame_file_name;
+use crate::video::png_sequence::{self, frame_file_name};
 use crate::video::Frame;
 
 /// Version of the work-directory format and of the renderer's output for given inputs.
@@ -541,25 +538,13 @@ fn remove_dir(path: &Path) -> Result<(), ResumeError> {
     fs::remove_dir_all(path).map_err(io_err(path, "cannot remove it"))
 }
 
+/// A finished frame into the work directory, written as the PNG sequence output writes it.
 fn write_png(path: &Path, frame: &Frame) -> Result<(), ResumeError> {
-    let file = File::create(path).map_err(io_err(path, "cannot create it"))?;
-    let encoder = PngEncoder::new_with_quality(
-        BufWriter::new(file),
-        CompressionType::Fast,
-        FilterType::Adaptive,
-    );
-    encoder
-        .write_image(
-            &frame.data,
-            frame.width,
-            frame.height,
-            ExtendedColorType::Rgb8,
-        )
-        .map_err(|e| ResumeError::Io {
-            path: path.to_path_buf(),
-            action: "cannot write it",
-            source: std::io::Error::other(e),
-        })
+    png_sequence::write_png(path, frame).map_err(|e| ResumeError::Io {
+        path: path.to_path_buf(),
+        action: "cannot write it",
+        source: std::io::Error::other(e),
+    })
 }
 
 /// The last frame before a batch, input and output: what the batch's first frame continues

@@ -122,12 +122,13 @@ impl PngSequenceWriter {
     }
 }
 
-fn write_png(path: &Path, frame: &Frame) -> Result<(), VideoError> {
+/// One frame as an RGB PNG at `path` (fast compression: sequences and work directories are
+/// intermediate files, written at render speed).
+pub fn write_png(path: &Path, frame: &Frame) -> Result<(), VideoError> {
     let file = File::create(path).map_err(|e| VideoError::Unwritable {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    // Fast compression: sequences are intermediate files, written at render speed.
     let encoder = PngEncoder::new_with_quality(
         BufWriter::new(file),
         CompressionType::Fast,
