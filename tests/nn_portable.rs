@@ -2,6 +2,8 @@
 //! fast CPU kernels and through the portable candle-ops path (the one other devices run),
 //! on the CPU: the two must agree within 1e-5 relative.
 
+mod fixture_common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -214,14 +216,7 @@ fn scalar(t: &Tensor) -> f64 {
 fn unet_forward() {
     let dir = fixtures().join("unet/sd15");
     let config = UNetConfig::from_file(dir.join("config.json")).unwrap();
-    let weights = [
-        "diffusion_pytorch_model.safetensors",
-        "diffusion_pytorch_model.fp16.safetensors",
-    ]
-    .iter()
-    .map(|f| dir.join(f))
-    .find(|p| p.exists())
-    .expect("fixture weights");
+    let weights = fixture_common::unet_weights(&dir);
     let unet = UNet2DConditionModel::load(detached_vb(weights), &config).unwrap();
     let io = io("unet/io.safetensors");
     both_paths("unet", || {

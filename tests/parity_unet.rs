@@ -1,5 +1,7 @@
 //! UNet2DConditionModel parity against diffusers (fixtures from scripts/fixtures/unet.py).
 
+mod fixture_common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -19,14 +21,7 @@ fn fixture_dir() -> PathBuf {
 fn load_unet(name: &str) -> UNet2DConditionModel {
     let dir = fixture_dir().join(name);
     let config = UNetConfig::from_file(dir.join("config.json")).unwrap();
-    let weights = [
-        "diffusion_pytorch_model.safetensors",
-        "diffusion_pytorch_model.fp16.safetensors",
-    ]
-    .iter()
-    .map(|f| dir.join(f))
-    .find(|p| p.exists())
-    .expect("fixture weights");
+    let weights = fixture_common::unet_weights(&dir);
     // SAFETY: fixture files are not modified while mapped.
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &Device::Cpu) }
         .unwrap();
