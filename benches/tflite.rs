@@ -129,7 +129,7 @@ fn inference_times() {
         ms(tracking)
     );
     if tracking >= Duration::from_millis(100) {
-        println!("  over the 100 ms per-frame budget (docs/ARCHITECTURE.md, "Performance": ≥ 10 frames/s with tracking)");
+        println!("  over the 100 ms per-frame budget (docs/ARCHITECTURE.md, \"Performance\": ≥ 10 frames/s with tracking)");
     }
 }
 

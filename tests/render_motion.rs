@@ -27,7 +27,7 @@ use rotoscope::loaders::model_stack::{load_controlnet, ModelStackSpec};
 use rotoscope::loaders::source::HubOptions;
 use rotoscope::models::motion::{MotionLoadOptions, MotionModuleFiles, MotionModules};
 use rotoscope::pipeline::stages::PreparedFrame;
-use rotoscope::preprocess::stages::{build_preprocessors, PreprocessorOptions};
+use rotoscope::preprocess::registry::{build_preprocessors, PreprocessorOptions};
 use rotoscope::preset::motion::ContextOptions;
 use rotoscope::preset::motion::ContextWeighting;
 use rotoscope::preset::SchedulerKind;

@@ -23,7 +23,8 @@ use rotoscope::pipeline::plan::plan_batches;
 use rotoscope::pipeline::resume::ChainedRenderer;
 use rotoscope::pipeline::stages::{ControlImage, PreparedFrame};
 use rotoscope::preset::{ControlKind, Preset};
-use rotoscope::render::sd_renderer::{SdRenderConfig, SdRenderer};
+use rotoscope::render::sd_config::SdRenderConfig;
+use rotoscope::render::sd_renderer::SdRenderer;
 use rotoscope::video::Frame;
 
 const SIZE: u32 = 64;

@@ -19,7 +19,7 @@ use crate::pipeline::progress::JsonProgress;
 use crate::pipeline::resume::{Notifier, WorkDir};
 use crate::pipeline::stages::{Detailer, PreparedFrame, StageError};
 use crate::preset::{ControlKind, Preset};
-use crate::render::sd_renderer::SharedModels;
+use crate::render::shared_models::SharedModels;
 use crate::video::Frame;
 
 /// The detailer a preset asks for, sharing the renderer's models: `None` when the preset

@@ -36,9 +36,10 @@ use crate::pipeline::runner::{Pipeline, PipelineReport};
 use crate::pipeline::stages::{FrameSink, Preprocessor};
 use crate::preprocess::cache::fingerprint_file;
 use crate::preprocess::models_dir;
-use crate::preprocess::stages::{build_preprocessors, DetailKeypoints, PreprocessorOptions};
+use crate::preprocess::registry::{build_preprocessors, maps_for, PreprocessorOptions};
 use crate::preset::{ControlKind, PresetError};
-use crate::render::sd_renderer::{SharedModels, RENDERER_NAME};
+use crate::render::sd_renderer::RENDERER_NAME;
+use crate::render::shared_models::SharedModels;
 use crate::video::{ReadOptions, VideoInfo, VideoReader};
 
 /// Run `job`: probe, plan, preprocess, render (resuming from its work directory), detail,
@@ -248,20 +249,12 @@ impl JobRun<'_> {
             .collect();
         let needs_models = !unfinished.is_empty() || preset.detail.any_enabled();
         let options = PreprocessorOptions {
-            models_dir: models_dir(),
-            pose: preset.preprocess.pose.clone(),
-            softedge: preset.preprocess.softedge.clone(),
-            fps: info.fps.as_f64(),
             pose_json: self.job.pose_json.clone(),
             needed: Some(unfinished),
             stop: self.stop.clone(),
-            detail: DetailKeypoints::for_settings(&preset.detail),
+            ..PreprocessorOptions::for_preset(preset, models_dir(), info.fps.as_f64())
         };
-        let mut maps = input.settings.sd.required_maps();
-        // Face and hand detailing finds the regions in the pose keypoints.
-        if preset.detail.any_enabled() && !maps.contains(&ControlKind::Openpose) {
-            maps.push(ControlKind::Openpose);
-        }
+        let maps = maps_for(input.settings.sd.required_maps(), preset);
         Preprocessing {
             options,
             maps,

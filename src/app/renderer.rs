@@ -9,9 +9,10 @@ use std::sync::Arc;
 use crate::loaders::sd_models::LoadedModels;
 use crate::pipeline::resume::{ChainedRenderer, Notifier, RendererFactory, WorkDir};
 use crate::pipeline::stages::{PreparedFrame, Preprocessor};
-use crate::preprocess::stages::{build_preprocessors, PreprocessorOptions};
+use crate::preprocess::registry::{build_preprocessors, PreprocessorOptions};
 use crate::preset::ControlKind;
-use crate::render::sd_renderer::{SdRenderError, SdRenderer, SharedModels};
+use crate::render::sd_renderer::{SdRenderError, SdRenderer};
+use crate::render::shared_models::SharedModels;
 use crate::render::temporal::anchor::read_prepared_frame;
 use crate::video::ReadOptions;
 

@@ -18,7 +18,7 @@ use crate::loaders::model_stack::ModelStackSpec;
 use crate::preset::models_ext::locate;
 use crate::preset::SeedPerFrame;
 use crate::preset::{ControlKind, Preset, PresetOverrides, SchedulerKind};
-use crate::render::sd_renderer::{ControlNetPlan, ControlSource, SdRenderConfig};
+use crate::render::sd_config::{ControlNetPlan, ControlSource, SdRenderConfig};
 use crate::video::{ReadOptions, VideoInfo};
 
 /// Loads `-p PRESET` (a file, or a bundled preset's name) and applies command-line

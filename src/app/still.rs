@@ -28,7 +28,7 @@ use crate::preprocess::openpose::json::{parse_json, PoseJsonError};
 use crate::preprocess::openpose::{draw_pose_map, DrawParts, PoseFrame};
 use crate::preset::temporal::TemporalSettings;
 use crate::preset::{ControlKind, Preset};
-use crate::render::sd_renderer::SdRenderConfig;
+use crate::render::sd_config::SdRenderConfig;
 
 /// A pose map and the name errors give it (its file).
 pub struct Pose {

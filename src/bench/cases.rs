@@ -119,7 +119,9 @@ pub fn run_case(case: BenchCase, options: &BenchOptions) -> Result<Measurement> 
             (seconds, "rotoscope HED (VGG16, candle)")
         }
         BenchCase::Pose => {
-            let dir = options.models_dir.join("mediapipe");
+            let dir = options
+                .models_dir
+                .join(crate::preprocess::pose::stage::MEDIAPIPE_DIR);
             let settings = PoseSettings::default();
             let estimator = PoseEstimator::new(&dir, &settings).map_err(|e| match e {
                 crate::preprocess::pose::PoseError::MissingModels { .. } => {

@@ -25,9 +25,8 @@ use crate::loaders::source::{
     ModelSource,
 };
 use crate::models::family::Family;
-use crate::preprocess::pose::detector::DetectorKind;
-use crate::preprocess::softedge::softedge::HED_WEIGHTS;
-use crate::preset::{ControlKind, Preset};
+use crate::preprocess::registry::{self, maps_for, PreprocessorOptions};
+use crate::preset::Preset;
 
 #[derive(Debug, Args)]
 pub struct ModelsArgs {
@@ -391,44 +390,19 @@ pub fn inventory(
             Origin::User,
         ));
     }
-    let kinds: Vec<ControlKind> = preset.controlnets.iter().map(|c| c.kind).collect();
-    if kinds.contains(&ControlKind::Openpose) || preset.detail.any_enabled() {
-        let pose = &preset.preprocess.pose;
-        let mut files = vec![
-            DetectorKind::Person.file_name(),
-            crate::preprocess::pose::body::MODEL_FILE,
-        ];
-        if pose.hands {
-            files.extend([
-                DetectorKind::Palm.file_name(),
-                crate::preprocess::pose::hands::MODEL_FILE,
-            ]);
-        }
-        if pose.face {
-            files.extend([
-                DetectorKind::Face.file_name(),
-                crate::preprocess::pose::face::MODEL_FILE,
-            ]);
-        }
-        for file in files {
-            let path = models_dir.join("mediapipe").join(file);
-            let source = models_dir.join("mediapipe").display().to_string();
+    // The packaged preprocessor weights of every map the ControlNets and the detailer read.
+    let kinds = maps_for(preset.controlnets.iter().map(|c| c.kind).collect(), preset);
+    let options = PreprocessorOptions::for_preset(preset, models_dir.to_path_buf(), 0.0);
+    for entry in kinds.into_iter().filter_map(registry::lookup) {
+        let source = entry.models_folder(models_dir).display().to_string();
+        for path in entry.model_paths(&options) {
             inv.files.push(file_entry(
-                "preprocess.pose",
+                entry.section,
                 &source,
                 &path,
                 Origin::FetchScript,
             ));
         }
-    }
-    if kinds.contains(&ControlKind::Softedge) {
-        let path = models_dir.join(HED_WEIGHTS);
-        inv.files.push(file_entry(
-            "preprocess.softedge",
-            &models_dir.display().to_string(),
-            &path,
-            Origin::FetchScript,
-        ));
     }
     inv
 }

@@ -10,23 +10,22 @@
 //! Models come from `$ROTOSCOPE_MODELS` (default `./models`), as installed by
 //! `scripts/fetch-models.sh`. Settings are the preset defaults (`preprocess.pose`).
 
-use std::io::Cursor;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use image::RgbImage;
 use serde::Serialize;
 
 use super::CliError;
 use crate::pipeline::progress::{BarProgress, JsonProgress, ProgressReporter, Stage};
-use crate::preprocess::cache::{fingerprint_file, CacheError, StageCache};
+use crate::pipeline::stages::{PreparedFrame, Preprocessor};
+use crate::preprocess::cache::fingerprint_file;
 use crate::preprocess::models_dir;
-use crate::preprocess::pose::stage::{self, PoseStage};
-use crate::preprocess::pose::{PoseEstimator, PoseSettings, PoseTracker};
-use crate::preprocess::softedge::{to_control_image, SoftEdge, SoftEdgeSettings};
+use crate::preprocess::registry::{
+    build_cached_preprocessors, CacheTarget, PreprocessorError, PreprocessorOptions,
+};
+use crate::preset::ControlKind;
 use crate::video::{VideoInfo, VideoReader};
 
 #[derive(Debug, Args)]
@@ -47,9 +46,6 @@ pub struct PreprocessArgs {
     #[arg(long)]
     pub json: bool,
 }
-
-const SOFTEDGE_STAGE: &str = "softedge";
-const SOFTEDGE_SUFFIX: &str = ".png";
 
 /// `{"event":"start",...}`: first line of `--json` output.
 #[derive(Serialize)]
@@ -100,41 +96,21 @@ impl Reporting {
     }
 }
 
-struct SoftEdgeStage {
-    model: SoftEdge,
-    cache: StageCache,
-}
-
-impl SoftEdgeStage {
-    fn run(&self, index: u64, image: &RgbImage) -> anyhow::Result<()> {
-        let map = self
-            .model
-            .detect(image, image.width(), image.height())
-            .with_context(|| format!("soft edges of frame {index}"))?;
-        let mut png = Vec::new();
-        to_control_image(&map)
-            .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
-            .with_context(|| format!("encoding the soft-edge map of frame {index}"))?;
-        self.cache.write(index, SOFTEDGE_SUFFIX, &png)?;
-        Ok(())
-    }
-}
-
-fn open_cache(
-    dir: &Path,
-    stage: &str,
-    suffixes: &[&str],
-    input: &str,
-    settings: &str,
-) -> anyhow::Result<StageCache> {
-    StageCache::open(dir, stage, suffixes, input, settings).map_err(|e| match e {
-        CacheError::Io { path, source } => CliError::OutputUnwritable {
-            path,
+/// The output directory cannot hold the cache: an unwritable output (exit 2), not a
+/// failing preprocessor.
+fn setup_error(err: PreprocessorError) -> anyhow::Error {
+    match err.unwritable_cache() {
+        Some((path, source)) => CliError::OutputUnwritable {
+            path: path.to_path_buf(),
             reason: source.to_string(),
         }
         .into(),
-        other => anyhow::Error::from(other),
-    })
+        None => err.into(),
+    }
+}
+
+fn all_done(preprocessors: &[Box<dyn Preprocessor>], index: u64) -> bool {
+    preprocessors.iter().all(|p| p.is_done(index))
 }
 
 pub fn run(args: PreprocessArgs) -> anyhow::Result<()> {
@@ -144,50 +120,27 @@ pub fn run(args: PreprocessArgs) -> anyhow::Result<()> {
     };
     let reader = VideoReader::open(&args.input)?;
     let info: VideoInfo = reader.info().clone();
-    let fingerprint = fingerprint_file(&args.input)?;
-    let models = models_dir();
-
-    let mut pose = None;
-    if want_pose {
-        let settings = PoseSettings::default();
-        let estimator = PoseEstimator::new(&models.join("mediapipe"), &settings)?;
-        let key = stage::cache_settings(&models.join("mediapipe"), &settings)?;
-        let cache = open_cache(
-            &args.output,
-            stage::STAGE,
-            &[stage::MAP_SUFFIX, stage::JSON_SUFFIX],
-            &fingerprint,
-            &key,
-        )?;
-        let tracker = PoseTracker::new(Arc::new(estimator), info.fps.as_f64());
-        pose = Some(PoseStage::new(tracker, Some(cache)));
-    }
-    let mut softedge = None;
-    if want_softedge {
-        let settings = SoftEdgeSettings::default();
-        let model = SoftEdge::new(&models, &settings)?;
-        let weights = models.join(crate::preprocess::softedge::softedge::HED_WEIGHTS);
-        let key = format!("{settings:?}|hed={}", fingerprint_file(&weights)?);
-        let cache = open_cache(
-            &args.output,
-            SOFTEDGE_STAGE,
-            &[SOFTEDGE_SUFFIX],
-            &fingerprint,
-            &key,
-        )?;
-        softedge = Some(SoftEdgeStage { model, cache });
-    }
+    // The preset defaults, for every frame, the maps in the output directory as the cache.
+    let options = PreprocessorOptions::defaults(models_dir(), info.fps.as_f64());
+    let kinds: Vec<ControlKind> = [
+        (want_pose, ControlKind::Openpose),
+        (want_softedge, ControlKind::Softedge),
+    ]
+    .into_iter()
+    .filter_map(|(wanted, kind)| wanted.then_some(kind))
+    .collect();
+    let cache = CacheTarget {
+        dir: args.output.clone(),
+        input_fingerprint: fingerprint_file(&args.input)?,
+    };
+    let mut preprocessors =
+        build_cached_preprocessors(&kinds, &options, &cache).map_err(setup_error)?;
 
     let first = info.start_frame;
     let frame_range = first..first + info.frame_count;
-    let is_done = |index: u64, pose: &Option<PoseStage>, soft: &Option<SoftEdgeStage>| {
-        let pose_done = pose.as_ref().is_none_or(|p| p.is_done(index));
-        let soft_done = soft.as_ref().is_none_or(|s| s.cache.is_done(index));
-        pose_done && soft_done
-    };
     let already = frame_range
         .clone()
-        .filter(|&i| is_done(i, &pose, &softedge))
+        .filter(|&i| all_done(&preprocessors, i))
         .count() as u64;
 
     let reporting = if args.json {
@@ -222,23 +175,18 @@ pub fn run(args: PreprocessArgs) -> anyhow::Result<()> {
         let frame = frame?;
         let index = frame.index;
         done += 1;
-        if is_done(index, &pose, &softedge) {
+        if all_done(&preprocessors, index) {
             cached += 1;
             progress.advance(Stage::Preprocess, done);
             continue;
         }
-        let image = frame
-            .into_rgb_image()
-            .with_context(|| format!("frame {index} of {}", args.input.display()))?;
-        if let Some(p) = pose.as_mut() {
-            if !p.is_done(index) {
-                p.frame(index, &image)?;
-            }
-        }
-        if let Some(s) = &softedge {
-            if !s.cache.is_done(index) {
-                s.run(index, &image)?;
-            }
+        let mut prepared = PreparedFrame::new(frame);
+        for p in preprocessors.iter_mut().filter(|p| !p.is_done(index)) {
+            p.process(&mut prepared)
+                .map_err(|e| anyhow::anyhow!(e))
+                .with_context(|| {
+                    format!("{} of frame {index} of {}", p.name(), args.input.display())
+                })?;
         }
         computed += 1;
         progress.advance(Stage::Preprocess, done);
@@ -251,7 +199,8 @@ pub fn run(args: PreprocessArgs) -> anyhow::Result<()> {
     } else {
         0.0
     };
-    let stats = pose.as_ref().map(|p| p.tracker().stats());
+    let counters: Vec<_> = preprocessors.iter().flat_map(|p| p.counters()).collect();
+    let counter = |name: &str| counters.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
     match &reporting {
         Reporting::Json(json) => json.emit(&DoneEvent {
             event: "done",
@@ -261,9 +210,9 @@ pub fn run(args: PreprocessArgs) -> anyhow::Result<()> {
             cached,
             elapsed: json.elapsed_secs(),
             frames_per_sec: (frames_per_sec * 100.0).round() / 100.0,
-            pose_person_detections: stats.map(|s| s.person_detections),
-            pose_palm_detections: stats.map(|s| s.palm_detections),
-            pose_face_detections: stats.map(|s| s.face_detections),
+            pose_person_detections: counter("pose_person_detections"),
+            pose_palm_detections: counter("pose_palm_detections"),
+            pose_face_detections: counter("pose_face_detections"),
         }),
         Reporting::Bars(bars) => bars.println(&format!(
             "{}: {done} frames ({computed} computed at {frames_per_sec:.1} frames/s, {cached} from an earlier run)",

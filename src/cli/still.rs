@@ -28,7 +28,9 @@ use crate::loaders::sd_models::{LoadedModels, SdModelsError};
 use crate::loaders::source::HubOptions;
 use crate::preprocess::openpose::PoseFrame;
 use crate::preset::{fit_to_input, PresetOverrides};
-use crate::render::sd_renderer::SdRenderConfig;
+use crate::render::sd_config::SdRenderConfig;
+use crate::video::output::write_atomically;
+use crate::video::VideoError;
 
 #[derive(Debug, Args)]
 pub struct StillArgs {
@@ -174,22 +176,13 @@ fn parent_dir(path: &Path) -> PathBuf {
 /// Writes a PNG under a temporary name in the same folder, then renames it into place, so an
 /// interrupted run never leaves a truncated image behind.
 fn write_png_atomically(image: &RgbImage, path: &Path) -> anyhow::Result<()> {
-    let unwritable = |reason: String| CliError::OutputUnwritable {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = parent_dir(path).join(format!(".{name}.{}.tmp", std::process::id()));
-    if let Err(e) = image.save_with_format(&tmp, image::ImageFormat::Png) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(unwritable(e.to_string()).into());
-    }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        unwritable(e.to_string())
+    write_atomically(path, true, |temp| {
+        image
+            .save_with_format(temp, image::ImageFormat::Png)
+            .map_err(|e| VideoError::Unwritable {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })
     })?;
     Ok(())
 }

@@ -47,6 +47,15 @@ pub trait Preprocessor: Send {
     fn name(&self) -> &str;
     /// Add control images and/or annotations to `frame`; never change `frame.source`.
     fn process(&mut self, frame: &mut PreparedFrame) -> Result<(), StageError>;
+    /// Whether frame `index`'s output is already kept on disk by an earlier run (a cached
+    /// preprocessor), so `rotoscope preprocess` need not run it. Without a cache: never.
+    fn is_done(&self, _index: u64) -> bool {
+        false
+    }
+    /// Named counts of the work done so far, for reports (`pose_person_detections`, ...).
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// Turns a batch of prepared frames into styled frames.

@@ -1,13 +1,14 @@
 //! Preprocessors: pose (MediaPipe) and soft edge (HED) turn frames into control maps;
-//! OpenPose drawing and JSON, the on-disk map cache and the stages the pipeline runs.
+//! OpenPose drawing and JSON, the on-disk map cache, and the registry the pipeline's
+//! preprocessors are built from (one entry per map kind).
 
 use std::path::PathBuf;
 
 pub mod cache;
 pub mod openpose;
 pub mod pose;
+pub mod registry;
 pub mod softedge;
-pub mod stages;
 
 /// Environment variable naming the models directory.
 pub const MODELS_ENV: &str = "ROTOSCOPE_MODELS";

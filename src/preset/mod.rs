@@ -616,13 +616,33 @@ pub fn fit_to_input(input_width: u32, input_height: u32) -> (u32, u32) {
 }
 
 fn parse_error(error: &serde_yaml_ng::Error, origin: &str) -> PresetError {
+    let at = locate_yaml_error(error);
+    PresetError::Parse {
+        origin: origin.to_string(),
+        line: at.line,
+        column: at.column,
+        field: at.field,
+        message: at.message,
+    }
+}
+
+/// A YAML error taken apart: where it is, the field path it names, what it says.
+pub(crate) struct LocatedYamlError {
+    pub line: usize,
+    pub column: usize,
+    pub field: String,
+    pub message: String,
+}
+
+/// Where `error` is (line 1, column 1 when serde_yaml_ng knows no place) and what it says,
+/// for presets and jobs files alike.
+pub(crate) fn locate_yaml_error(error: &serde_yaml_ng::Error) -> LocatedYamlError {
     let (line, column) = error
         .location()
         .map(|l| (l.line(), l.column()))
         .unwrap_or((1, 1));
     let (field, message) = split_field_and_message(&error.to_string(), line, column);
-    PresetError::Parse {
-        origin: origin.to_string(),
+    LocatedYamlError {
         line,
         column,
         field,
@@ -632,11 +652,7 @@ fn parse_error(error: &serde_yaml_ng::Error, origin: &str) -> PresetError {
 
 /// serde_yaml_ng renders errors as `path.to.field: message at line L column C`; take that
 /// apart so the location can lead, as compilers print it.
-pub(crate) fn split_field_and_message(
-    rendered: &str,
-    line: usize,
-    column: usize,
-) -> (String, String) {
+fn split_field_and_message(rendered: &str, line: usize, column: usize) -> (String, String) {
     let suffix = format!(" at line {line} column {column}");
     let text = rendered.strip_suffix(&suffix).unwrap_or(rendered);
     if let Some((head, rest)) = text.split_once(": ") {

@@ -16,12 +16,12 @@
 //!
 //! The models come from [`crate::loaders::sd_models`] (loaded once, kept across jobs on the
 //! same models by a [`ModelCache`], combined with each job's prompt in [`LoadedModels`]) and
-//! are shared here ([`SharedModels`], e.g. with face and hand detailing). The first frame
-//! of a batch continues from the frame before the batch (its [`LeadIn`], from the previous
-//! batch), so batches chain; the previous frame's attention cache starts empty at every
-//! batch, which keeps the state at a batch start reproducible from disk.
+//! are shared ([`crate::render::shared_models`], e.g. with face and hand detailing). The
+//! first frame of a batch continues from the frame before the batch (its [`LeadIn`], from
+//! the previous batch), so batches chain; the previous frame's attention cache starts empty
+//! at every batch, which keeps the state at a batch start reproducible from disk.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use candle_core::Tensor;
 use image::RgbImage;
@@ -29,25 +29,21 @@ use image::RgbImage;
 use crate::cancel::{Interrupted, StopFlag};
 use crate::device::{DeviceChoice, DeviceError};
 use crate::diffusion::image_pipeline::{
-    rgb_to_tensor, tensor_to_rgb, GenerationSettings, ImagePipelineError as SdError,
+    rgb_to_tensor, tensor_to_rgb, ImagePipelineError as SdError,
 };
 use crate::diffusion::latents::{image_latent_shape, initial_latents, strength_scheduler};
 use crate::diffusion::sampler::{denoise, ControlInput, DenoiseRequest};
 use crate::diffusion::schedulers;
-use crate::flow::{FlowParams, Plane};
-use crate::loaders::model_cache::ModelCache;
-use crate::loaders::model_stack::ModelStackSpec;
-use crate::loaders::sd_models::{LoadedModels, ModelKey, SdModelsError, TextPrompt};
+use crate::flow::Plane;
+use crate::loaders::sd_models::{LoadedModels, SdModelsError};
 use crate::loaders::source::HubOptions;
 use crate::models::attention_hook::SelfAttentionHook;
-use crate::models::controlnet::ControlNetModel;
 use crate::noise::TorchGenerator;
 use crate::pipeline::plan::Batch;
 use crate::pipeline::resume::{next_lead_in, ChainedRenderer, LeadIn};
 use crate::pipeline::stages::{FrameRenderer, PreparedFrame, StageError};
-use crate::preset::temporal::TemporalSettings;
-use crate::preset::SeedPerFrame;
-use crate::preset::{ControlKind, SchedulerKind};
+use crate::preset::ControlKind;
+use crate::render::sd_config::{ControlSource, SdRenderConfig};
 use crate::render::temporal::anchor::RenderedAnchor;
 use crate::render::temporal::cross_frame::CrossFrameAttention;
 use crate::render::temporal::input_flow::{luma, InputFlow};
@@ -82,122 +78,6 @@ pub enum SdRenderError {
     NoAnchor,
 }
 
-/// Where a ControlNet's control image comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ControlSource {
-    /// A map a preprocessor made (openpose, softedge).
-    Map(ControlKind),
-    /// The previous output frame (TemporalNet), optionally warped by the input's flow.
-    PreviousOutput { warp: bool },
-}
-
-/// One ControlNet of the render.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ControlNetPlan {
-    pub source: ControlSource,
-    /// Hub id, diffusers folder or file.
-    pub model: String,
-    pub scale: f64,
-    pub start: f64,
-    pub end: f64,
-    pub guess_mode: bool,
-}
-
-/// What the renderer needs from a preset, with model locations resolved: built by the
-/// resolver (`crate::app::resolve`, `SdRenderConfig::from_preset` there).
-#[derive(Debug, Clone, PartialEq)]
-pub struct SdRenderConfig {
-    /// Base model (diffusers folder, hub id or single file), VAE, LoRAs, embeddings.
-    pub models: ModelStackSpec,
-    pub prompt: String,
-    pub negative_prompt: String,
-    pub width: u32,
-    pub height: u32,
-    pub steps: usize,
-    pub guidance_scale: f64,
-    pub scheduler: SchedulerKind,
-    pub seed: u64,
-    pub seed_per_frame: SeedPerFrame,
-    /// img2img strength from the source frame (1 = txt2img).
-    pub strength: f64,
-    pub controlnets: Vec<ControlNetPlan>,
-    pub temporal: TemporalSettings,
-    pub flow: FlowParams,
-}
-
-impl SdRenderConfig {
-    /// What decides the weights this config loads.
-    pub fn model_key(&self) -> ModelKey {
-        ModelKey {
-            models: self.models.clone(),
-            controlnets: self.controlnets.iter().map(|c| c.model.clone()).collect(),
-        }
-    }
-
-    /// The prompt the models encode for this config.
-    pub fn text_prompt(&self) -> TextPrompt<'_> {
-        TextPrompt {
-            prompt: &self.prompt,
-            negative_prompt: &self.negative_prompt,
-            guidance_scale: self.guidance_scale,
-        }
-    }
-
-    /// The model of the first ControlNet of `kind`, if any.
-    pub fn controlnet_of_kind(
-        &self,
-        models: &LoadedModels,
-        kind: ControlKind,
-    ) -> Option<Arc<ControlNetModel>> {
-        self.controlnets
-            .iter()
-            .position(|c| c.source == ControlSource::Map(kind))
-            .map(|k| models.controlnet(k))
-    }
-
-    /// The prompt, size, steps, guidance, scheduler and seed as the image pipeline takes
-    /// them.
-    pub fn generation_settings(&self) -> GenerationSettings {
-        GenerationSettings {
-            prompt: self.prompt.clone(),
-            negative_prompt: self.negative_prompt.clone(),
-            width: self.width as usize,
-            height: self.height as usize,
-            steps: self.steps,
-            guidance_scale: self.guidance_scale,
-            scheduler: self.scheduler,
-            seed: self.seed,
-        }
-    }
-
-    /// The preprocessor maps the ControlNets need, without repeats.
-    pub fn required_maps(&self) -> Vec<ControlKind> {
-        let mut kinds = Vec::new();
-        for c in &self.controlnets {
-            if let ControlSource::Map(kind) = c.source {
-                if !kinds.contains(&kind) {
-                    kinds.push(kind);
-                }
-            }
-        }
-        kinds
-    }
-
-    /// Whether an anchor frame must be rendered before the first batch.
-    pub fn needs_anchor(&self) -> bool {
-        let c = &self.temporal.cross_frame_attention;
-        c.active() && c.anchor
-    }
-
-    fn needs_flow(&self) -> bool {
-        self.temporal.flow_init.enabled
-            || self
-                .controlnets
-                .iter()
-                .any(|c| c.source == ControlSource::PreviousOutput { warp: true })
-    }
-}
-
 /// The previous frame, as the next frame needs it.
 struct Previous {
     output: RgbImage,
@@ -218,68 +98,6 @@ enum Pass {
     Frame,
 }
 
-/// Models loaded on first use, shared by everything that needs them (the renderer, a
-/// detailer): loading is skipped entirely when nothing asks. The weights come from a
-/// [`ModelCache`], so consecutive jobs on the same models load them once, onto the cache's
-/// device.
-pub struct SharedModels {
-    config: SdRenderConfig,
-    hub: HubOptions,
-    cache: Arc<ModelCache>,
-    loaded: Mutex<Option<Arc<LoadedModels>>>,
-}
-
-impl SharedModels {
-    /// Models whose weights come from (and stay in) `cache`.
-    pub fn with_cache(config: SdRenderConfig, hub: HubOptions, cache: Arc<ModelCache>) -> Self {
-        Self {
-            config,
-            hub,
-            cache,
-            loaded: Mutex::new(None),
-        }
-    }
-
-    pub fn config(&self) -> &SdRenderConfig {
-        &self.config
-    }
-
-    pub fn hub(&self) -> &HubOptions {
-        &self.hub
-    }
-
-    /// Whether the models are loaded already.
-    pub fn is_loaded(&self) -> bool {
-        self.loaded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
-    }
-
-    /// Whether the weights are in the cache already (loaded by an earlier job), so that
-    /// [`Self::get`] only encodes the prompt.
-    pub fn weights_cached(&self) -> bool {
-        self.cache.holds(&self.config.model_key())
-    }
-
-    /// The models, loading them on the first call.
-    pub fn get(&self) -> Result<Arc<LoadedModels>, SdRenderError> {
-        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(models) = loaded.as_ref() {
-            return Ok(models.clone());
-        }
-        let weights = self.cache.weights(&self.config.model_key(), &self.hub)?;
-        let models = Arc::new(LoadedModels::from_weights(
-            &weights,
-            self.config.text_prompt(),
-        )?);
-        *loaded = Some(models.clone());
-        Ok(models)
-    }
-}
-
-// Loading lives here, not in `crate::diffusion` (which `crate::loaders` builds on); its
-// natural home is `crate::loaders::sd_models`.
 /// See the module docs.
 pub struct SdRenderer {
     config: SdRenderConfig,

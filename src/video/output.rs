@@ -63,6 +63,19 @@ fn parent_dir(target: &Path) -> PathBuf {
     }
 }
 
+/// Writes `target` complete or not at all: `write` fills the temporary file next to it, which
+/// is then renamed onto `target` (an existing one is replaced only when `overwrite`). Returns
+/// the target's absolute path.
+pub fn write_atomically(
+    target: &Path,
+    overwrite: bool,
+    write: impl FnOnce(&Path) -> Result<(), VideoError>,
+) -> Result<PathBuf, VideoError> {
+    let pending = PendingFile::create(target, overwrite)?;
+    write(pending.temp())?;
+    pending.commit()
+}
+
 /// A file being written under a temporary name.
 #[derive(Debug)]
 pub(crate) struct PendingFile {

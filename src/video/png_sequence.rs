@@ -16,7 +16,7 @@ use image::{ExtendedColorType, ImageEncoder};
 use super::error::VideoError;
 use super::frame::Frame;
 use super::input::absolute;
-use super::output::temp_path_for;
+use super::output::write_atomically;
 
 /// File name of frame `index` in a sequence directory.
 pub fn frame_file_name(index: u64) -> String {
@@ -98,17 +98,8 @@ impl PngSequenceWriter {
                 got_bytes: frame.data.len(),
             });
         }
-        let temp = temp_path_for(&path);
-        let result = write_png(&temp, frame).and_then(|()| {
-            fs::rename(&temp, &path).map_err(|e| VideoError::Unwritable {
-                path: path.clone(),
-                reason: format!("cannot rename {} onto it: {e}", temp.display()),
-            })
-        });
-        if result.is_err() {
-            let _ = fs::remove_file(&temp);
-        }
-        result?;
+        // A resumed render replaces the frames its interrupted run wrote.
+        write_atomically(&path, true, |temp| write_png(temp, frame))?;
         self.frames += 1;
         Ok(path)
     }

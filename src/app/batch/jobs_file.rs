@@ -27,7 +27,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Deserializer};
 
 use crate::app::args::FrameSelection;
-use crate::preset::{field_prefix, split_field_and_message};
+use crate::preset::{field_prefix, locate_yaml_error};
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobsFileError {
@@ -128,17 +128,13 @@ pub fn load_jobs(path: &Path) -> Result<Vec<JobSpec>, JobsFileError> {
 /// paths start from.
 pub fn parse_jobs(text: &str, origin: &str, base: &Path) -> Result<Vec<JobSpec>, JobsFileError> {
     let raw: RawJobsFile = serde_yaml_ng::from_str(text).map_err(|e| {
-        let (line, column) = e
-            .location()
-            .map(|l| (l.line(), l.column()))
-            .unwrap_or((1, 1));
-        let (field, message) = split_field_and_message(&e.to_string(), line, column);
+        let at = locate_yaml_error(&e);
         JobsFileError::Parse {
             origin: origin.to_string(),
-            line,
-            column,
-            field,
-            message,
+            line: at.line,
+            column: at.column,
+            field: at.field,
+            message: at.message,
         }
     })?;
     let invalid = |field: String, message: String| JobsFileError::Invalid {

@@ -1,6 +1,7 @@
 //! OpenPose-format keypoints: the data types, ControlNet-exact drawing and the JSON format.
 pub mod draw;
 pub mod json;
+pub mod json_stage;
 pub mod keypoints;
 pub mod raster;
 

@@ -1,24 +1,93 @@
 //! Pose as a pipeline stage: keypoints and the openpose map of each frame in order, through
-//! the on-disk cache when one is given. Used by `rotoscope preprocess` and, as a
-//! [`Preprocessor`], by the render pipeline (control image `openpose` at the source size, and
-//! the [`PoseFrame`] as an annotation for the face/hand detailers).
+//! the on-disk cache when one is given. [`OPENPOSE`] is its entry in the preprocessor
+//! registry ([`crate::preprocess::registry`]): as a [`Preprocessor`] it adds the control image
+//! `openpose` at the source size, and the [`PoseFrame`] as an annotation for the face/hand
+//! detailers.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use image::RgbImage;
 
 use super::detector::DetectorKind;
-use super::{body, face, hands, PoseError, PoseSettings, PoseTracker};
+use super::{body, face, hands, PoseError, PoseEstimator, PoseSettings, PoseTracker};
 use crate::pipeline::stages::{ControlImage, PreparedFrame, Preprocessor, StageError};
 use crate::preprocess::cache::{fingerprint_file, CacheError, StageCache};
 use crate::preprocess::openpose::json::{parse_json, to_json_string, PoseJsonError};
+use crate::preprocess::openpose::json_stage::PoseJsonPreprocessor;
 use crate::preprocess::openpose::{draw_pose_map, DrawParts, PoseFrame};
+use crate::preprocess::registry::{
+    CacheTarget, MapPreprocessor, PreprocessorError, PreprocessorOptions,
+};
 use crate::preset::ControlKind;
 use crate::video::Frame;
 
 /// Cache stage name: files `pose_000123.png` and `pose_000123_keypoints.json`.
 pub const STAGE: &str = "pose";
+/// Where the MediaPipe models sit below the models directory.
+pub const MEDIAPIPE_DIR: &str = "mediapipe";
+
+/// The openpose map's entry in the preprocessor registry.
+pub const OPENPOSE: MapPreprocessor = MapPreprocessor {
+    kind: ControlKind::Openpose,
+    section: "preprocess.pose",
+    models_subdir: MEDIAPIPE_DIR,
+    model_files,
+    build,
+};
+
+/// The MediaPipe models the estimator runs for `options` (the drawn parts and those
+/// detailing reads).
+fn model_files(options: &PreprocessorOptions) -> Vec<&'static str> {
+    let settings = options.estimated_pose();
+    let mut files = vec![DetectorKind::Person.file_name(), body::MODEL_FILE];
+    if settings.hands {
+        files.extend([DetectorKind::Palm.file_name(), hands::MODEL_FILE]);
+    }
+    if settings.face {
+        files.extend([DetectorKind::Face.file_name(), face::MODEL_FILE]);
+    }
+    files
+}
+
+/// Poses from `options.pose_json` when given (never cached: they are files already), else
+/// MediaPipe tracking, through `cache` when given. When detailing needs parts the map does
+/// not show, they are estimated (and kept in the cache's keypoints) and the map is drawn
+/// again without them.
+fn build(
+    options: &PreprocessorOptions,
+    cache: Option<&CacheTarget>,
+) -> Result<Box<dyn Preprocessor>, PreprocessorError> {
+    if let Some(dir) = &options.pose_json {
+        return Ok(Box::new(PoseJsonPreprocessor::new(
+            dir,
+            options.drawn_parts(),
+        )?));
+    }
+    let settings = options.estimated_pose();
+    let mediapipe = options.models_dir.join(MEDIAPIPE_DIR);
+    let estimator = PoseEstimator::new(&mediapipe, &settings)?;
+    let cache = match cache {
+        Some(target) => Some(target.open(
+            STAGE,
+            &[MAP_SUFFIX, JSON_SUFFIX],
+            &cache_settings(&mediapipe, &settings)?,
+        )?),
+        None => None,
+    };
+    let tracker = PoseTracker::new(Arc::new(estimator), options.fps);
+    let stage = PoseStage::new(tracker, cache);
+    let parts = options.drawn_parts();
+    Ok(if parts == draw_parts(&settings) {
+        Box::new(stage)
+    } else {
+        Box::new(RedrawnPoseMap {
+            inner: Box::new(stage),
+            parts,
+        })
+    })
+}
 pub const MAP_SUFFIX: &str = ".png";
 pub const JSON_SUFFIX: &str = "_keypoints.json";
 
@@ -191,5 +260,134 @@ impl Preprocessor for PoseStage {
         });
         frame.annotations.insert(out.keypoints);
         Ok(())
+    }
+
+    fn is_done(&self, index: u64) -> bool {
+        PoseStage::is_done(self, index)
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let s = self.tracker.stats();
+        vec![
+            ("pose_person_detections", s.person_detections),
+            ("pose_palm_detections", s.palm_detections),
+            ("pose_face_detections", s.face_detections),
+        ]
+    }
+}
+
+/// Replaces the openpose map of a pose preprocessor that estimated more parts than the map
+/// should show by one drawn from its keypoints with `parts` only (the keypoints stay whole).
+struct RedrawnPoseMap {
+    inner: Box<dyn Preprocessor>,
+    parts: DrawParts,
+}
+
+impl Preprocessor for RedrawnPoseMap {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn process(&mut self, frame: &mut PreparedFrame) -> Result<(), StageError> {
+        self.inner.process(frame)?;
+        let (index, w, h) = (frame.source.index, frame.source.width, frame.source.height);
+        let Some(pose) = frame.annotations.get::<PoseFrame>() else {
+            return Ok(());
+        };
+        let map = Frame::from_rgb_image(index, draw_pose_map(pose, w, h, self.parts));
+        match frame
+            .controls
+            .iter_mut()
+            .find(|c| c.kind == ControlKind::Openpose)
+        {
+            Some(control) => control.image = map,
+            None => frame.controls.push(ControlImage {
+                kind: ControlKind::Openpose,
+                image: map,
+            }),
+        }
+        Ok(())
+    }
+    fn is_done(&self, index: u64) -> bool {
+        self.inner.is_done(index)
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        self.inner.counters()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::preprocess::openpose::{Body, Face, Hand, Keypoint, Person};
+
+    /// A person with body, face and right hand on a 64 × 48 frame.
+    fn full_person() -> PoseFrame {
+        let mut pose = PoseFrame::empty(64, 48);
+        let mut body = Body {
+            points: [Keypoint::MISSING; 18],
+        };
+        body.points[1] = Keypoint::new(32.0, 20.0, 1.0);
+        body.points[2] = Keypoint::new(20.0, 22.0, 1.0);
+        pose.people.push(Person {
+            body: Some(body),
+            face: Some(Face {
+                points: std::array::from_fn(|i| {
+                    Keypoint::new(28.0 + (i % 8) as f32, 6.0 + (i / 8) as f32, 1.0)
+                }),
+            }),
+            right_hand: Some(Hand {
+                points: std::array::from_fn(|i| {
+                    Keypoint::new(
+                        50.0 + (i % 5) as f32 * 2.0,
+                        30.0 + (i / 5) as f32 * 2.0,
+                        1.0,
+                    )
+                }),
+            }),
+            ..Person::default()
+        });
+        pose
+    }
+
+    #[test]
+    fn the_map_is_redrawn_with_the_preset_parts_and_the_keypoints_stay_whole() {
+        /// Stands in for the pose stage: keypoints of every part, map of every part.
+        struct Everything;
+        impl Preprocessor for Everything {
+            fn name(&self) -> &str {
+                "pose"
+            }
+            fn process(&mut self, frame: &mut PreparedFrame) -> Result<(), StageError> {
+                let pose = full_person();
+                let map = draw_pose_map(&pose, 64, 48, DrawParts::default());
+                frame.controls.push(ControlImage {
+                    kind: ControlKind::Openpose,
+                    image: Frame::from_rgb_image(frame.source.index, map),
+                });
+                frame.annotations.insert(pose);
+                Ok(())
+            }
+        }
+        let parts = DrawParts {
+            body: true,
+            hands: false,
+            face: false,
+        };
+        let mut redrawn = RedrawnPoseMap {
+            inner: Box::new(Everything),
+            parts,
+        };
+        let mut frame = PreparedFrame::new(Frame::new(3, 64, 48, vec![0; 64 * 48 * 3]).unwrap());
+        redrawn.process(&mut frame).unwrap();
+        assert_eq!(frame.controls.len(), 1);
+        let expected = draw_pose_map(&full_person(), 64, 48, parts);
+        let map = frame.control(ControlKind::Openpose).unwrap();
+        assert_eq!(map.data, expected.into_raw());
+        let all = draw_pose_map(&full_person(), 64, 48, DrawParts::default());
+        assert_ne!(map.data, all.into_raw(), "face and hand are not drawn");
+        let kept = frame.annotations.get::<PoseFrame>().unwrap();
+        assert!(kept.people[0].face.is_some() && kept.people[0].right_hand.is_some());
     }
 }

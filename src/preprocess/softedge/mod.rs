@@ -8,6 +8,7 @@ pub mod postprocess;
 pub mod resize;
 #[allow(clippy::module_inception)]
 pub mod softedge;
+pub mod stage;
 pub mod upsample;
 
 pub use hed::{Hed, HedError, HedOutputs};

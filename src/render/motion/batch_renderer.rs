@@ -37,7 +37,9 @@ use crate::preset::models_ext::locate;
 use crate::preset::motion::ContextOptions;
 use crate::preset::motion::MotionModuleSettings;
 use crate::preset::ControlKind;
-use crate::render::sd_renderer::{fit, ControlSource, SdRenderConfig, SdRenderError, SharedModels};
+use crate::render::sd_config::{ControlSource, SdRenderConfig};
+use crate::render::sd_renderer::{fit, SdRenderError};
+use crate::render::shared_models::SharedModels;
 use crate::video::Frame;
 
 /// Errors of the motion-module batch renderer.
