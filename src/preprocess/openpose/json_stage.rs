@@ -97,7 +97,8 @@ impl Preprocessor for PoseJsonPreprocessor {
 mod tests {
     use super::*;
     use crate::preprocess::openpose::json::to_json_string;
-    use crate::preprocess::openpose::{Body, Face, Hand, Keypoint, Person};
+    use crate::preprocess::openpose::test_poses::full_person;
+    use crate::preprocess::openpose::{Body, Keypoint, Person};
 
     #[test]
     fn keypoint_file_names_give_frame_indices() {
@@ -149,35 +150,6 @@ mod tests {
         assert!(
             PoseJsonPreprocessor::new(&dir.path().join("missing"), DrawParts::default()).is_err()
         );
-    }
-
-    /// A person with body, face and right hand on a 64 × 48 frame.
-    fn full_person() -> PoseFrame {
-        let mut pose = PoseFrame::empty(64, 48);
-        let mut body = Body {
-            points: [Keypoint::MISSING; 18],
-        };
-        body.points[1] = Keypoint::new(32.0, 20.0, 1.0);
-        body.points[2] = Keypoint::new(20.0, 22.0, 1.0);
-        pose.people.push(Person {
-            body: Some(body),
-            face: Some(Face {
-                points: std::array::from_fn(|i| {
-                    Keypoint::new(28.0 + (i % 8) as f32, 6.0 + (i / 8) as f32, 1.0)
-                }),
-            }),
-            right_hand: Some(Hand {
-                points: std::array::from_fn(|i| {
-                    Keypoint::new(
-                        50.0 + (i % 5) as f32 * 2.0,
-                        30.0 + (i / 5) as f32 * 2.0,
-                        1.0,
-                    )
-                }),
-            }),
-            ..Person::default()
-        });
-        pose
     }
 
     #[test]
