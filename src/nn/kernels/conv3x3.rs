@@ -6,7 +6,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
-use super::cpu::SharedMut;
+use super::cpu::{contiguous_f32, SharedMut};
 use crate::alloc::uninit_f32;
 
 /// Scratch columns per block: the block's `c_out × cols` accumulator stays around 1 MiB.
@@ -14,10 +14,7 @@ const SCRATCH_FLOATS: usize = 1 << 18;
 const MIN_BLOCK_COLS: usize = 512;
 
 fn slice_of<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
-        None => candle_core::bail!("3×3 conv: operands must be contiguous"),
-    }
+    contiguous_f32(s, l, "3×3 conv")
 }
 
 /// Zero-padded channel planes of `x: [B, C, H, W]`: one ring of zeros, width `W + 2`, and two

@@ -1,12 +1,25 @@
 //! Low-level helpers for the hand-written CPU kernels.
 
-use candle_core::{DType, Result, Storage, Tensor};
+use candle_core::{CpuStorage, DType, Layout, Result, Storage, Tensor};
 
 /// True when every tensor is f32 on the CPU, i.e. the hand-written kernels apply.
 pub(crate) fn all_cpu_f32(tensors: &[&Tensor]) -> bool {
     tensors
         .iter()
         .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+}
+
+/// The contiguous f32 data of a CPU storage (a custom op's operand), or an error naming
+/// `what`.
+pub(crate) fn contiguous_f32<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    what: &str,
+) -> Result<&'a [f32]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&storage.as_slice::<f32>()?[start..end]),
+        None => candle_core::bail!("{what}: operands must be contiguous"),
+    }
 }
 
 /// Runs `f` on the contiguous f32 data of a CPU tensor (`what` names it in errors).
@@ -16,11 +29,8 @@ pub(crate) fn with_cpu_f32<R>(
     f: impl FnOnce(&[f32]) -> Result<R>,
 ) -> Result<R> {
     let (storage, layout) = t.storage_and_layout();
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("{what}: tensor not contiguous");
-    };
     match &*storage {
-        Storage::Cpu(cpu) => f(&cpu.as_slice::<f32>()?[start..end]),
+        Storage::Cpu(cpu) => f(contiguous_f32(cpu, layout, what)?),
         _ => candle_core::bail!("{what}: CPU tensor expected"),
     }
 }

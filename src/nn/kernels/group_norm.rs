@@ -4,6 +4,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape};
 use rayon::prelude::*;
 
+use super::cpu::contiguous_f32;
 use super::simd::{affine_row, shifted_sums};
 
 pub(crate) struct GroupNormOp {
@@ -13,10 +14,7 @@ pub(crate) struct GroupNormOp {
 }
 
 fn slice_of<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
-        None => candle_core::bail!("group norm: operands must be contiguous"),
-    }
+    contiguous_f32(s, l, "group norm")
 }
 
 impl CustomOp3 for GroupNormOp {

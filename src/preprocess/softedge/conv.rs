@@ -10,6 +10,8 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::nn::kernels::cpu::contiguous_f32;
+
 /// Upper bound on an im2col band (floats): 2 MiB, so a band's columns stay in a core's L2 while
 /// the gemm reads them back. Measured per VGG16 layer (CPU-seconds, loaded 2-core AVX-512
 /// machine): 8 MiB bands ran 512²·64→64 at 62 GFLOP/cpu-s, 256²·128→128 at 86 and
@@ -32,19 +34,6 @@ pub fn conv3x3_bias_relu(
 }
 
 struct Conv3x3BiasRelu;
-
-/// The contiguous f32 data of a custom-op operand, or an error naming the operand.
-fn contiguous_f32<'a>(
-    storage: &'a CpuStorage,
-    layout: &Layout,
-    what: &str,
-) -> candle_core::Result<&'a [f32]> {
-    let data = storage.as_slice::<f32>()?;
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("conv3x3: {what} must be contiguous"),
-    }
-}
 
 impl CustomOp3 for Conv3x3BiasRelu {
     fn name(&self) -> &'static str {
@@ -69,9 +58,9 @@ impl CustomOp3 for Conv3x3BiasRelu {
                 l_k.shape().dims()
             );
         }
-        let x = contiguous_f32(s_x, l_x, "input")?;
-        let kernel = contiguous_f32(s_k, l_k, "kernel")?;
-        let bias = contiguous_f32(s_b, l_b, "bias")?;
+        let x = contiguous_f32(s_x, l_x, "conv3x3 input")?;
+        let kernel = contiguous_f32(s_k, l_k, "conv3x3 kernel")?;
+        let bias = contiguous_f32(s_b, l_b, "conv3x3 bias")?;
         let mut out = vec![0f32; h * w * o];
         conv3x3_bias_relu_hwc(x, (h, w, c), kernel, bias, &mut out);
         Ok((CpuStorage::F32(out), Shape::from((h, w, o))))

@@ -8,6 +8,8 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::nn::kernels::cpu::contiguous_f32;
+
 /// 2×2, stride-2 'same' max pooling of `x: [H, W, C]`.
 pub fn max_pool_2x2_same(x: &Tensor) -> candle_core::Result<Tensor> {
     x.apply_op1_no_bwd(&MaxPool2x2Same)
@@ -26,11 +28,8 @@ impl CustomOp1 for MaxPool2x2Same {
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (h, w, c) = layout.shape().dims3()?;
-        let data = storage.as_slice::<f32>()?;
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("max pool: input must be contiguous");
-        };
-        let out = max_pool_2x2_same_hwc(&data[start..end], (h, w, c));
+        let data = contiguous_f32(storage, layout, "max pool")?;
+        let out = max_pool_2x2_same_hwc(data, (h, w, c));
         Ok((
             CpuStorage::F32(out),
             Shape::from((h.div_ceil(2), w.div_ceil(2), c)),
