@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 pub mod cache;
+pub mod map_stage;
 pub mod openpose;
 pub mod pose;
 pub mod registry;

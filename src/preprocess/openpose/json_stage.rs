@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::pipeline::stages::{ControlImage, PreparedFrame, Preprocessor, StageError};
+use crate::preprocess::map_stage::PreprocessorError;
 use crate::preprocess::openpose::json::read_json_file;
 use crate::preprocess::openpose::{draw_pose_map, DrawParts, PoseFrame};
-use crate::preprocess::registry::PreprocessorError;
 use crate::preset::ControlKind;
 use crate::video::Frame;
 

@@ -14,12 +14,12 @@ use super::detector::DetectorKind;
 use super::{body, face, hands, PoseError, PoseEstimator, PoseSettings, PoseTracker};
 use crate::pipeline::stages::{ControlImage, PreparedFrame, Preprocessor, StageError};
 use crate::preprocess::cache::{fingerprint_file, CacheError, StageCache};
+use crate::preprocess::map_stage::{
+    CacheTarget, MapPreprocessor, PreprocessorError, PreprocessorOptions,
+};
 use crate::preprocess::openpose::json::{parse_json, to_json_string, PoseJsonError};
 use crate::preprocess::openpose::json_stage::PoseJsonPreprocessor;
 use crate::preprocess::openpose::{draw_pose_map, DrawParts, PoseFrame};
-use crate::preprocess::registry::{
-    CacheTarget, MapPreprocessor, PreprocessorError, PreprocessorOptions,
-};
 use crate::preset::ControlKind;
 use crate::video::Frame;
 

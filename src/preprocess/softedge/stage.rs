@@ -6,7 +6,7 @@ use std::io::Cursor;
 
 use crate::pipeline::stages::{ControlImage, PreparedFrame, Preprocessor, StageError};
 use crate::preprocess::cache::{fingerprint_file, StageCache};
-use crate::preprocess::registry::{
+use crate::preprocess::map_stage::{
     source_image, CacheTarget, MapPreprocessor, PreprocessorError, PreprocessorOptions,
 };
 use crate::preprocess::softedge::softedge::HED_WEIGHTS;
