@@ -6,7 +6,6 @@ mod cli_common;
 mod render_common;
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use cli_common::media::ffprobe_frame_count;
 use cli_common::*;
@@ -58,10 +57,6 @@ fn batch(jobs: &Path, flags: &[&str]) -> std::process::Output {
     let mut args: Vec<&std::ffi::OsStr> = vec!["batch".as_ref(), jobs.as_os_str()];
     args.extend(flags.iter().map(std::ffi::OsStr::new));
     rotoscope(args)
-}
-
-fn modified(path: &Path) -> SystemTime {
-    std::fs::metadata(path).unwrap().modified().unwrap()
 }
 
 /// The final `report` object of `--json` output.
@@ -292,11 +287,9 @@ fn an_interrupted_job_resumes_from_its_last_finished_batch() {
     let work = dir.path().join("out/long.mp4.work");
     let log = dir.path().join("first.log");
     let report_file = dir.path().join("first.json");
-    let mut child = std::process::Command::new(bin())
-        .arg("batch")
+    let mut child = command(["batch"])
         .arg(&jobs)
         .arg("--json")
-        .stdin(std::process::Stdio::null())
         .stdout(std::fs::File::create(&report_file).unwrap())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()

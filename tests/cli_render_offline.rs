@@ -3,20 +3,19 @@
 //! preprocessing with the real packaged pose / soft-edge weights, keeps it, and stops with
 //! exit code 2 and the exact list of missing model files and how to get them.
 
-#[path = "video_common/mod.rs"]
-mod cli_media;
+mod cli_common;
 #[path = "render_common/mod.rs"]
 mod render_common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::SystemTime;
+use std::process::Output;
 
+use cli_common::{capture, command, modified, offline_hub};
 use render_common::{models_dir, repo_path};
 
 fn main_command(output: &Path, hf_home: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rotoscope"))
-        .arg("render")
+    let mut render = command(["render"]);
+    render
         .arg(repo_path("samples/astronaut.mp4"))
         .arg("-p")
         .arg(repo_path("presets/anime.yaml"))
@@ -24,13 +23,8 @@ fn main_command(output: &Path, hf_home: &Path) -> Output {
         .arg(output)
         // HED at 512² takes seconds per frame: two frames show the behaviour.
         .args(["--frames", "0..2"])
-        .env("HF_HUB_OFFLINE", "1")
-        .env("HF_HOME", hf_home)
-        .env_remove("HF_HUB_CACHE")
-        .env("ROTOSCOPE_MODELS", models_dir())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run rotoscope")
+        .env("ROTOSCOPE_MODELS", models_dir());
+    capture(offline_hub(&mut render, hf_home))
 }
 
 /// The `  - file` lines listed under `N model file(s) missing for REPO:`, per repo.
@@ -45,10 +39,6 @@ fn missing_lists(stderr: &str) -> Vec<(String, Vec<String>)> {
         }
     }
     lists
-}
-
-fn modified(path: &Path) -> SystemTime {
-    std::fs::metadata(path).unwrap().modified().unwrap()
 }
 
 #[test]
@@ -168,18 +158,16 @@ fn kept_maps_are_used_when_the_models_arrive() {
     };
     let output = dir.path().join("o.mp4");
     let run = || {
-        Command::new(env!("CARGO_BIN_EXE_rotoscope"))
-            .arg("render")
-            .arg(repo_path("samples/astronaut.mp4"))
-            .arg("-p")
-            .arg(&preset)
-            .arg("-o")
-            .arg(&output)
-            .args(["--frames", "0..4"])
-            .env("ROTOSCOPE_MODELS", models_dir())
-            .stdin(Stdio::null())
-            .output()
-            .expect("run rotoscope")
+        capture(
+            command(["render"])
+                .arg(repo_path("samples/astronaut.mp4"))
+                .arg("-p")
+                .arg(&preset)
+                .arg("-o")
+                .arg(&output)
+                .args(["--frames", "0..4"])
+                .env("ROTOSCOPE_MODELS", models_dir()),
+        )
     };
 
     write_preset(&empty);
@@ -198,7 +186,7 @@ fn kept_maps_are_used_when_the_models_arrive() {
         err.contains("using the pose / soft-edge maps kept in"),
         "{err}"
     );
-    assert_eq!(cli_media::ffprobe_frame_count(&output), 4);
+    assert_eq!(cli_common::media::ffprobe_frame_count(&output), 4);
     // The work directory, kept maps included, goes once the output is complete.
     assert!(!dir.path().join("o.mp4.work").exists());
 }

@@ -3,8 +3,10 @@
 //! and hands they locate (tiny models of tests/fixtures/pipeline, keypoints of
 //! tests/fixtures/detail/person_keypoints.json).
 
+mod cli_common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::Arc;
 
 use candle_core::Device;
@@ -18,6 +20,8 @@ use rotoscope::preprocess::openpose::{draw_pose_map, DrawParts, PoseFrame};
 use rotoscope::preset::Preset;
 use rotoscope::preset::SchedulerKind;
 
+use cli_common::{assert_error_code, assert_success, rotoscope_in};
+
 fn manifest() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -26,35 +30,7 @@ const PERSON: &str = "tests/fixtures/detail/person_keypoints.json";
 const DETAIL_PRESET: &str = "tests/fixtures/detail/still_detail.yaml";
 
 fn still(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rotoscope"))
-        .arg("still")
-        .args(args)
-        .current_dir(manifest())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run rotoscope")
-}
-
-fn assert_success(out: &Output) {
-    assert!(
-        out.status.success(),
-        "rotoscope still failed ({:?}): {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn assert_failure(out: &Output, code: i32, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
-    let line = err
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("error: "))
-        .unwrap_or_else(|| panic!("no error line: {err}"));
-    for needle in needles {
-        assert!(line.contains(needle), "{needle:?} not in {line:?}");
-    }
+    rotoscope_in(&manifest(), ["still"].iter().chain(args))
 }
 
 fn person() -> PoseFrame {
@@ -291,7 +267,7 @@ fn bad_json_poses_are_reported_with_the_file() {
         "-o",
         out_arg,
     ]);
-    assert_failure(&run, 2, &["--pose", "hand.json", "hand_left_keypoints_2d"]);
+    assert_error_code(&run, 2, &["--pose", "hand.json", "hand_left_keypoints_2d"]);
 
     // OpenPose's own files give no canvas size: the preset must give the resolution.
     let no_canvas = dir.path().join("openpose.json");
@@ -313,6 +289,6 @@ fn bad_json_poses_are_reported_with_the_file() {
         "-o",
         out_arg,
     ]);
-    assert_failure(&run, 2, &["openpose.json", "canvas_width", "resolution"]);
+    assert_error_code(&run, 2, &["openpose.json", "canvas_width", "resolution"]);
     assert!(!out.exists());
 }

@@ -5,8 +5,10 @@
 //!
 //! Metric for float maps: relative error = max |ours − keras| / max |keras|, required ≤ 1e-3.
 
+mod models_common;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use rotoscope::preprocess::softedge::hed::Hed;
@@ -14,13 +16,9 @@ use rotoscope::preprocess::softedge::postprocess::edges_to_u8;
 use rotoscope::preprocess::softedge::resize::{resize, ImageU8, Interpolation};
 use rotoscope::preprocess::softedge::{SoftEdge, SoftEdgeSettings};
 
-const TOLERANCE: f32 = 1e-3;
+use models_common::models_dir;
 
-fn models_dir() -> PathBuf {
-    std::env::var_os("ROTOSCOPE_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models"))
-}
+const TOLERANCE: f32 = 1e-3;
 
 fn require(path: &Path) -> &Path {
     assert!(

@@ -1,6 +1,8 @@
 //! Model file resolution (local diffusers folders, hub cache, offline and unreachable hub)
 //! and fp16 → f32 loading, on tests/fixtures/pipeline_layout (scripts/fixtures/pipeline_layout.py).
 
+mod tensor_common;
+
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,8 @@ use rotoscope::loaders::source::{
 use rotoscope::models::clip::{ClipTextConfig, ClipTextEncoder};
 use rotoscope::models::tokenizer::ClipTokenizer;
 use rotoscope::models::vae::{AutoencoderKL, VaeConfig};
+
+use tensor_common::max_abs;
 
 const REPO: &str = "rotoscope-tests/tiny-pipeline";
 
@@ -158,16 +162,7 @@ fn fp16_weights_load_as_f32_equal_to_rounded_fp32() {
             .unwrap()
             .to_dtype(DType::F32)
             .unwrap();
-        let diff = (got - rounded)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_abs(&(got - rounded).unwrap());
         assert_eq!(
             diff, 0.0,
             "{name} is not the fp16 rounding of the fp32 weight"

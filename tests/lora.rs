@@ -2,6 +2,8 @@
 //! and LDM module names, LoCon convs) give the same models as their diffusers/PEFT twin
 //! (≤ 1e-5) and as diffusers' `load_lora_weights` + `fuse_lora` / `set_adapters` (≤ 1e-4).
 
+mod tensor_common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -10,6 +12,8 @@ use rotoscope::loaders::lora::{LoraError, LoraFile, LoraSpec, LoraTarget};
 use rotoscope::loaders::model_stack::{ModelStack, ModelStackError, ModelStackSpec, StackWeights};
 use rotoscope::loaders::source::HubOptions;
 use rotoscope::models::unet::UNetExtras;
+
+use tensor_common::max_abs_diff;
 
 const SAME_MODEL: f32 = 1e-5;
 const DIFFUSERS: f32 = 1e-4;
@@ -63,10 +67,6 @@ fn outputs(spec: &ModelStackSpec, r: &HashMap<String, Tensor>) -> (Tensor, Tenso
         .unwrap();
     let text = stack.text_encoder.forward(&r["ids"]).unwrap();
     (unet, text)
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    rotoscope::nn::tensor_diff::max_abs_diff(a, b).unwrap()
 }
 
 fn check(what: &str, got: &Tensor, want: &Tensor, tolerance: f32) {

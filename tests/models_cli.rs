@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
@@ -18,25 +18,17 @@ fn fixtures() -> PathBuf {
 
 /// Runs the binary with a controlled hub cache and models directory.
 fn rotoscope(args: &[&str], env: &[(&str, &Path)], extra: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(cli_common::bin());
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .env_remove("HF_HOME")
+    let mut cmd = cli_common::command(args);
+    cmd.env_remove("HF_HOME")
         .env_remove("HF_ENDPOINT")
-        .env_remove("HF_TOKEN");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run rotoscope")
+        .env_remove("HF_TOKEN")
+        .envs(env.iter().copied())
+        .envs(extra.iter().copied());
+    cli_common::capture(&mut cmd)
 }
 
 fn write_preset(dir: &Path, body: &str) -> PathBuf {
-    let path = dir.join("preset.yaml");
-    std::fs::write(&path, body).unwrap();
-    path
+    cli_common::write_preset(dir, "preset.yaml", body)
 }
 
 #[test]

@@ -4,6 +4,8 @@
 //! checkpoint, each against `UNetMotionModel.from_unet2d(unet, adapter)` (max abs error
 //! <= 1e-4).
 
+mod tensor_common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -13,16 +15,14 @@ use rotoscope::loaders::source::{load_safetensors_vb, HubOptions};
 use rotoscope::models::motion::{MotionLoadOptions, MotionModuleFiles, MotionModules};
 use rotoscope::models::unet::{UNet2DConditionModel, UNetConfig, UNetExtras};
 
+use tensor_common::max_abs_diff;
+
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
 fn io() -> HashMap<String, Tensor> {
     candle_core::safetensors::load(fixtures().join("motion/io.safetensors"), &Device::Cpu).unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    rotoscope::nn::tensor_diff::max_abs_diff(a, b).unwrap()
 }
 
 fn unet() -> (UNet2DConditionModel, UNetConfig) {

@@ -6,6 +6,8 @@
 //! per frame). Same latents after every step (relative error <= 1e-4) and the same frames
 //! (max abs error <= 1e-3 on [0, 1]).
 
+mod tensor_common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -22,6 +24,8 @@ use rotoscope::models::motion::{MotionLoadOptions, MotionModuleFiles, MotionModu
 use rotoscope::preset::motion::ContextOptions;
 use rotoscope::preset::motion::ContextWeighting;
 use rotoscope::preset::SchedulerKind;
+
+use tensor_common::{max_abs, max_abs_diff};
 
 #[derive(serde::Deserialize)]
 struct Cases {
@@ -74,21 +78,6 @@ fn frames(prefix: &str, n: usize) -> Vec<RgbImage> {
                 .to_rgb8()
         })
         .collect()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    rotoscope::nn::tensor_diff::max_abs_diff(a, b).unwrap()
-}
-
-fn max_abs(a: &Tensor) -> f32 {
-    a.abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 struct Models {

@@ -3,6 +3,7 @@
 //! on the CPU: the two must agree within 1e-5 relative.
 
 mod fixture_common;
+mod tensor_common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,21 +21,13 @@ use rotoscope::nn::group_norm::GroupNorm;
 use rotoscope::nn::linear::Linear;
 use rotoscope::nn::{with_kernel_path, AttentionBudget, KernelPath};
 
+use tensor_common::{max_abs, max_abs_diff};
+
 const TOLERANCE: f32 = 1e-5;
 
 /// `max |a − b| / max(max |a|, tiny)`.
 fn relative_diff(a: &Tensor, b: &Tensor) -> f32 {
-    let diff = rotoscope::nn::tensor_diff::max_abs_diff(a, b).unwrap();
-    let scale = a
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    diff / scale.max(f32::MIN_POSITIVE)
+    max_abs_diff(a, b) / max_abs(a).max(f32::MIN_POSITIVE)
 }
 
 /// Runs `f` on both paths and checks that they agree (and computed something).

@@ -1,6 +1,8 @@
 //! CLIP tokenizer and text encoder against transformers: tests/fixtures/clip
 //! (scripts/fixtures/clip.py).
 
+mod tensor_common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -9,6 +11,8 @@ use rotoscope::loaders::source::load_safetensors_vb;
 use rotoscope::models::clip::{Activation, ClipTextConfig, ClipTextEncoder};
 use rotoscope::models::tokenizer::{ClipTokenizer, TokenizerError};
 use serde::Deserialize;
+
+use tensor_common::max_abs_diff;
 
 const TOLERANCE: f32 = 1e-4;
 
@@ -37,10 +41,6 @@ fn load_encoder(name: &str) -> ClipTextEncoder {
     let config = ClipTextConfig::from_file(dir.join("config.json")).unwrap();
     let vb = load_safetensors_vb(&[dir.join("model.safetensors")], &Device::Cpu).unwrap();
     ClipTextEncoder::load(vb, &config).unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    rotoscope::nn::tensor_diff::max_abs_diff(a, b).unwrap()
 }
 
 fn assert_close(name: &str, got: &Tensor, want: &Tensor) {

@@ -1,5 +1,7 @@
 //! ControlNetModel parity against diffusers (fixtures from scripts/fixtures/controlnet.py).
 
+mod tensor_common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -9,6 +11,8 @@ use rotoscope::models::controlnet::{
     ChannelOrder, ControlNetConfig, ControlNetModel, ControlNetOutput,
 };
 use rotoscope::models::unet::UNetError;
+
+use tensor_common::max_abs_diff;
 
 const TOLERANCE: f32 = 1e-4;
 const SCALE: f64 = 0.7;
@@ -31,10 +35,6 @@ fn config() -> ControlNetConfig {
 
 fn io() -> HashMap<String, Tensor> {
     candle_core::safetensors::load(fixture_dir().join("io.safetensors"), &Device::Cpu).unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    rotoscope::nn::tensor_diff::max_abs_diff(a, b).unwrap()
 }
 
 fn run(

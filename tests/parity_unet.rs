@@ -1,6 +1,7 @@
 //! UNet2DConditionModel parity against diffusers (fixtures from scripts/fixtures/unet.py).
 
 mod fixture_common;
+mod tensor_common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,8 @@ use candle_nn::VarBuilder;
 use rotoscope::models::attention_hook::{CrossFrameKeyValues, LayerOutputHook};
 use rotoscope::models::unet::{UNet2DConditionModel, UNetConfig, UNetError, UNetExtras};
 use rotoscope::nn::AttentionBudget;
+
+use tensor_common::max_abs_diff;
 
 const TOLERANCE: f32 = 1e-4;
 
@@ -50,10 +53,6 @@ impl Io {
             .map_while(|i| self.0.get(&format!("{name}.down_residual.{i}")).cloned())
             .collect()
     }
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    rotoscope::nn::tensor_diff::max_abs_diff(a, b).unwrap()
 }
 
 fn assert_close(what: &str, got: &Tensor, expected: &Tensor) {

@@ -1,5 +1,7 @@
 //! AutoencoderKL against diffusers: tests/fixtures/vae (scripts/fixtures/vae.py).
 
+mod tensor_common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -7,6 +9,8 @@ use candle_core::{Device, Tensor};
 use rotoscope::loaders::source::load_safetensors_vb;
 use rotoscope::models::vae::{AutoencoderKL, VaeConfig};
 use rotoscope::nn::AttentionBudget;
+
+use tensor_common::max_abs_diff;
 
 const TOLERANCE: f32 = 1e-4;
 
@@ -27,10 +31,6 @@ fn load_vae() -> AutoencoderKL {
 
 fn reference() -> HashMap<String, Tensor> {
     candle_core::safetensors::load(fixtures().join("reference.safetensors"), &Device::Cpu).unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    rotoscope::nn::tensor_diff::max_abs_diff(a, b).unwrap()
 }
 
 fn assert_close(name: &str, got: &Tensor, want: &Tensor) {

@@ -2,6 +2,8 @@
 //! tiny models, seeds and settings must give the same latents at every step and the same
 //! image (max abs error <= 1e-3 on the [0, 1] image).
 
+mod tensor_common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -15,6 +17,8 @@ use rotoscope::loaders::source::{HubOptions, ModelFiles, WeightPrecision};
 use rotoscope::models::controlnet::ControlNetModel;
 use rotoscope::models::unet::{UNet2DConditionModel, UNetConfig};
 use rotoscope::preset::SchedulerKind;
+
+use tensor_common::{max_abs, max_abs_diff};
 
 #[derive(serde::Deserialize)]
 struct Cases {
@@ -55,21 +59,6 @@ fn root() -> PathBuf {
 fn load_rgb(name: &str) -> Tensor {
     let img = image::open(root().join(name)).unwrap().to_rgb8();
     rgb_to_tensor(&img, &Device::Cpu).unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    rotoscope::nn::tensor_diff::max_abs_diff(a, b).unwrap()
-}
-
-fn max_abs(a: &Tensor) -> f32 {
-    a.abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 #[test]

@@ -8,26 +8,13 @@
 //! pressure suit (shoulders, elbow) are the centre of where the joint must be from the suit's
 //! outline, so they get a wider tolerance.
 
-use std::path::PathBuf;
+mod models_common;
 
 use rotoscope::preprocess::openpose::keypoints::{BodyPart, Keypoint, PoseFrame};
 use rotoscope::preprocess::openpose::{draw_pose_map, json, DrawParts};
 use rotoscope::preprocess::pose::{PoseEstimator, PoseSettings};
 
-fn models_dir() -> PathBuf {
-    std::env::var_os("ROTOSCOPE_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"))
-}
-
-fn require(path: PathBuf) -> PathBuf {
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/fetch-models.sh (set ROTOSCOPE_MODELS to use another models directory)",
-        path.display()
-    );
-    path
-}
+use models_common::{models_dir, require};
 
 fn astronaut() -> image::RgbImage {
     let path = require(models_dir().join("photos/astronaut.png"));

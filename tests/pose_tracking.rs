@@ -5,27 +5,15 @@
 //! (shift + zoom about the centre), so the true position of every hand-checked point is known
 //! in every frame (see tests/pose_photo.rs for how the base positions were checked).
 
-use std::path::PathBuf;
+mod models_common;
+
 use std::sync::Arc;
 
 use image::{Rgb, RgbImage};
 use rotoscope::preprocess::openpose::keypoints::{BodyPart, Keypoint};
 use rotoscope::preprocess::pose::{PoseEstimator, PoseSettings, PoseTracker};
 
-fn models_dir() -> PathBuf {
-    std::env::var_os("ROTOSCOPE_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"))
-}
-
-fn require(path: PathBuf) -> PathBuf {
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/fetch-models.sh (set ROTOSCOPE_MODELS to use another models directory)",
-        path.display()
-    );
-    path
-}
+use models_common::{models_dir, require};
 
 /// Frame `t`: the photo zoomed by `scale` about its centre, then shifted by `(dx, dy)`;
 /// outside the photo the nearest edge pixel.

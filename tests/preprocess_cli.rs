@@ -3,27 +3,15 @@
 
 #[path = "cli_common/mod.rs"]
 mod common;
+mod models_common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-use common::{assert_ok, media};
+use common::{assert_ok, media, parse_json_lines};
+use models_common::preprocessor_models_dir;
 use rotoscope::preprocess::openpose::json::read_json_file;
 use serde_json::Value;
-
-fn models_dir() -> PathBuf {
-    let dir = std::env::var_os("ROTOSCOPE_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"));
-    for needed in ["mediapipe/pose_landmark_full.tflite", "hed/hed.safetensors"] {
-        assert!(
-            dir.join(needed).is_file(),
-            "{} is missing: run scripts/fetch-models.sh",
-            dir.join(needed).display()
-        );
-    }
-    dir
-}
 
 /// The first `frames` frames of the bundled sample, scaled to 256² (keeps HED quick).
 fn short_clip(dir: &Path, name: &str, frames: u32) -> PathBuf {
@@ -45,15 +33,8 @@ fn short_clip(dir: &Path, name: &str, frames: u32) -> PathBuf {
     out
 }
 
-fn json_lines(stdout: &str) -> Vec<Value> {
-    stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
-        .collect()
-}
-
 fn done_event(stdout: &str) -> Value {
-    let lines = json_lines(stdout);
+    let lines = parse_json_lines(stdout);
     assert_eq!(lines[0]["event"], "start", "{stdout}");
     let last = lines.last().unwrap().clone();
     assert_eq!(last["event"], "done", "{stdout}");
@@ -62,12 +43,7 @@ fn done_event(stdout: &str) -> Value {
 
 /// Runs `rotoscope ARGS` with `ROTOSCOPE_MODELS=models`.
 fn rotoscope_env(args: &[&str], models: &Path) -> Output {
-    Command::new(common::bin())
-        .args(args)
-        .env("ROTOSCOPE_MODELS", models)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the rotoscope binary")
+    common::rotoscope_env(args, &[("ROTOSCOPE_MODELS", models)])
 }
 
 fn run(args: &[&str], models: &Path) -> String {
@@ -76,7 +52,7 @@ fn run(args: &[&str], models: &Path) -> String {
 
 #[test]
 fn preprocess_writes_maps_and_json_and_reruns_from_cache() {
-    let models = models_dir();
+    let models = preprocessor_models_dir();
     let tmp = tempfile::tempdir().unwrap();
     let clip = short_clip(tmp.path(), "clip.mp4", 5);
     let out = tmp.path().join("maps");
@@ -93,7 +69,7 @@ fn preprocess_writes_maps_and_json_and_reruns_from_cache() {
     assert_eq!(done["cached"], 0);
     // Tracking: the person detector ran on the first frame only.
     assert_eq!(done["pose_person_detections"], 1, "{done}");
-    let progress: Vec<Value> = json_lines(&stdout)
+    let progress: Vec<Value> = parse_json_lines(&stdout)
         .into_iter()
         .filter(|l| l["event"] == "progress")
         .collect();
@@ -168,7 +144,7 @@ fn preprocess_writes_maps_and_json_and_reruns_from_cache() {
 #[test]
 fn soft_edges_are_added_next_to_cached_poses() {
     // HED runs at controlnet_aux's 512-px detect resolution: one frame keeps this quick.
-    let models = models_dir();
+    let models = preprocessor_models_dir();
     let tmp = tempfile::tempdir().unwrap();
     let clip = short_clip(tmp.path(), "clip.mp4", 1);
     let out = tmp.path().join("maps");

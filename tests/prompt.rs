@@ -2,13 +2,17 @@
 //! attention parsing, 75-token chunking with comma backtracking and BREAK, emphasis,
 //! textual inversion (.safetensors and A1111 .pt), clip skip, negative-prompt padding.
 
+mod tensor_common;
+
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use rotoscope::loaders::embeddings::TextualInversion;
 use rotoscope::loaders::model_stack::{ModelStack, ModelStackSpec};
 use rotoscope::loaders::source::HubOptions;
 use rotoscope::prompt::{parse_prompt_attention, PromptEncoder, PromptError};
+
+use tensor_common::max_abs_diff;
 
 const TOLERANCE: f32 = 1e-4;
 
@@ -35,10 +39,6 @@ fn stack() -> ModelStack {
         token: None,
     };
     ModelStack::load(&spec, &hub, &Device::Cpu).unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    rotoscope::nn::tensor_diff::max_abs_diff(a, b).unwrap()
 }
 
 #[test]

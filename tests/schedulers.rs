@@ -1,5 +1,7 @@
 //! Scheduler step sequences against diffusers (fixtures from scripts/fixtures/schedulers.py).
 
+mod tensor_common;
+
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -12,6 +14,8 @@ use rotoscope::diffusion::schedulers::schedule::{NoiseSchedule, DDPM_BETA_DEFAUL
 use rotoscope::diffusion::schedulers::{self, Scheduler, SchedulerConfig};
 use rotoscope::noise::TorchGenerator;
 use rotoscope::preset::SchedulerKind;
+
+use tensor_common::max_abs_diff;
 
 #[derive(serde::Deserialize)]
 struct Cases {
@@ -57,10 +61,6 @@ fn fake_model(x: &Tensor, t: f64) -> Tensor {
     let a = (x.sin().unwrap() * 0.5).unwrap();
     let b = ((x * 3.0).unwrap().cos().unwrap() * 0.1).unwrap();
     ((a + b).unwrap() + (0.05 * t / 1000.0) as f32 as f64).unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    rotoscope::nn::tensor_diff::max_abs_diff(a, b).unwrap()
 }
 
 fn vec_f64(t: &Tensor) -> Vec<f64> {

@@ -2,6 +2,8 @@
 //! scripts/fixtures/single_file.py): loading them gives the same models as the diffusers-layout
 //! files they were converted from (≤ 1e-5) and as diffusers' own `from_single_file` (≤ 1e-4).
 
+mod tensor_common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -13,6 +15,8 @@ use rotoscope::loaders::single_file::{ConfigSource, SingleFileCheckpoint, Single
 use rotoscope::loaders::source::HubOptions;
 use rotoscope::models::controlnet::ControlNetModel;
 use rotoscope::models::unet::UNetExtras;
+
+use tensor_common::max_abs_diff;
 
 const SAME_MODEL: f32 = 1e-5;
 const DIFFUSERS: f32 = 1e-4;
@@ -42,10 +46,6 @@ fn offline() -> HubOptions {
         endpoint: None,
         token: None,
     }
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    rotoscope::nn::tensor_diff::max_abs_diff(a, b).unwrap()
 }
 
 fn check(what: &str, got: &Tensor, want: &Tensor, tolerance: f32) {

@@ -3,13 +3,19 @@
 //! runs of scripts/fixtures/pipeline.py (float image <= 1e-3 through the library call, PNG
 //! within one level of diffusers' quantised image through the binary).
 
+mod cli_common;
+mod tensor_common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use candle_core::{Device, Tensor};
 use image::RgbImage;
 use rotoscope::app::still::{render_poses, Pose};
 use rotoscope::preset::Preset;
+
+use cli_common::{assert_error, assert_success, capture, command, offline_hub, rotoscope_in};
+use tensor_common::max_abs;
 
 fn manifest() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -24,37 +30,7 @@ fn preset_path(name: &str) -> PathBuf {
 }
 
 fn still(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rotoscope"))
-        .arg("still")
-        .args(args)
-        .current_dir(manifest())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run rotoscope")
-}
-
-fn assert_success(out: &Output) {
-    assert!(
-        out.status.success(),
-        "rotoscope still failed ({:?}): {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Exit code and the one `error:` line.
-fn assert_failure(out: &Output, code: i32, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    let line = err
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("error: "))
-        .unwrap_or_else(|| panic!("no error line: {err}"));
-    for needle in needles {
-        assert!(line.contains(needle), "{needle:?} not in {line:?}");
-    }
+    rotoscope_in(&manifest(), ["still"].iter().chain(args))
 }
 
 /// Largest per-channel difference between two 8-bit images, and how many values differ.
@@ -111,16 +87,7 @@ fn library_render_matches_diffusers_float_image() {
     .unwrap();
     assert_eq!(steps, 2 * 5);
     for (image, case) in images.iter().zip(["txt2img_euler", "txt2img_euler_pose_b"]) {
-        let err = (image - reference_image(case))
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let err = max_abs(&(image - reference_image(case)).unwrap());
         assert!(err <= 1e-3, "{case}: max abs error {err}");
     }
 }
@@ -208,10 +175,10 @@ fn still_rejects_bad_inputs() {
     let pose = "tests/fixtures/pipeline/still_pose_a.png";
 
     let run = still(&["--pose", "missing.png", "-p", preset, "-o", out_arg]);
-    assert_failure(&run, 2, &["--pose missing.png", "no such file"]);
+    assert_error(&run, 2, &["--pose missing.png", "no such file"]);
 
     let run = still(&["--pose", "Cargo.toml", "-p", preset, "-o", out_arg]);
-    assert_failure(&run, 2, &["--pose Cargo.toml", "not a readable image"]);
+    assert_error(&run, 2, &["--pose Cargo.toml", "not a readable image"]);
 
     let json = dir.path().join("pose.json");
     std::fs::write(&json, "not json").unwrap();
@@ -223,10 +190,10 @@ fn still_rejects_bad_inputs() {
         "-o",
         out_arg,
     ]);
-    assert_failure(&run, 2, &["--pose", "pose.json", "not OpenPose JSON"]);
+    assert_error(&run, 2, &["--pose", "pose.json", "not OpenPose JSON"]);
 
     let run = still(&["--pose", pose, "-p", preset, "-o", "o.jpg"]);
-    assert_failure(&run, 2, &["-o o.jpg", ".png"]);
+    assert_error(&run, 2, &["-o o.jpg", ".png"]);
 
     let nowhere = dir.path().join("no/such/dir/o.png");
     let run = still(&[
@@ -237,7 +204,7 @@ fn still_rejects_bad_inputs() {
         "-o",
         nowhere.to_str().unwrap(),
     ]);
-    assert_failure(&run, 2, &["cannot write output", "does not exist"]);
+    assert_error(&run, 2, &["cannot write output", "does not exist"]);
 
     // A softedge ControlNet has no control image in `still`.
     let text = std::fs::read_to_string(preset_path("still_ddim.yaml"))
@@ -254,7 +221,7 @@ fn still_rejects_bad_inputs() {
         "-o",
         out_arg,
     ]);
-    assert_failure(&run, 2, &["controlnets[0]", "softedge", "openpose"]);
+    assert_error(&run, 2, &["controlnets[0]", "softedge", "openpose"]);
 
     // Without any ControlNet the poses would be ignored.
     let text = std::fs::read_to_string(preset_path("still_ddim.yaml")).unwrap();
@@ -266,7 +233,7 @@ fn still_rejects_bad_inputs() {
     )
     .unwrap();
     let run = still(&["--pose", pose, "-p", plain.to_str().unwrap(), "-o", out_arg]);
-    assert_failure(&run, 2, &["no ControlNet", "openpose"]);
+    assert_error(&run, 2, &["no ControlNet", "openpose"]);
 
     assert!(!out.exists());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
@@ -354,23 +321,18 @@ fn missing_models_of_a_still_are_listed_together() {
     let preset = dir.path().join("missing.yaml");
     std::fs::write(&preset, text).unwrap();
     let out = dir.path().join("o.png");
-    let run = Command::new(env!("CARGO_BIN_EXE_rotoscope"))
-        .args([
-            "still",
-            "--pose",
-            "tests/fixtures/pipeline/still_pose_a.png",
-            "-p",
-        ])
+    let mut still = command([
+        "still",
+        "--pose",
+        "tests/fixtures/pipeline/still_pose_a.png",
+        "-p",
+    ]);
+    still
         .arg(&preset)
         .arg("-o")
         .arg(&out)
-        .current_dir(manifest())
-        .env("HF_HUB_OFFLINE", "1")
-        .env_remove("HF_HUB_CACHE")
-        .env("HF_HOME", dir.path().join("hf"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+        .current_dir(manifest());
+    let run = capture(offline_hub(&mut still, &dir.path().join("hf")));
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(2), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");

@@ -5,8 +5,11 @@
 //! prompts past 77 tokens change the image and equal the prompt encoded directly with
 //! `ModelStack::encode_prompts` and run through the image pipeline.
 
+mod cli_common;
+mod tensor_common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use candle_core::{Device, Tensor};
 use image::RgbImage;
@@ -19,6 +22,9 @@ use rotoscope::loaders::lora::LoraSpec;
 use rotoscope::loaders::model_stack::{load_controlnet, ModelStack, ModelStackSpec};
 use rotoscope::loaders::source::HubOptions;
 use rotoscope::preset::SchedulerKind;
+
+use cli_common::{capture, command};
+use tensor_common::max_abs_diff;
 
 const PLAIN: &str = "a beautiful anime girl dancing in the rain, soft lighting";
 const WEIGHTED: &str = "a beautiful (anime girl:1.3) dancing in the rain, [soft lighting]";
@@ -94,17 +100,14 @@ fn with_lora(file: &str) -> String {
 }
 
 fn still(preset: &Path, out: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rotoscope"))
-        .arg("still")
-        .arg("--pose")
-        .arg(pose())
-        .arg("-p")
-        .arg(preset)
-        .arg("-o")
-        .arg(out)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run rotoscope")
+    capture(
+        command(["still", "--pose"])
+            .arg(pose())
+            .arg("-p")
+            .arg(preset)
+            .arg("-o")
+            .arg(out),
+    )
 }
 
 fn render(preset: &Path) -> RgbImage {
@@ -208,10 +211,6 @@ fn direct_render(spec: &ModelStackSpec, prompt: &str) -> (Tensor, TextConditioni
         .unwrap()
         .image;
     (image, text)
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    rotoscope::nn::tensor_diff::max_abs_diff(a, b).unwrap()
 }
 
 #[test]

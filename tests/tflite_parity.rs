@@ -9,6 +9,8 @@
 //! order; TFLite's own XNNPACK and reference kernels differ from its builtin ones there by
 //! 4.5e-4 and 1.2e-4 on this input).
 
+mod models_common;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -17,13 +19,9 @@ use candle_core::{Device, Tensor};
 use rotoscope::tflite::TfliteModel;
 use safetensors::SafeTensors;
 
-const RELATIVE_TOLERANCE: f32 = 1e-3;
+use models_common::models_dir;
 
-fn models_dir() -> PathBuf {
-    std::env::var_os("ROTOSCOPE_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"))
-}
+const RELATIVE_TOLERANCE: f32 = 1e-3;
 
 fn model_path(name: &str) -> PathBuf {
     let path = models_dir()

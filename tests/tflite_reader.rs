@@ -3,20 +3,18 @@
 //! models run through TFLite), and clear errors for unsupported or broken files.
 //! Fixtures: scripts/fixtures/tflite.py. Models: scripts/fetch-models.sh.
 
+mod models_common;
+
 use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
 use rotoscope::tflite::{TfliteError, TfliteModel};
 use safetensors::SafeTensors;
 
+use models_common::models_dir;
+
 fn fixture_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tflite")
-}
-
-fn models_dir() -> PathBuf {
-    std::env::var_os("ROTOSCOPE_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"))
 }
 
 fn read_f32(st: &SafeTensors, key: &str) -> (Vec<usize>, Vec<f32>) {

@@ -2,17 +2,25 @@
 //! directory of the preprocessors, reading PNG outputs and input frames, scoring.
 #![allow(dead_code)]
 
+#[path = "../cli_common/mod.rs"]
+mod cli;
+#[path = "../models_common/mod.rs"]
+mod models;
+
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use rotoscope::flow::FlowParams;
 use rotoscope::score::{ScoreReport, TemporalScorer};
 use rotoscope::video::{Frame, ReadOptions, VideoReader};
 
-pub fn repo_path(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
-}
+#[allow(unused_imports)]
+pub use cli::{assert_success, repo_path};
+/// Where the preprocessors' real weights are: `$ROTOSCOPE_MODELS` or `<repo>/models`
+/// (scripts/fetch-models.sh). Panics with instructions when they are missing.
+#[allow(unused_imports)]
+pub use models::preprocessor_models_dir as models_dir;
 
 /// The tiny random pipeline of the parity tests.
 pub fn fixture_pipeline() -> PathBuf {
@@ -45,55 +53,22 @@ pub const ALL_TEMPORAL: &str = "temporal:
   flow_init: {enabled: true, strength: 0.35}
 ";
 
-/// Where the preprocessors' real weights are: `$ROTOSCOPE_MODELS` or `<repo>/models`
-/// (scripts/fetch-models.sh). Panics with instructions when they are missing.
-pub fn models_dir() -> PathBuf {
-    let dir = std::env::var_os("ROTOSCOPE_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_path("models"));
-    for needed in ["mediapipe/pose_landmark_full.tflite", "hed/hed.safetensors"] {
-        assert!(
-            dir.join(needed).is_file(),
-            "{} is missing: run scripts/fetch-models.sh (or set ROTOSCOPE_MODELS)",
-            dir.join(needed).display()
-        );
-    }
-    dir
-}
-
 /// `rotoscope render INPUT -p PRESET -o OUTPUT EXTRA...` with the models directory set.
 pub fn render_command(input: &Path, preset: &Path, output: &Path, extra: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_rotoscope"));
+    let mut command = cli::command(["render"]);
     command
-        .arg("render")
         .arg(input)
         .arg("-p")
         .arg(preset)
         .arg("-o")
         .arg(output)
         .args(extra)
-        .stdin(Stdio::null());
-    if let Some(models) = std::env::var_os("ROTOSCOPE_MODELS") {
-        command.env("ROTOSCOPE_MODELS", models);
-    } else {
-        command.env("ROTOSCOPE_MODELS", repo_path("models"));
-    }
+        .env("ROTOSCOPE_MODELS", models::models_dir());
     command
 }
 
 pub fn render(input: &Path, preset: &Path, output: &Path, extra: &[&str]) -> Output {
-    render_command(input, preset, output, extra)
-        .output()
-        .expect("run rotoscope")
-}
-
-pub fn assert_success(out: &Output) {
-    assert!(
-        out.status.success(),
-        "rotoscope failed ({:?}): {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli::capture(&mut render_command(input, preset, output, extra))
 }
 
 /// The frames of a PNG sequence directory, in name order.
