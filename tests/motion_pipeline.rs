@@ -128,6 +128,7 @@ fn run(models: &Models, case: &Case, context: ContextOptions) -> (Vec<Tensor>, T
         guidance_scale: case.guidance,
         scheduler: SchedulerKind::from_name(&case.scheduler).unwrap(),
         seed: case.seed,
+        deep_cache: None,
     };
     let control_frames: Vec<Vec<RgbImage>> = case
         .controls

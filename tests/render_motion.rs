@@ -182,6 +182,7 @@ fn motion_render_equals_sample_video_on_the_same_inputs() {
         guidance_scale: CFG,
         scheduler: SchedulerKind::Ddim,
         seed: SEED,
+        deep_cache: None,
     };
     let controls = [VideoControl {
         model: &net,

@@ -140,6 +140,7 @@ fn a_frame_without_temporal_conditioning_is_the_image_pipeline_output() {
         guidance_scale: preset.sampler.cfg_scale as f64,
         scheduler: rotoscope::preset::SchedulerKind::EulerAncestral,
         seed: preset.sampler.seed,
+        deep_cache: None,
     };
     let generated = sd
         .generate(

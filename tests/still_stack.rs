@@ -190,6 +190,7 @@ fn direct_render(spec: &ModelStackSpec, prompt: &str) -> (Tensor, TextConditioni
         guidance_scale: CFG,
         scheduler: SchedulerKind::Ddim,
         seed: SEED,
+        deep_cache: None,
     };
     let control = ControlInput {
         model: &openpose,

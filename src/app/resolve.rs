@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::detail::{check_preset, DetailError, DetailerConfig};
+use crate::diffusion::deep_cache::DeepCacheSettings;
 use crate::flow::FlowParams;
 use crate::loaders::lora::LoraSpec;
 use crate::loaders::model_stack::ModelStackSpec;
@@ -41,6 +42,8 @@ pub struct Sampling {
     pub seed_per_frame: SeedPerFrame,
     /// img2img strength from the source frame (1 = txt2img).
     pub strength: f64,
+    /// The preset's `deep_cache:`.
+    pub deep_cache: Option<DeepCacheSettings>,
 }
 
 impl Sampling {
@@ -54,6 +57,7 @@ impl Sampling {
             seed: s.seed,
             seed_per_frame: s.seed_per_frame,
             strength: s.strength as f64,
+            deep_cache: DeepCacheSettings::from_preset(preset.deep_cache.as_ref()),
         }
     }
 }
@@ -180,6 +184,7 @@ fn sd_config(
         seed: sampling.seed,
         seed_per_frame: sampling.seed_per_frame,
         strength: sampling.strength,
+        deep_cache: sampling.deep_cache,
         controlnets,
         temporal,
         flow: FlowParams::default(),

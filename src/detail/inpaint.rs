@@ -8,6 +8,7 @@ use std::sync::Arc;
 use candle_core::Device;
 use image::{GrayImage, RgbImage};
 
+use crate::diffusion::deep_cache::DeepCacheSettings;
 use crate::diffusion::image_pipeline::{
     gray_to_tensor, rgb_to_tensor, tensor_to_rgb, GenerationSettings, ImagePipelineError,
     InitImage, StableDiffusion,
@@ -51,6 +52,7 @@ pub struct StableDiffusionInpainter {
     sd: Arc<StableDiffusion>,
     openpose: Option<Arc<ControlNetModel>>,
     scheduler: SchedulerKind,
+    deep_cache: Option<DeepCacheSettings>,
 }
 
 impl StableDiffusionInpainter {
@@ -63,7 +65,14 @@ impl StableDiffusionInpainter {
             sd,
             openpose,
             scheduler,
+            deep_cache: None,
         }
+    }
+
+    /// Reuses the UNet's deep features between full passes (the preset's `deep_cache:`).
+    pub fn with_deep_cache(mut self, deep_cache: Option<DeepCacheSettings>) -> Self {
+        self.deep_cache = deep_cache;
+        self
     }
 
     fn device(&self) -> &Device {
@@ -83,6 +92,7 @@ impl RegionInpainter for StableDiffusionInpainter {
             guidance_scale: request.cfg_scale as f64,
             scheduler: self.scheduler,
             seed: request.seed,
+            deep_cache: self.deep_cache,
         };
         let init = InitImage::Inpaint {
             image: rgb_to_tensor(request.image, self.device()).map_err(Box::new)?,

@@ -41,6 +41,7 @@ pub use detailer::{
 pub use error::DetailError;
 pub use inpaint::{InpaintRequest, RegionInpainter, StableDiffusionInpainter};
 
+use crate::diffusion::deep_cache::DeepCacheSettings;
 use crate::diffusion::image_pipeline::StableDiffusion;
 use crate::models::controlnet::ControlNetModel;
 use crate::preset::{ControlKind, Preset};
@@ -51,11 +52,10 @@ pub fn inpainter_for_preset(
     sd: Arc<StableDiffusion>,
     openpose: Option<Arc<ControlNetModel>>,
 ) -> Result<StableDiffusionInpainter, DetailError> {
-    Ok(StableDiffusionInpainter::new(
-        sd,
-        openpose,
-        preset.sampler.scheduler,
-    ))
+    Ok(
+        StableDiffusionInpainter::new(sd, openpose, preset.sampler.scheduler)
+            .with_deep_cache(DeepCacheSettings::from_preset(preset.deep_cache.as_ref())),
+    )
 }
 
 /// The preset's detail section against the rest of the preset: an enabled part that asks

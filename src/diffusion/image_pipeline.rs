@@ -7,6 +7,7 @@
 use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 
+use crate::diffusion::deep_cache::DeepCacheSettings;
 use crate::diffusion::guidance::uses_cfg;
 use crate::diffusion::latents::{
     image_latent_shape, initial_latents, strength_scheduler, LatentsError,
@@ -79,6 +80,8 @@ pub struct GenerationSettings {
     pub guidance_scale: f64,
     pub scheduler: SchedulerKind,
     pub seed: u64,
+    /// Reuse the UNet's deep features between full passes (`deep_cache:`).
+    pub deep_cache: Option<DeepCacheSettings>,
 }
 
 /// Where the latents start.
@@ -313,6 +316,7 @@ impl StableDiffusion {
             controls,
             inpaint: inpaint.as_ref(),
             attention_hook,
+            deep_cache: settings.deep_cache,
         };
         let latents = denoise(
             &request,

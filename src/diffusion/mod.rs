@@ -1,7 +1,8 @@
 //! Diffusion sampling: latents, the denoising loops for images and videos, context windows,
-//! guidance and the schedulers.
+//! guidance, DeepCache and the schedulers.
 
 pub mod context_windows;
+pub mod deep_cache;
 pub mod guidance;
 pub mod image_pipeline;
 pub mod latents;

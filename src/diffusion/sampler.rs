@@ -19,10 +19,12 @@
 
 use candle_core::{Device, Tensor};
 
+use crate::diffusion::deep_cache::{DeepCacheSettings, DeepCacheSlot};
 use crate::diffusion::guidance::{classifier_free_guidance, control_active, uses_cfg};
 use crate::diffusion::schedulers::{Scheduler, SchedulerError};
 use crate::models::attention_hook::{LayerOutputHook, SelfAttentionHook};
 use crate::models::controlnet::{sum_control_residuals, ControlNetModel, ControlNetOutput};
+use crate::models::unet::deep_cache::DeepCacheCall;
 use crate::models::unet::{UNet2DConditionModel, UNetError, UNetExtras};
 use crate::noise::{NoiseError, NoiseSource};
 
@@ -90,6 +92,8 @@ pub struct DenoiseRequest<'a> {
     pub inpaint: Option<&'a Inpaint>,
     /// Self-attention hook passed to every UNet call (cross-frame attention).
     pub attention_hook: Option<&'a dyn SelfAttentionHook>,
+    /// Reuse the UNet's deep features between full passes (`deep_cache:`).
+    pub deep_cache: Option<DeepCacheSettings>,
 }
 
 /// Reported after every step.
@@ -245,61 +249,117 @@ impl GuidedUNet<'_> {
         controls: &[ControlCall],
         at: StepAt,
     ) -> Result<Tensor, PredictError> {
+        self.predict_cached(scheduler, x, controls, at, None)
+    }
+
+    /// [`Self::predict`], with DeepCache when `cache` is given: the UNet runs whole on the
+    /// refresh steps (keeping its deep features in the slot) and shallow in between, where
+    /// the ControlNets make only the residuals the shallow pass reads.
+    pub fn predict_cached(
+        &self,
+        scheduler: &dyn Scheduler,
+        x: &Tensor,
+        controls: &[ControlCall],
+        at: StepAt,
+        cache: Option<(&DeepCacheSettings, &mut DeepCacheSlot)>,
+    ) -> Result<Tensor, PredictError> {
         let cfg = uses_cfg(self.guidance_scale);
         let (i, t) = (at.index, at.timestep);
         let latent_in = scheduler.scale_model_input(&double_if(x, cfg)?, i)?;
+        let plan = cache
+            .as_ref()
+            .map(|(settings, slot)| (settings.branch, slot.reused(settings, i)));
+        let call = plan.as_ref().map(|(branch, reused)| match reused {
+            Some(features) => DeepCacheCall::Reuse {
+                branch: *branch,
+                features,
+            },
+            None => DeepCacheCall::Refresh(*branch),
+        });
+        // A shallow pass reads only the first skip tensors.
+        let shallow = match call {
+            Some(DeepCacheCall::Reuse { branch, .. }) => Some(
+                self.unet
+                    .shallow_skip_count(branch)
+                    .map_err(PredictError::Model)?,
+            ),
+            _ => None,
+        };
 
         let mut outputs: Vec<ControlNetOutput> = Vec::new();
+        let mut shallow_outputs: Vec<Vec<Tensor>> = Vec::new();
         for control in controls {
-            let out = if control.cond_only {
-                let input = scheduler.scale_model_input(x, i)?;
-                let out = control
-                    .model
-                    .forward(
-                        &input,
-                        t,
-                        self.text_cond,
-                        &control.image,
-                        control.scale,
-                        true,
-                    )
-                    .map_err(PredictError::Model)?;
-                zero_uncond_half(out)?
+            let (input, text, guess_mode) = if control.cond_only {
+                (scheduler.scale_model_input(x, i)?, self.text_cond, true)
             } else {
-                control
-                    .model
-                    .forward(
-                        &latent_in,
-                        t,
-                        self.text_both,
-                        &control.image,
-                        control.scale,
-                        control.guess_mode,
-                    )
-                    .map_err(PredictError::Model)?
+                (latent_in.clone(), self.text_both, control.guess_mode)
             };
-            outputs.push(out);
+            let pad = |t: &Tensor| -> candle_core::Result<Tensor> {
+                if control.cond_only {
+                    zero_uncond_half(t)
+                } else {
+                    Ok(t.clone())
+                }
+            };
+            match shallow {
+                Some(count) => {
+                    let residuals = control
+                        .model
+                        .forward_shallow(
+                            &input,
+                            t,
+                            text,
+                            &control.image,
+                            control.scale,
+                            guess_mode,
+                            count,
+                        )
+                        .map_err(PredictError::Model)?;
+                    shallow_outputs.push(residuals.iter().map(pad).collect::<Result<_, _>>()?);
+                }
+                None => {
+                    let out = control
+                        .model
+                        .forward(&input, t, text, &control.image, control.scale, guess_mode)
+                        .map_err(PredictError::Model)?;
+                    outputs.push(ControlNetOutput {
+                        down_residuals: out
+                            .down_residuals
+                            .iter()
+                            .map(pad)
+                            .collect::<Result<_, _>>()?,
+                        mid_residual: pad(&out.mid_residual)?,
+                    });
+                }
+            }
         }
         let residuals = if outputs.is_empty() {
             None
         } else {
             Some(sum_control_residuals(&outputs).map_err(PredictError::Model)?)
         };
+        let shallow_residuals = sum_residual_lists(shallow_outputs)?;
 
         let unet_in = match self.extra_input {
             Some(extra) => Tensor::cat(&[&latent_in, extra], 1)?,
             None => latent_in,
         };
         let extras = UNetExtras {
-            down_residuals: residuals.as_ref().map(|r| r.down_residuals.as_slice()),
+            down_residuals: residuals
+                .as_ref()
+                .map(|r| r.down_residuals.as_slice())
+                .or(shallow_residuals.as_deref()),
             mid_residual: residuals.as_ref().map(|r| &r.mid_residual),
             attention_hook: self.attention_hook,
             layer_hook: self.layer_hook,
         };
-        let prediction = self
+        let (prediction, features) = self
             .unet
-            .forward(&unet_in, t, self.text_both, &extras)
+            .forward_cached(&unet_in, t, self.text_both, &extras, call)
             .map_err(PredictError::Model)?;
+        if let Some((_, slot)) = cache {
+            slot.keep(features);
+        }
         Ok(if cfg {
             let batch = x.dim(0)?;
             classifier_free_guidance(
@@ -339,6 +399,7 @@ pub fn denoise(
         text,
         controls,
         inpaint_inputs,
+        deep_cache: DeepCacheSlot::default(),
     };
     run_steps(&mut predictor, scheduler, latents, noise, on_step)
 }
@@ -349,6 +410,7 @@ struct ImagePredictor<'a> {
     text: Embeddings,
     controls: Vec<PreparedControl<'a>>,
     inpaint_inputs: Option<Tensor>,
+    deep_cache: DeepCacheSlot,
 }
 
 impl NoisePredictor for ImagePredictor<'_> {
@@ -375,7 +437,12 @@ impl NoisePredictor for ImagePredictor<'_> {
             attention_hook: self.request.attention_hook,
             layer_hook: None,
         };
-        unet.predict(scheduler, latents, &calls, at)
+        let cache = self
+            .request
+            .deep_cache
+            .as_ref()
+            .map(|settings| (settings, &mut self.deep_cache));
+        unet.predict_cached(scheduler, latents, &calls, at, cache)
             .map_err(|e| match e {
                 PredictError::Model(source) => SamplerError::Model {
                     step: at.index,
@@ -514,17 +581,23 @@ pub fn double_if(x: &Tensor, cfg: bool) -> Result<Tensor, candle_core::Error> {
     }
 }
 
-/// Guess mode with guidance: the uncond half of the batch gets zero residuals.
-fn zero_uncond_half(out: ControlNetOutput) -> Result<ControlNetOutput, candle_core::Error> {
-    let pad = |t: &Tensor| Tensor::cat(&[&t.zeros_like()?, t], 0);
-    Ok(ControlNetOutput {
-        down_residuals: out
-            .down_residuals
-            .iter()
-            .map(pad)
-            .collect::<Result<_, _>>()?,
-        mid_residual: pad(&out.mid_residual)?,
-    })
+/// Guess mode with guidance: the uncond half of the batch gets a zero residual.
+fn zero_uncond_half(residual: &Tensor) -> Result<Tensor, candle_core::Error> {
+    Tensor::cat(&[&residual.zeros_like()?, residual], 0)
+}
+
+/// The element-wise sum of several ControlNets' (shallow) residual lists; `None` for none.
+fn sum_residual_lists(lists: Vec<Vec<Tensor>>) -> Result<Option<Vec<Tensor>>, candle_core::Error> {
+    let mut lists = lists.into_iter();
+    let Some(mut sum) = lists.next() else {
+        return Ok(None);
+    };
+    for list in lists {
+        for (acc, r) in sum.iter_mut().zip(&list) {
+            *acc = (&*acc + r)?;
+        }
+    }
+    Ok(Some(sum))
 }
 
 /// Nearest-neighbour downsampling of an image-size mask `(b, 1, H, W)` to latent size by an

@@ -11,7 +11,7 @@ use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
-use crate::models::unet::blocks::{DownBlock, MidBlock};
+use crate::models::unet::blocks::{down_path, DownBlock, MidBlock};
 use crate::models::unet::config::{MidBlockPolicy, UNetConfig};
 use crate::models::unet::embeddings::{timestep_features, TimestepEmbedding};
 use crate::models::unet::{ForwardContext, Result, UNetError};
@@ -335,6 +335,61 @@ impl ControlNetModel {
         conditioning_scale: f64,
         guess_mode: bool,
     ) -> Result<ControlNetOutput> {
+        let (down_residuals, mid_residual) = self.residuals(
+            sample,
+            timestep,
+            encoder_hidden_states,
+            controlnet_cond,
+            conditioning_scale,
+            guess_mode,
+            None,
+        )?;
+        Ok(ControlNetOutput {
+            down_residuals,
+            mid_residual: mid_residual
+                .ok_or_else(|| candle_core::Error::Msg("controlnet: no mid residual".into()))?,
+        })
+    }
+
+    /// The first `count` down residuals of [`Self::forward`] only, for a UNet pass that reads
+    /// no more (DeepCache's shallow pass, see `UNet2DConditionModel::shallow_skip_count`):
+    /// the same values, without running the deeper blocks.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_shallow(
+        &self,
+        sample: &Tensor,
+        timestep: f64,
+        encoder_hidden_states: &Tensor,
+        controlnet_cond: &Tensor,
+        conditioning_scale: f64,
+        guess_mode: bool,
+        count: usize,
+    ) -> Result<Vec<Tensor>> {
+        Ok(self
+            .residuals(
+                sample,
+                timestep,
+                encoder_hidden_states,
+                controlnet_cond,
+                conditioning_scale,
+                guess_mode,
+                Some(count),
+            )?
+            .0)
+    }
+
+    /// Down residuals (the first `count` only, then without the mid one) and mid residual.
+    #[allow(clippy::too_many_arguments)]
+    fn residuals(
+        &self,
+        sample: &Tensor,
+        timestep: f64,
+        encoder_hidden_states: &Tensor,
+        controlnet_cond: &Tensor,
+        conditioning_scale: f64,
+        guess_mode: bool,
+        count: Option<usize>,
+    ) -> Result<(Vec<Tensor>, Option<Tensor>)> {
         let unet = &self.config.backbone;
         let (batch, channels, _, _) = sample.dims4()?;
         if channels != unet.in_channels {
@@ -399,16 +454,18 @@ impl ControlNetModel {
                 ),
             });
         }
-        let mut x = (x + cond)?;
-        let mut skips = vec![x.clone()];
-        for block in &self.down_blocks {
-            let (out, block_skips) = block.forward(&x, &ctx)?;
-            x = out;
-            skips.extend(block_skips);
-        }
-        let x = self.mid_block.forward(&x, &ctx)?;
+        let (x, skips) = down_path(&self.down_blocks, (x + cond)?, &ctx, count)?;
+        let mid = match count {
+            Some(_) => None,
+            None => Some(self.mid_block.forward(&x, &ctx)?),
+        };
 
-        let n = skips.len();
+        // The guess-mode ramp spans every skip, also when only the first few are made.
+        let n = 1 + self
+            .down_blocks
+            .iter()
+            .map(|b| b.skip_count())
+            .sum::<usize>();
         let scales: Vec<f64> = if guess_mode && !self.config.global_pool_conditions {
             // torch.logspace(-1, 0, n + 1) in f32, times the conditioning scale (in f32).
             (0..=n)
@@ -433,11 +490,11 @@ impl ControlNetModel {
             .zip(&scales)
             .map(|((skip, conv), &s)| pool((conv.forward(skip)? * s)?))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        let mid_residual = pool((self.mid_zero_conv.forward(&x)? * scales[n])?)?;
-        Ok(ControlNetOutput {
-            down_residuals,
-            mid_residual,
-        })
+        let mid_residual = match mid {
+            Some(mid) => Some(pool((self.mid_zero_conv.forward(&mid)? * scales[n])?)?),
+            None => None,
+        };
+        Ok((down_residuals, mid_residual))
     }
 }
 

@@ -28,11 +28,14 @@ pub struct MapPreprocessor {
     /// The model files it reads for `options`, relative to `models_subdir`.
     pub model_files: fn(&PreprocessorOptions) -> Vec<&'static str>,
     /// Builds it, reading and filling `cache` when one is given.
-    pub build: fn(
-        &PreprocessorOptions,
-        Option<&CacheTarget>,
-    ) -> Result<Box<dyn Preprocessor>, PreprocessorError>,
+    pub build: BuildPreprocessor,
 }
+
+/// How a registry entry builds its preprocessor.
+pub type BuildPreprocessor = fn(
+    &PreprocessorOptions,
+    Option<&CacheTarget>,
+) -> Result<Box<dyn Preprocessor>, PreprocessorError>;
 
 impl MapPreprocessor {
     /// The folder of its model files in `models_dir`.

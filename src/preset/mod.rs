@@ -13,6 +13,7 @@ use serde::de::{self, DeserializeOwned, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 
+pub mod deep_cache;
 pub mod detail;
 pub mod models_ext;
 pub mod motion;
@@ -112,6 +113,9 @@ pub struct Preset {
     /// Temporal-consistency conditioning (see [`temporal::TemporalSettings`]).
     #[serde(default)]
     pub temporal: TemporalSettings,
+    /// DeepCache step caching (off when absent), see [`deep_cache`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deep_cache: Option<deep_cache::DeepCacheSpec>,
     /// LoRAs merged into the model at load (see [`models_ext`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub loras: Vec<LoraEntry>,

@@ -99,6 +99,14 @@ pub fn check_motion_combination(preset: &Preset) -> Result<(), (String, String)>
             ),
         ))
     };
+    if preset.deep_cache.is_some() {
+        return Err((
+            "deep_cache".to_string(),
+            "cannot be combined with temporal.motion_module: DeepCache caches one UNet call per \
+             step, while context windows make several (remove one of them)"
+                .to_string(),
+        ));
+    }
     if temporal.temporalnet.enabled {
         return refuse(
             "temporal.temporalnet.enabled",

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::diffusion::deep_cache::DeepCacheSettings;
 use crate::diffusion::image_pipeline::GenerationSettings;
 use crate::flow::FlowParams;
 use crate::loaders::model_stack::ModelStackSpec;
@@ -50,6 +51,7 @@ pub struct SdRenderConfig {
     pub seed_per_frame: SeedPerFrame,
     /// img2img strength from the source frame (1 = txt2img).
     pub strength: f64,
+    pub deep_cache: Option<DeepCacheSettings>,
     pub controlnets: Vec<ControlNetPlan>,
     pub temporal: TemporalSettings,
     pub flow: FlowParams,
@@ -97,6 +99,7 @@ impl SdRenderConfig {
             guidance_scale: self.guidance_scale,
             scheduler: self.scheduler,
             seed: self.seed,
+            deep_cache: self.deep_cache,
         }
     }
 

@@ -351,6 +351,7 @@ impl SdRenderer {
             controls: &controls,
             inpaint: None,
             attention_hook: hook.map(|h| h as &dyn SelfAttentionHook),
+            deep_cache: self.config.deep_cache,
         };
         let result = denoise(
             &request,

@@ -93,9 +93,30 @@ impl DownBlock {
         x: &Tensor,
         ctx: &ForwardContext,
     ) -> Result<(Tensor, Vec<Tensor>)> {
-        let mut skips = Vec::with_capacity(self.resnets.len() + 1);
+        let (mut x, mut skips) = self.forward_layers(x, ctx, self.resnets.len())?;
+        if let Some(down) = &self.downsampler {
+            x = down.forward(&x)?;
+            skips.push(x.clone());
+        }
+        Ok((x, skips))
+    }
+
+    /// Number of skip tensors the block contributes.
+    pub(crate) fn skip_count(&self) -> usize {
+        self.resnets.len() + usize::from(self.downsampler.is_some())
+    }
+
+    /// The first `layers` layers only, without downsampling (a down path cut short, as
+    /// DeepCache's shallow pass runs it): their output and skip tensors.
+    fn forward_layers(
+        &self,
+        x: &Tensor,
+        ctx: &ForwardContext,
+        layers: usize,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        let mut skips = Vec::with_capacity(layers + 1);
         let mut x = x.clone();
-        for (j, resnet) in self.resnets.iter().enumerate() {
+        for (j, resnet) in self.resnets.iter().enumerate().take(layers) {
             x = resnet.forward(&x, ctx.temb_act)?;
             if let Some(attn) = self.attentions.get(j) {
                 x = attn.forward(&x, ctx)?;
@@ -103,12 +124,42 @@ impl DownBlock {
             x = after_layer(x, &self.positions[j], ctx)?;
             skips.push(x.clone());
         }
-        if let Some(down) = &self.downsampler {
-            x = down.forward(&x)?;
-            skips.push(x.clone());
-        }
         Ok((x, skips))
     }
+}
+
+/// The down path from `x` (the conv_in output, itself the first skip tensor): the output and
+/// every skip tensor, or with `count` only the first `count` skip tensors (the output is then
+/// that of the last layer run). UNet and ControlNet share it.
+pub(crate) fn down_path(
+    blocks: &[DownBlock],
+    x: Tensor,
+    ctx: &ForwardContext,
+    count: Option<usize>,
+) -> Result<(Tensor, Vec<Tensor>)> {
+    let mut skips = vec![x.clone()];
+    let mut x = x;
+    for block in blocks {
+        let left = count.map(|c| c.saturating_sub(skips.len()));
+        match left {
+            Some(0) => break,
+            Some(n) if n < block.skip_count() => {
+                let (out, block_skips) = block.forward_layers(&x, ctx, n)?;
+                skips.extend(block_skips);
+                x = out;
+                break;
+            }
+            _ => {
+                let (out, block_skips) = block.forward(&x, ctx)?;
+                skips.extend(block_skips);
+                x = out;
+            }
+        }
+    }
+    if let Some(c) = count {
+        skips.truncate(c);
+    }
+    Ok((x, skips))
 }
 
 #[derive(Debug, Clone)]
@@ -232,33 +283,46 @@ impl UpBlock {
         self.resnets.len()
     }
 
-    /// `skips` are this block's skip tensors in down-path order; they are consumed last first.
-    /// `upsample_size` forces the upsampler's output size (for inputs not divisible by 2^n).
-    pub(crate) fn forward(
+    /// The block from layer `from` on (0: all of it; DeepCache's shallow pass starts part-way
+    /// in), `x` being what enters that layer. `skips` are the skip tensors those layers
+    /// consume, in down-path order (consumed last first). `upsample_size` forces the
+    /// upsampler's output size (for inputs not divisible by 2^n). With `capture`, also
+    /// returns what entered layer `capture`.
+    pub(crate) fn forward_from(
         &self,
         x: &Tensor,
         skips: &[Tensor],
+        from: usize,
+        capture: Option<usize>,
         upsample_size: Option<(usize, usize)>,
         ctx: &ForwardContext,
-    ) -> Result<Tensor> {
-        if skips.len() != self.resnets.len() {
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let layers = self.resnets.len();
+        if from > layers || skips.len() != layers - from {
             candle_core::bail!(
-                "up block needs {} skip tensors, got {}",
-                self.resnets.len(),
+                "up block from layer {from} needs {} skip tensors, got {}",
+                layers.saturating_sub(from),
                 skips.len()
             );
         }
         let mut x = x.clone();
-        for (j, (resnet, skip)) in self.resnets.iter().zip(skips.iter().rev()).enumerate() {
-            x = resnet.forward(&Tensor::cat(&[&x, skip], 1)?, ctx.temb_act)?;
+        let mut captured = None;
+        for j in from..layers {
+            if capture == Some(j) {
+                captured = Some(x.clone());
+            }
+            // Layer j consumes the (layers-1-j)-th skip tensor: the last ones first.
+            let skip = &skips[layers - 1 - j];
+            x = self.resnets[j].forward(&Tensor::cat(&[&x, skip], 1)?, ctx.temb_act)?;
             if let Some(attn) = self.attentions.get(j) {
                 x = attn.forward(&x, ctx)?;
             }
             x = after_layer(x, &self.positions[j], ctx)?;
         }
-        match &self.upsampler {
-            Some(up) => up.forward(&x, upsample_size),
-            None => Ok(x),
-        }
+        let x = match &self.upsampler {
+            Some(up) => up.forward(&x, upsample_size)?,
+            None => x,
+        };
+        Ok((x, captured))
     }
 }

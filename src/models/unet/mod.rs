@@ -7,9 +7,11 @@
 //! * `resnet`, `transformer`, `blocks`: the building blocks, with diffusers' weight names.
 //! * [`UNet2DConditionModel`]: the model; [`UNetExtras`] carries ControlNet residuals and the
 //!   temporal hooks of [`crate::models::attention_hook`].
+//! * [`deep_cache`]: where DeepCache splits the UNet (`forward_cached`).
 
 pub(crate) mod blocks;
 pub mod config;
+pub mod deep_cache;
 pub(crate) mod embeddings;
 mod error;
 pub(crate) mod resnet;

@@ -3,8 +3,9 @@
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 
-use super::blocks::{DownBlock, MidBlock, UpBlock};
+use super::blocks::{down_path, DownBlock, MidBlock, UpBlock};
 use super::config::{MidBlockPolicy, UNetConfig};
+use super::deep_cache::{CacheBranch, DeepCacheCall};
 use super::embeddings::{timestep_features, TimestepEmbedding};
 use super::error::{Result, UNetError};
 use super::ForwardContext;
@@ -126,12 +127,37 @@ impl UNet2DConditionModel {
         encoder_hidden_states: &Tensor,
         extras: &UNetExtras,
     ) -> Result<Tensor> {
+        Ok(self
+            .forward_cached(sample, timestep, encoder_hidden_states, extras, None)?
+            .0)
+    }
+
+    /// [`Self::forward`] as one DeepCache call ([`super::deep_cache`]): a refresh also returns
+    /// the features entering the cache branch; a reuse runs only the shallow part from the
+    /// features a refresh returned (its `down_residuals` may stop after the skip tensors the
+    /// shallow part reads, [`Self::shallow_skip_count`]).
+    pub fn forward_cached(
+        &self,
+        sample: &Tensor,
+        timestep: f64,
+        encoder_hidden_states: &Tensor,
+        extras: &UNetExtras,
+        cache: Option<DeepCacheCall>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let (batch, channels, height, width) = sample.dims4()?;
         self.check_inputs(channels, batch, encoder_hidden_states)?;
         let n_blocks = self.down_blocks.len();
         // Sizes not divisible by the total downsampling need explicit upsample sizes.
         let factor = 1usize << (n_blocks - 1);
         let forward_upsample_size = height % factor != 0 || width % factor != 0;
+        let branch = match cache {
+            Some(call) => Some((call.branch(), self.branch_start(call.branch())?)),
+            None => None,
+        };
+        let reused = match cache {
+            Some(DeepCacheCall::Reuse { features, .. }) => Some(features),
+            _ => None,
+        };
 
         let sample = if self.config.center_input_sample {
             ((sample * 2.0)? - 1.0)?
@@ -157,15 +183,23 @@ impl UNet2DConditionModel {
             budget: self.budget,
         };
 
-        let mut x = self.conv_in.forward(&sample)?;
-        let mut skips = vec![x.clone()];
-        for block in &self.down_blocks {
-            let (out, block_skips) = block.forward(&x, &ctx)?;
-            x = out;
-            skips.extend(block_skips);
-        }
+        let shallow = match (reused, branch) {
+            (Some(_), Some((b, _))) => Some(self.shallow_skip_count(b)?),
+            _ => None,
+        };
+        let (mut x, mut skips) = down_path(
+            &self.down_blocks,
+            self.conv_in.forward(&sample)?,
+            &ctx,
+            shallow,
+        )?;
         if let Some(residuals) = extras.down_residuals {
-            if residuals.len() != skips.len() {
+            // A shallow pass reads only the first skip tensors; longer residual lists are fine.
+            let enough = match shallow {
+                Some(_) => residuals.len() >= skips.len(),
+                None => residuals.len() == skips.len(),
+            };
+            if !enough {
                 return Err(UNetError::InvalidInput {
                     input: "down_residuals",
                     reason: format!(
@@ -189,35 +223,93 @@ impl UNet2DConditionModel {
                 *skip = (&*skip + residual)?;
             }
         }
-        if let Some(mid) = &self.mid_block {
-            x = mid.forward(&x, &ctx)?;
-        }
-        if let Some(residual) = extras.mid_residual {
-            if self.mid_block.is_none() || residual.dims() != x.dims() {
-                return Err(UNetError::InvalidInput {
-                    input: "mid_residual",
-                    reason: format!(
-                        "shape {:?} does not match the mid-block output {:?}",
-                        residual.dims(),
-                        x.dims()
-                    ),
-                });
+        if reused.is_none() {
+            if let Some(mid) = &self.mid_block {
+                x = mid.forward(&x, &ctx)?;
             }
-            x = (x + residual)?;
+            if let Some(residual) = extras.mid_residual {
+                if self.mid_block.is_none() || residual.dims() != x.dims() {
+                    return Err(UNetError::InvalidInput {
+                        input: "mid_residual",
+                        reason: format!(
+                            "shape {:?} does not match the mid-block output {:?}",
+                            residual.dims(),
+                            x.dims()
+                        ),
+                    });
+                }
+                x = (x + residual)?;
+            }
         }
+        let n_up = self.up_blocks.len();
+        let mut captured = None;
         for (i, block) in self.up_blocks.iter().enumerate() {
-            let block_skips = skips.split_off(skips.len() - block.layers());
+            // Up block i mirrors down block n_up-1-i (DeepCache counts blocks this way).
+            let at_branch = branch.filter(|(b, _)| b.block == n_up - 1 - i);
+            let from = match (reused, at_branch) {
+                // Deeper than the branch: not run when reusing.
+                (Some(_), None) if branch.is_some_and(|(b, _)| n_up - 1 - i > b.block) => continue,
+                (Some(features), Some((_, start))) => {
+                    x = features.clone();
+                    start
+                }
+                _ => 0,
+            };
+            let block_skips = skips.split_off(skips.len() - (block.layers() - from));
             let upsample_size = match skips.last() {
-                Some(next) if forward_upsample_size && i + 1 < self.up_blocks.len() => {
+                Some(next) if forward_upsample_size && i + 1 < n_up => {
                     let (_, _, h, w) = next.dims4()?;
                     Some((h, w))
                 }
                 _ => None,
             };
-            x = block.forward(&x, &block_skips, upsample_size, &ctx)?;
+            let capture = match (reused, at_branch) {
+                (None, Some((_, start))) => Some(start),
+                _ => None,
+            };
+            let (out, features) =
+                block.forward_from(&x, &block_skips, from, capture, upsample_size, &ctx)?;
+            x = out;
+            if features.is_some() {
+                captured = features;
+            }
         }
         let x = self.conv_norm_out.forward_silu(&x)?;
-        Ok(self.conv_out.forward(&x)?)
+        Ok((self.conv_out.forward(&x)?, captured))
+    }
+
+    /// The up-block layer (forward order) the branch enters at.
+    fn branch_start(&self, branch: CacheBranch) -> Result<usize> {
+        let n_up = self.up_blocks.len();
+        let invalid = |reason: String| UNetError::InvalidInput {
+            input: "deep cache branch",
+            reason,
+        };
+        if branch.block >= n_up {
+            return Err(invalid(format!(
+                "block {} of a UNet with {n_up} up blocks",
+                branch.block
+            )));
+        }
+        let layers = self.up_blocks[n_up - 1 - branch.block].layers();
+        if branch.layer >= layers {
+            return Err(invalid(format!(
+                "layer {} of a block with {layers} layers",
+                branch.layer
+            )));
+        }
+        Ok(layers - 1 - branch.layer)
+    }
+
+    /// How many skip tensors (conv_in output first) a DeepCache reuse at `branch` computes
+    /// and reads: ControlNets need only give residuals for these.
+    pub fn shallow_skip_count(&self, branch: CacheBranch) -> Result<usize> {
+        self.branch_start(branch)?;
+        let deeper: usize = self.down_blocks[..branch.block]
+            .iter()
+            .map(|b| b.skip_count())
+            .sum();
+        Ok(1 + deeper + branch.layer)
     }
 
     fn check_inputs(
