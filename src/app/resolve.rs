@@ -12,11 +12,12 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::detail::{check_preset, DetailError, DetailerConfig};
+use crate::diffusion::schedulers::{SamplerOptions, TimestepSpacing};
 use crate::flow::FlowParams;
 use crate::loaders::lora::LoraSpec;
 use crate::loaders::model_stack::ModelStackSpec;
 use crate::preset::models_ext::locate;
-use crate::preset::SeedPerFrame;
+use crate::preset::{self, SeedPerFrame};
 use crate::preset::{ControlKind, Preset, PresetOverrides, SchedulerKind};
 use crate::render::sd_config::{ControlNetPlan, ControlSource, SdRenderConfig};
 use crate::video::{ReadOptions, VideoInfo};
@@ -41,6 +42,8 @@ pub struct Sampling {
     pub seed_per_frame: SeedPerFrame,
     /// img2img strength from the source frame (1 = txt2img).
     pub strength: f64,
+    /// `eta` (the scheduler's default filled in) and the timestep-spacing override.
+    pub options: SamplerOptions,
 }
 
 impl Sampling {
@@ -54,7 +57,20 @@ impl Sampling {
             seed: s.seed,
             seed_per_frame: s.seed_per_frame,
             strength: s.strength as f64,
+            options: SamplerOptions {
+                eta: s.effective_eta(),
+                timestep_spacing: s.timestep_spacing.map(timestep_spacing),
+            },
         }
+    }
+}
+
+/// The preset's spacing name as the schedulers take it.
+fn timestep_spacing(spacing: preset::TimestepSpacing) -> TimestepSpacing {
+    match spacing {
+        preset::TimestepSpacing::Leading => TimestepSpacing::Leading,
+        preset::TimestepSpacing::Trailing => TimestepSpacing::Trailing,
+        preset::TimestepSpacing::Linspace => TimestepSpacing::Linspace,
     }
 }
 
@@ -177,6 +193,7 @@ fn sd_config(
         steps: sampling.steps,
         guidance_scale: sampling.guidance_scale,
         scheduler: sampling.scheduler,
+        sampler_options: sampling.options,
         seed: sampling.seed,
         seed_per_frame: sampling.seed_per_frame,
         strength: sampling.strength,
