@@ -294,6 +294,47 @@ embeddings: [easynegative.safetensors]
     }
 
     #[test]
+    fn eta_and_timestep_spacing_reach_the_scheduler() {
+        use crate::diffusion::schedulers::{tcd, SchedulerConfig};
+        let preset = parse(
+            "model: {base: m}\nprompt: a\nsampler: {scheduler: ddim, eta: 0.5, timestep_spacing: trailing, steps: 4}\n",
+        );
+        let config = SdRenderConfig::from_preset(&preset, (512, 512), None);
+        assert_eq!(
+            config.sampler_options,
+            SamplerOptions {
+                eta: Some(0.5),
+                timestep_spacing: Some(TimestepSpacing::Trailing),
+            }
+        );
+        // The model's config says leading (SD1.5's, steps_offset 1): the preset wins.
+        let scheduler = config
+            .scheduler(&SchedulerConfig::sd15(), config.steps, 1.0)
+            .unwrap();
+        assert_eq!(scheduler.timesteps(), &[999.0, 749.0, 499.0, 249.0]);
+        let leading = SdRenderConfig::from_preset(
+            &parse("model: {base: m}\nprompt: a\nsampler: {scheduler: ddim, steps: 4}\n"),
+            (512, 512),
+            None,
+        );
+        assert_eq!(leading.sampler_options.eta, Some(0.0));
+        let scheduler = leading.scheduler(&SchedulerConfig::sd15(), 4, 1.0).unwrap();
+        assert_eq!(scheduler.timesteps(), &[751.0, 501.0, 251.0, 1.0]);
+        // TCD without eta takes diffusers' default, the same in the preset and the scheduler.
+        let tcd_config = SdRenderConfig::from_preset(
+            &parse("model: {base: m}\nprompt: a\nsampler: {scheduler: tcd, steps: 4}\n"),
+            (512, 512),
+            None,
+        );
+        assert_eq!(tcd_config.sampler_options.eta, Some(tcd::DEFAULT_ETA));
+        assert_eq!(tcd_config.sampler_options.timestep_spacing, None);
+        let scheduler = tcd_config
+            .scheduler(&SchedulerConfig::sd15(), 4, 0.5)
+            .unwrap();
+        assert_eq!(scheduler.timesteps(), &[499.0, 259.0]);
+    }
+
+    #[test]
     fn the_seed_reaches_every_consumer_from_one_reading() {
         let preset = parse(
             "model: {base: m}\nprompt: a\nsampler: {seed: 7}\n\

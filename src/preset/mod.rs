@@ -1245,6 +1245,137 @@ mod tests {
         assert!(p.controlnets.is_empty());
     }
 
+    /// `(line, column, field, message)` of a parse error.
+    fn located(text: &str) -> (usize, usize, String, String) {
+        match parse(text).unwrap_err() {
+            PresetError::Parse {
+                line,
+                column,
+                field,
+                message,
+                ..
+            } => (line, column, field, message),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn eta_and_timestep_spacing_parse_and_reach_the_sampler() {
+        let p = parse(&format!(
+            "{MINIMAL}sampler:\n  scheduler: tcd\n  eta: 0.5\n  steps: 4\n"
+        ))
+        .unwrap();
+        assert_eq!(p.sampler.scheduler, SchedulerKind::Tcd);
+        assert_eq!(p.sampler.eta, Some(0.5));
+        assert_eq!(p.sampler.effective_eta(), Some(0.5));
+        // Absent: each scheduler's diffusers default.
+        let tcd = parse(&format!("{MINIMAL}sampler: {{scheduler: tcd}}\n")).unwrap();
+        assert_eq!(tcd.sampler.effective_eta(), Some(0.3));
+        let ddim = parse(&format!("{MINIMAL}sampler: {{scheduler: ddim, eta: 1}}\n")).unwrap();
+        assert_eq!(ddim.sampler.effective_eta(), Some(1.0));
+        assert_eq!(SamplerSettings::default().effective_eta(), None);
+        let p = parse(&format!(
+            "{MINIMAL}sampler:\n  scheduler: euler\n  timestep_spacing: trailing\n"
+        ))
+        .unwrap();
+        assert_eq!(p.sampler.timestep_spacing, Some(TimestepSpacing::Trailing));
+        p.validate("test.yaml").unwrap();
+    }
+
+    #[test]
+    fn unset_sampler_options_keep_the_fingerprint() {
+        // Presets written before eta / timestep_spacing existed keep their cache keys.
+        let p = parse(MINIMAL).unwrap();
+        let json = serde_json::to_string(&p.sampler).unwrap();
+        assert!(
+            !json.contains("eta") && !json.contains("timestep_spacing"),
+            "{json}"
+        );
+        let q = parse(&format!(
+            "{MINIMAL}sampler: {{scheduler: ddim, eta: 0.2}}\n"
+        ))
+        .unwrap();
+        assert_ne!(p.fingerprint(), q.fingerprint());
+    }
+
+    #[test]
+    fn bad_eta_is_located_at_the_value() {
+        for bad in ["1.5", "-0.1", ".nan"] {
+            let (line, column, field, message) = located(&format!(
+                "{MINIMAL}sampler:\n  scheduler: tcd\n  eta: {bad}\n"
+            ));
+            assert_eq!(
+                (line, column, field.as_str()),
+                (6, 8, "sampler.eta"),
+                "{bad}"
+            );
+            assert!(message.contains("between 0 and 1"), "{bad}: {message}");
+        }
+        let (line, column, field, message) = located(&format!("{MINIMAL}sampler:\n  eta: lots\n"));
+        assert_eq!((line, column, field.as_str()), (5, 8, "sampler.eta"));
+        assert!(message.contains("invalid type"), "{message}");
+    }
+
+    #[test]
+    fn bad_timestep_spacing_is_located_at_the_value() {
+        let (line, column, field, message) = located(&format!(
+            "{MINIMAL}sampler:\n  scheduler: euler\n  timestep_spacing: sideways\n"
+        ));
+        assert_eq!(
+            (line, column, field.as_str()),
+            (6, 21, "sampler.timestep_spacing")
+        );
+        assert!(
+            message.contains("unknown variant `sideways`") && message.contains("`trailing`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn options_a_scheduler_would_ignore_are_refused_at_the_sampler() {
+        // eta with a scheduler whose step has none.
+        let (line, column, field, message) = located(&format!(
+            "{MINIMAL}sampler:\n  scheduler: euler_ancestral\n  eta: 0.5\n"
+        ));
+        assert_eq!((line, column, field.as_str()), (5, 3, "sampler"));
+        assert!(
+            message.contains("ddim and tcd") && message.contains("euler_ancestral"),
+            "{message}"
+        );
+        // Without a scheduler key the default (euler_ancestral) is meant.
+        let (_, _, field, _) = located(&format!("{MINIMAL}sampler:\n  eta: 0.5\n"));
+        assert_eq!(field, "sampler");
+        // LCM and TCD take no spacing (diffusers ignores it for them).
+        for kind in ["lcm", "tcd"] {
+            let (line, column, field, message) = located(&format!(
+                "{MINIMAL}sampler:\n  scheduler: {kind}\n  timestep_spacing: trailing\n"
+            ));
+            assert_eq!((line, column, field.as_str()), (5, 3, "sampler"), "{kind}");
+            assert!(
+                message.contains("timestep_spacing") && message.contains(kind),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn validate_checks_the_sampler_options_of_presets_built_in_code() {
+        let mut p = parse(MINIMAL).unwrap();
+        p.sampler.eta = Some(2.0);
+        p.sampler.scheduler = SchedulerKind::Tcd;
+        let err = p.validate("code").unwrap_err().to_string();
+        assert!(
+            err.starts_with("code: sampler: ") && err.contains("between 0 and 1"),
+            "{err}"
+        );
+        p.sampler.eta = None;
+        p.sampler.timestep_spacing = Some(TimestepSpacing::Trailing);
+        let err = p.validate("code").unwrap_err().to_string();
+        assert!(err.contains("timestep_spacing (trailing)"), "{err}");
+        p.sampler.scheduler = SchedulerKind::Ddim;
+        p.validate("code").unwrap();
+    }
+
     #[test]
     fn range_error_is_located_at_the_value() {
         let err = parse(&format!("{MINIMAL}sampler:\n  steps: 0\n")).unwrap_err();
@@ -1339,6 +1470,7 @@ mod tests {
             SchedulerKind::DpmPp2M,
             SchedulerKind::DpmPp2MKarras,
             SchedulerKind::Lcm,
+            SchedulerKind::Tcd,
         ] {
             let yaml = format!("{MINIMAL}sampler:\n  scheduler: {kind}\n");
             assert_eq!(parse(&yaml).unwrap().sampler.scheduler, kind);
