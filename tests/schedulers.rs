@@ -6,16 +6,17 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use rotoscope::diffusion::schedulers::ddim::DdimScheduler;
 use rotoscope::diffusion::schedulers::dpmpp_2m::DpmPp2MScheduler;
 use rotoscope::diffusion::schedulers::euler::EulerScheduler;
 use rotoscope::diffusion::schedulers::euler_ancestral::EulerAncestralScheduler;
 use rotoscope::diffusion::schedulers::schedule::{NoiseSchedule, DDPM_BETA_DEFAULTS};
-use rotoscope::diffusion::schedulers::{self, Scheduler, SchedulerConfig};
+use rotoscope::diffusion::schedulers::{
+    self, SamplerOptions, Scheduler, SchedulerConfig, TimestepSpacing,
+};
 use rotoscope::noise::TorchGenerator;
 use rotoscope::preset::SchedulerKind;
 
-use tensor_common::max_abs_diff;
+use tensor_common::{max_abs, max_abs_diff};
 
 #[derive(serde::Deserialize)]
 struct Cases {
@@ -30,7 +31,10 @@ struct Case {
     steps: usize,
     strength: f64,
     seed: u64,
-    eta: f64,
+    /// `step(eta=...)`; `None`: not passed (DDIM's default 0).
+    eta: Option<f64>,
+    /// The preset's `sampler.timestep_spacing`, applied on top of `config`.
+    timestep_spacing: Option<String>,
     shape: Vec<usize>,
 }
 
@@ -43,17 +47,28 @@ fn fixtures() -> (Vec<Case>, HashMap<String, Tensor>) {
     (cases.cases, tensors)
 }
 
+/// The model's config, as a scheduler_config.json holds it (without the preset's options).
 fn config_of(case: &Case) -> SchedulerConfig {
     SchedulerConfig::from_json_str(&case.config.to_string(), &case.name).unwrap()
 }
 
-fn build(case: &Case) -> Box<dyn Scheduler> {
-    let config = config_of(case);
-    let kind = SchedulerKind::from_name(&case.kind).expect("known scheduler kind");
-    if kind == SchedulerKind::Ddim {
-        return Box::new(DdimScheduler::new(&config).unwrap().with_eta(case.eta));
+/// The case's `sampler.eta` and `sampler.timestep_spacing`, as the preset resolves them.
+fn options_of(case: &Case) -> SamplerOptions {
+    SamplerOptions {
+        eta: case.eta,
+        timestep_spacing: case.timestep_spacing.as_deref().map(|s| match s {
+            "leading" => TimestepSpacing::Leading,
+            "trailing" => TimestepSpacing::Trailing,
+            "linspace" => TimestepSpacing::Linspace,
+            other => panic!("{}: unknown spacing {other}", case.name),
+        }),
     }
-    schedulers::build(kind, &config).unwrap()
+}
+
+/// The scheduler the renderer builds: the model's config with the preset's options.
+fn build(case: &Case) -> Box<dyn Scheduler> {
+    let kind = SchedulerKind::from_name(&case.kind).expect("known scheduler kind");
+    schedulers::build_with(kind, &config_of(case), &options_of(case)).unwrap()
 }
 
 /// The stand-in denoiser used by the fixture: 0.5 sin(x) + 0.1 cos(3x) + 0.05 t / 1000.
@@ -128,7 +143,7 @@ fn sigma_schedules_match() {
             continue;
         };
         let expected = expected.to_vec1::<f32>().unwrap();
-        let config = config_of(case);
+        let config = options_of(case).apply(&config_of(case));
         let ours: Vec<f32> = match case.kind.as_str() {
             "euler" => {
                 let mut s = EulerScheduler::new(&config).unwrap();
@@ -186,14 +201,20 @@ fn step_sequences_match_diffusers() {
             case.name
         );
         let mut worst = 0f32;
+        let mut worst_rel = 0f32;
         let timesteps = s.timesteps().to_vec();
         for (i, &t) in timesteps.iter().enumerate() {
             let model_in = s.scale_model_input(&sample, i).unwrap();
-            let err_in = max_abs_diff(&model_in, &get(&format!("model_in.{i}")));
+            let expected_in = get(&format!("model_in.{i}"));
+            let err_in = max_abs_diff(&model_in, &expected_in);
             let out = fake_model(&model_in, t);
             sample = s.step(&out, i, &sample, &mut generator).unwrap();
-            let err = max_abs_diff(&sample, &get(&format!("sample.{i}")));
+            let expected = get(&format!("sample.{i}"));
+            let err = max_abs_diff(&sample, &expected);
             worst = worst.max(err).max(err_in);
+            worst_rel = worst_rel
+                .max(err / max_abs(&expected).max(f32::MIN_POSITIVE))
+                .max(err_in / max_abs(&expected_in).max(f32::MIN_POSITIVE));
             assert!(
                 err <= 1e-4 && err_in <= 1e-4,
                 "{}: step {i} (t={t}) sample err {err}, model input err {err_in}",
@@ -201,7 +222,7 @@ fn step_sequences_match_diffusers() {
             );
         }
         report.push(format!(
-            "{}: {} steps, max err {worst:e}",
+            "{}: {} steps, max abs err {worst:.2e}, max rel err {worst_rel:.2e}",
             case.name,
             timesteps.len()
         ));

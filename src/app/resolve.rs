@@ -13,11 +13,12 @@ use anyhow::Context;
 
 use crate::detail::{check_preset, DetailError, DetailerConfig};
 use crate::diffusion::deep_cache::DeepCacheSettings;
+use crate::diffusion::schedulers::{SamplerOptions, TimestepSpacing};
 use crate::flow::FlowParams;
 use crate::loaders::lora::LoraSpec;
 use crate::loaders::model_stack::ModelStackSpec;
 use crate::preset::models_ext::locate;
-use crate::preset::SeedPerFrame;
+use crate::preset::{self, SeedPerFrame};
 use crate::preset::{ControlKind, Preset, PresetOverrides, SchedulerKind};
 use crate::render::sd_config::{ControlNetPlan, ControlSource, SdRenderConfig};
 use crate::video::{ReadOptions, VideoInfo};
@@ -44,6 +45,8 @@ pub struct Sampling {
     pub strength: f64,
     /// The preset's `deep_cache:`.
     pub deep_cache: Option<DeepCacheSettings>,
+    /// `eta` (the scheduler's default filled in) and the timestep-spacing override.
+    pub options: SamplerOptions,
 }
 
 impl Sampling {
@@ -58,7 +61,20 @@ impl Sampling {
             seed_per_frame: s.seed_per_frame,
             strength: s.strength as f64,
             deep_cache: DeepCacheSettings::from_preset(preset.deep_cache.as_ref()),
+            options: SamplerOptions {
+                eta: s.effective_eta(),
+                timestep_spacing: s.timestep_spacing.map(timestep_spacing),
+            },
         }
+    }
+}
+
+/// The preset's spacing name as the schedulers take it.
+fn timestep_spacing(spacing: preset::TimestepSpacing) -> TimestepSpacing {
+    match spacing {
+        preset::TimestepSpacing::Leading => TimestepSpacing::Leading,
+        preset::TimestepSpacing::Trailing => TimestepSpacing::Trailing,
+        preset::TimestepSpacing::Linspace => TimestepSpacing::Linspace,
     }
 }
 
@@ -181,6 +197,7 @@ fn sd_config(
         steps: sampling.steps,
         guidance_scale: sampling.guidance_scale,
         scheduler: sampling.scheduler,
+        sampler_options: sampling.options,
         seed: sampling.seed,
         seed_per_frame: sampling.seed_per_frame,
         strength: sampling.strength,
@@ -279,6 +296,47 @@ embeddings: [easynegative.safetensors]
         assert_eq!(config.required_maps(), vec![ControlKind::Openpose]);
         let key = config.model_key();
         assert_eq!(key.controlnets, vec!["pose-net", "tnet"]);
+    }
+
+    #[test]
+    fn eta_and_timestep_spacing_reach_the_scheduler() {
+        use crate::diffusion::schedulers::{tcd, SchedulerConfig};
+        let preset = parse(
+            "model: {base: m}\nprompt: a\nsampler: {scheduler: ddim, eta: 0.5, timestep_spacing: trailing, steps: 4}\n",
+        );
+        let config = SdRenderConfig::from_preset(&preset, (512, 512), None);
+        assert_eq!(
+            config.sampler_options,
+            SamplerOptions {
+                eta: Some(0.5),
+                timestep_spacing: Some(TimestepSpacing::Trailing),
+            }
+        );
+        // The model's config says leading (SD1.5's, steps_offset 1): the preset wins.
+        let scheduler = config
+            .scheduler(&SchedulerConfig::sd15(), config.steps, 1.0)
+            .unwrap();
+        assert_eq!(scheduler.timesteps(), &[999.0, 749.0, 499.0, 249.0]);
+        let leading = SdRenderConfig::from_preset(
+            &parse("model: {base: m}\nprompt: a\nsampler: {scheduler: ddim, steps: 4}\n"),
+            (512, 512),
+            None,
+        );
+        assert_eq!(leading.sampler_options.eta, Some(0.0));
+        let scheduler = leading.scheduler(&SchedulerConfig::sd15(), 4, 1.0).unwrap();
+        assert_eq!(scheduler.timesteps(), &[751.0, 501.0, 251.0, 1.0]);
+        // TCD without eta takes diffusers' default, the same in the preset and the scheduler.
+        let tcd_config = SdRenderConfig::from_preset(
+            &parse("model: {base: m}\nprompt: a\nsampler: {scheduler: tcd, steps: 4}\n"),
+            (512, 512),
+            None,
+        );
+        assert_eq!(tcd_config.sampler_options.eta, Some(tcd::DEFAULT_ETA));
+        assert_eq!(tcd_config.sampler_options.timestep_spacing, None);
+        let scheduler = tcd_config
+            .scheduler(&SchedulerConfig::sd15(), 4, 0.5)
+            .unwrap();
+        assert_eq!(scheduler.timesteps(), &[499.0, 259.0]);
     }
 
     #[test]

@@ -157,16 +157,18 @@ pub enum SchedulerKind {
     #[serde(rename = "dpmpp_2m_karras")]
     DpmPp2MKarras,
     Lcm,
+    Tcd,
 }
 
 impl SchedulerKind {
-    pub const ALL: [SchedulerKind; 6] = [
+    pub const ALL: [SchedulerKind; 7] = [
         Self::Ddim,
         Self::Euler,
         Self::EulerAncestral,
         Self::DpmPp2M,
         Self::DpmPp2MKarras,
         Self::Lcm,
+        Self::Tcd,
     ];
 
     /// Looks a sampler up by its preset / CLI name.
@@ -188,6 +190,27 @@ impl SchedulerKind {
             SchedulerKind::DpmPp2M => "dpmpp_2m",
             SchedulerKind::DpmPp2MKarras => "dpmpp_2m_karras",
             SchedulerKind::Lcm => "lcm",
+            SchedulerKind::Tcd => "tcd",
+        }
+    }
+
+    /// Whether the sampler's step takes `sampler.eta` (DDIM's eta, TCD's gamma).
+    pub fn takes_eta(self) -> bool {
+        matches!(self, SchedulerKind::Ddim | SchedulerKind::Tcd)
+    }
+
+    /// Whether the sampler reads `sampler.timestep_spacing`: LCM and TCD take their
+    /// timesteps from the distillation schedule, as in diffusers.
+    pub fn uses_timestep_spacing(self) -> bool {
+        !matches!(self, SchedulerKind::Lcm | SchedulerKind::Tcd)
+    }
+
+    /// `sampler.eta` when absent: diffusers' defaults (TCD 0.3, DDIM 0).
+    pub fn default_eta(self) -> Option<f64> {
+        match self {
+            SchedulerKind::Tcd => Some(0.3),
+            SchedulerKind::Ddim => Some(0.0),
+            _ => None,
         }
     }
 }
@@ -198,20 +221,23 @@ impl fmt::Display for SchedulerKind {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SamplerSettings {
     pub scheduler: SchedulerKind,
-    #[serde(deserialize_with = "steps_in_range")]
     pub steps: u32,
-    #[serde(deserialize_with = "cfg_in_range")]
     pub cfg_scale: f32,
     pub seed: u64,
     /// img2img denoise applied to the source frame; 1.0 = pure txt2img.
-    #[serde(deserialize_with = "unit_interval_open_low")]
     pub strength: f32,
     /// `fixed`: every frame gets `seed`; `increment`: frame n gets `seed + n` (a baseline).
     pub seed_per_frame: SeedPerFrame,
+    /// diffusers' `step(eta=...)` in [0, 1], for `tcd` (its gamma; absent: 0.3) and `ddim`
+    /// (absent: 0). Double precision, as the Python float diffusers takes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta: Option<f64>,
+    /// Replaces the model's `scheduler_config.json` `timestep_spacing` (absent: keep it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timestep_spacing: Option<TimestepSpacing>,
 }
 
 impl Default for SamplerSettings {
@@ -223,8 +249,134 @@ impl Default for SamplerSettings {
             seed: 0,
             strength: 1.0,
             seed_per_frame: SeedPerFrame::Fixed,
+            eta: None,
+            timestep_spacing: None,
         }
     }
+}
+
+impl SamplerSettings {
+    /// `eta` as the scheduler takes it: the preset's, else the scheduler's default (`None`
+    /// for schedulers without one).
+    pub fn effective_eta(&self) -> Option<f64> {
+        self.eta.or(self.scheduler.default_eta())
+    }
+}
+
+/// `sampler.timestep_spacing`: how the inference timesteps are picked among the 1000
+/// training ones (diffusers' `timestep_spacing`; Table 2 of arXiv 2305.08891).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimestepSpacing {
+    Leading,
+    /// From the last training timestep down: what few-step models (Hyper-SD, SD-Turbo,
+    /// AnimateDiff-Lightning) are sampled with.
+    Trailing,
+    Linspace,
+}
+
+impl TimestepSpacing {
+    /// The name presets use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimestepSpacing::Leading => "leading",
+            TimestepSpacing::Trailing => "trailing",
+            TimestepSpacing::Linspace => "linspace",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSamplerSettings {
+    scheduler: SchedulerKind,
+    #[serde(deserialize_with = "steps_in_range")]
+    steps: u32,
+    #[serde(deserialize_with = "cfg_in_range")]
+    cfg_scale: f32,
+    seed: u64,
+    #[serde(deserialize_with = "unit_interval_open_low")]
+    strength: f32,
+    seed_per_frame: SeedPerFrame,
+    #[serde(deserialize_with = "eta_in_range")]
+    eta: Option<f64>,
+    timestep_spacing: Option<TimestepSpacing>,
+}
+
+impl Default for RawSamplerSettings {
+    fn default() -> Self {
+        let d = SamplerSettings::default();
+        Self {
+            scheduler: d.scheduler,
+            steps: d.steps,
+            cfg_scale: d.cfg_scale,
+            seed: d.seed,
+            strength: d.strength,
+            seed_per_frame: d.seed_per_frame,
+            eta: d.eta,
+            timestep_spacing: d.timestep_spacing,
+        }
+    }
+}
+
+impl RawSamplerSettings {
+    fn check(self) -> Result<SamplerSettings, String> {
+        let settings = SamplerSettings {
+            scheduler: self.scheduler,
+            steps: self.steps,
+            cfg_scale: self.cfg_scale,
+            seed: self.seed,
+            strength: self.strength,
+            seed_per_frame: self.seed_per_frame,
+            eta: self.eta,
+            timestep_spacing: self.timestep_spacing,
+        };
+        check_sampler_options(&settings)?;
+        Ok(settings)
+    }
+}
+
+impl<'de> Deserialize<'de> for SamplerSettings {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserialize_checked(
+            deserializer,
+            "SamplerSettings",
+            &[
+                "scheduler",
+                "steps",
+                "cfg_scale",
+                "seed",
+                "strength",
+                "seed_per_frame",
+                "eta",
+                "timestep_spacing",
+            ],
+            RawSamplerSettings::check,
+        )
+    }
+}
+
+/// `eta` and `timestep_spacing` against the scheduler: a value the scheduler would ignore
+/// is refused, not silently dropped.
+fn check_sampler_options(s: &SamplerSettings) -> Result<(), String> {
+    if let Some(eta) = s.eta {
+        check_eta(eta)?;
+        if !s.scheduler.takes_eta() {
+            return Err(format!(
+                "eta ({eta}) applies to the ddim and tcd schedulers only, not {}",
+                s.scheduler
+            ));
+        }
+    }
+    if let (Some(spacing), false) = (s.timestep_spacing, s.scheduler.uses_timestep_spacing()) {
+        return Err(format!(
+            "timestep_spacing ({}) has no effect with {}: it takes its timesteps from the \
+             distillation schedule (original_inference_steps)",
+            spacing.as_str(),
+            s.scheduler
+        ));
+    }
+    Ok(())
 }
 
 /// Seeds of successive frames (`sampler.seed_per_frame`).
@@ -538,6 +690,7 @@ impl Preset {
         check_steps(s.steps).map_err(|m| invalid("sampler.steps".into(), m))?;
         check_cfg(s.cfg_scale).map_err(|m| invalid("sampler.cfg_scale".into(), m))?;
         check_strength(s.strength).map_err(|m| invalid("sampler.strength".into(), m))?;
+        check_sampler_options(s).map_err(|m| invalid("sampler".into(), m))?;
         if self.model.base.trim().is_empty() {
             return Err(invalid("model.base".into(), "must not be empty".into()));
         }
@@ -732,6 +885,14 @@ fn check_cfg(cfg: f32) -> Result<(), String> {
     }
 }
 
+fn check_eta(eta: f64) -> Result<(), String> {
+    if (0.0..=1.0).contains(&eta) {
+        Ok(())
+    } else {
+        Err(format!("must be between 0 and 1, got {eta}"))
+    }
+}
+
 pub(crate) fn check_strength(strength: f32) -> Result<(), String> {
     if strength > 0.0 && strength <= 1.0 {
         Ok(())
@@ -859,6 +1020,19 @@ impl Number for u32 {
     }
 }
 
+impl Number for f64 {
+    const EXPECTING: &'static str = "a number";
+    fn from_u64(v: u64) -> Option<Self> {
+        Some(v as f64)
+    }
+    fn from_i64(v: i64) -> Option<Self> {
+        Some(v as f64)
+    }
+    fn from_f64(v: f64) -> Option<Self> {
+        Some(v)
+    }
+}
+
 impl Number for f32 {
     const EXPECTING: &'static str = "a number";
     fn from_u64(v: u64) -> Option<Self> {
@@ -911,6 +1085,10 @@ fn steps_in_range<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
 
 fn cfg_in_range<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
     checked(d, check_cfg)
+}
+
+fn eta_in_range<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    checked(d, check_eta).map(Some)
 }
 
 pub(crate) fn unit_interval_open_low<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
@@ -1071,6 +1249,137 @@ mod tests {
         assert!(p.controlnets.is_empty());
     }
 
+    /// `(line, column, field, message)` of a parse error.
+    fn located(text: &str) -> (usize, usize, String, String) {
+        match parse(text).unwrap_err() {
+            PresetError::Parse {
+                line,
+                column,
+                field,
+                message,
+                ..
+            } => (line, column, field, message),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn eta_and_timestep_spacing_parse_and_reach_the_sampler() {
+        let p = parse(&format!(
+            "{MINIMAL}sampler:\n  scheduler: tcd\n  eta: 0.5\n  steps: 4\n"
+        ))
+        .unwrap();
+        assert_eq!(p.sampler.scheduler, SchedulerKind::Tcd);
+        assert_eq!(p.sampler.eta, Some(0.5));
+        assert_eq!(p.sampler.effective_eta(), Some(0.5));
+        // Absent: each scheduler's diffusers default.
+        let tcd = parse(&format!("{MINIMAL}sampler: {{scheduler: tcd}}\n")).unwrap();
+        assert_eq!(tcd.sampler.effective_eta(), Some(0.3));
+        let ddim = parse(&format!("{MINIMAL}sampler: {{scheduler: ddim, eta: 1}}\n")).unwrap();
+        assert_eq!(ddim.sampler.effective_eta(), Some(1.0));
+        assert_eq!(SamplerSettings::default().effective_eta(), None);
+        let p = parse(&format!(
+            "{MINIMAL}sampler:\n  scheduler: euler\n  timestep_spacing: trailing\n"
+        ))
+        .unwrap();
+        assert_eq!(p.sampler.timestep_spacing, Some(TimestepSpacing::Trailing));
+        p.validate("test.yaml").unwrap();
+    }
+
+    #[test]
+    fn unset_sampler_options_keep_the_fingerprint() {
+        // Presets written before eta / timestep_spacing existed keep their cache keys.
+        let p = parse(MINIMAL).unwrap();
+        let json = serde_json::to_string(&p.sampler).unwrap();
+        assert!(
+            !json.contains("eta") && !json.contains("timestep_spacing"),
+            "{json}"
+        );
+        let q = parse(&format!(
+            "{MINIMAL}sampler: {{scheduler: ddim, eta: 0.2}}\n"
+        ))
+        .unwrap();
+        assert_ne!(p.fingerprint(), q.fingerprint());
+    }
+
+    #[test]
+    fn bad_eta_is_located_at_the_value() {
+        for bad in ["1.5", "-0.1", ".nan"] {
+            let (line, column, field, message) = located(&format!(
+                "{MINIMAL}sampler:\n  scheduler: tcd\n  eta: {bad}\n"
+            ));
+            assert_eq!(
+                (line, column, field.as_str()),
+                (6, 8, "sampler.eta"),
+                "{bad}"
+            );
+            assert!(message.contains("between 0 and 1"), "{bad}: {message}");
+        }
+        let (line, column, field, message) = located(&format!("{MINIMAL}sampler:\n  eta: lots\n"));
+        assert_eq!((line, column, field.as_str()), (5, 8, "sampler.eta"));
+        assert!(message.contains("invalid type"), "{message}");
+    }
+
+    #[test]
+    fn bad_timestep_spacing_is_located_at_the_value() {
+        let (line, column, field, message) = located(&format!(
+            "{MINIMAL}sampler:\n  scheduler: euler\n  timestep_spacing: sideways\n"
+        ));
+        assert_eq!(
+            (line, column, field.as_str()),
+            (6, 21, "sampler.timestep_spacing")
+        );
+        assert!(
+            message.contains("unknown variant `sideways`") && message.contains("`trailing`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn options_a_scheduler_would_ignore_are_refused_at_the_sampler() {
+        // eta with a scheduler whose step has none.
+        let (line, column, field, message) = located(&format!(
+            "{MINIMAL}sampler:\n  scheduler: euler_ancestral\n  eta: 0.5\n"
+        ));
+        assert_eq!((line, column, field.as_str()), (5, 3, "sampler"));
+        assert!(
+            message.contains("ddim and tcd") && message.contains("euler_ancestral"),
+            "{message}"
+        );
+        // Without a scheduler key the default (euler_ancestral) is meant.
+        let (_, _, field, _) = located(&format!("{MINIMAL}sampler:\n  eta: 0.5\n"));
+        assert_eq!(field, "sampler");
+        // LCM and TCD take no spacing (diffusers ignores it for them).
+        for kind in ["lcm", "tcd"] {
+            let (line, column, field, message) = located(&format!(
+                "{MINIMAL}sampler:\n  scheduler: {kind}\n  timestep_spacing: trailing\n"
+            ));
+            assert_eq!((line, column, field.as_str()), (5, 3, "sampler"), "{kind}");
+            assert!(
+                message.contains("timestep_spacing") && message.contains(kind),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn validate_checks_the_sampler_options_of_presets_built_in_code() {
+        let mut p = parse(MINIMAL).unwrap();
+        p.sampler.eta = Some(2.0);
+        p.sampler.scheduler = SchedulerKind::Tcd;
+        let err = p.validate("code").unwrap_err().to_string();
+        assert!(
+            err.starts_with("code: sampler: ") && err.contains("between 0 and 1"),
+            "{err}"
+        );
+        p.sampler.eta = None;
+        p.sampler.timestep_spacing = Some(TimestepSpacing::Trailing);
+        let err = p.validate("code").unwrap_err().to_string();
+        assert!(err.contains("timestep_spacing (trailing)"), "{err}");
+        p.sampler.scheduler = SchedulerKind::Ddim;
+        p.validate("code").unwrap();
+    }
+
     #[test]
     fn range_error_is_located_at_the_value() {
         let err = parse(&format!("{MINIMAL}sampler:\n  steps: 0\n")).unwrap_err();
@@ -1165,6 +1474,7 @@ mod tests {
             SchedulerKind::DpmPp2M,
             SchedulerKind::DpmPp2MKarras,
             SchedulerKind::Lcm,
+            SchedulerKind::Tcd,
         ] {
             let yaml = format!("{MINIMAL}sampler:\n  scheduler: {kind}\n");
             assert_eq!(parse(&yaml).unwrap().sampler.scheduler, kind);

@@ -6,6 +6,9 @@ use std::sync::Arc;
 
 use crate::diffusion::deep_cache::DeepCacheSettings;
 use crate::diffusion::image_pipeline::GenerationSettings;
+use crate::diffusion::schedulers::{
+    self, SamplerOptions, Scheduler, SchedulerConfig, SchedulerError,
+};
 use crate::flow::FlowParams;
 use crate::loaders::model_stack::ModelStackSpec;
 use crate::loaders::sd_models::{LoadedModels, ModelKey, TextPrompt};
@@ -47,6 +50,8 @@ pub struct SdRenderConfig {
     pub steps: usize,
     pub guidance_scale: f64,
     pub scheduler: SchedulerKind,
+    /// The preset's `sampler.eta` (default filled in) and `sampler.timestep_spacing`.
+    pub sampler_options: SamplerOptions,
     pub seed: u64,
     pub seed_per_frame: SeedPerFrame,
     /// img2img strength from the source frame (1 = txt2img).
@@ -85,6 +90,19 @@ impl SdRenderConfig {
             .iter()
             .position(|c| c.source == ControlSource::Map(kind))
             .map(|k| models.controlnet(k))
+    }
+
+    /// The preset's scheduler on the model's scheduler `config` (with the preset's eta and
+    /// timestep spacing), its `steps`-step schedule shortened by `strength`.
+    pub fn scheduler(
+        &self,
+        config: &SchedulerConfig,
+        steps: usize,
+        strength: f64,
+    ) -> Result<Box<dyn Scheduler>, SchedulerError> {
+        let mut scheduler = schedulers::build_with(self.scheduler, config, &self.sampler_options)?;
+        scheduler.set_timesteps(steps, strength)?;
+        Ok(scheduler)
     }
 
     /// The prompt, size, steps, guidance, scheduler and seed as the image pipeline takes

@@ -31,7 +31,7 @@ use crate::device::{DeviceChoice, DeviceError};
 use crate::diffusion::image_pipeline::{
     rgb_to_tensor, tensor_to_rgb, ImagePipelineError as SdError,
 };
-use crate::diffusion::latents::{image_latent_shape, initial_latents, strength_scheduler};
+use crate::diffusion::latents::{image_latent_shape, initial_latents};
 use crate::diffusion::sampler::{denoise, ControlInput, DenoiseRequest};
 use crate::diffusion::schedulers;
 use crate::flow::Plane;
@@ -304,9 +304,10 @@ impl SdRenderer {
         let strength = conditioning.init.as_ref().map_or(1.0, |(_, s)| *s);
         let steps = self.config.steps;
         let sd = &self.models.sd;
-        let mut scheduler =
-            strength_scheduler(self.config.scheduler, &sd.scheduler_config, steps, strength)
-                .map_err(|e| frame_err(e.into()))?;
+        let mut scheduler = self
+            .config
+            .scheduler(&sd.scheduler_config, steps, strength)
+            .map_err(|e| frame_err(e.into()))?;
         let first_step =
             schedulers::strength_begin_index(steps, strength).map_err(|e| frame_err(e.into()))?;
         let shape = image_latent_shape(

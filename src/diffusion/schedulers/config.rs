@@ -140,6 +140,17 @@ pub enum TimestepSpacing {
     Linspace,
 }
 
+impl TimestepSpacing {
+    /// The config value (`"trailing"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimestepSpacing::Leading => "leading",
+            TimestepSpacing::Trailing => "trailing",
+            TimestepSpacing::Linspace => "linspace",
+        }
+    }
+}
+
 pub(crate) fn parse_enum<T: Copy>(
     field: &str,
     value: Option<&str>,
@@ -203,10 +214,11 @@ impl SchedulerConfig {
             self.timestep_spacing.as_deref(),
             default,
             &[
-                ("leading", TimestepSpacing::Leading),
-                ("trailing", TimestepSpacing::Trailing),
-                ("linspace", TimestepSpacing::Linspace),
-            ],
+                TimestepSpacing::Leading,
+                TimestepSpacing::Trailing,
+                TimestepSpacing::Linspace,
+            ]
+            .map(|s| (s.as_str(), s)),
         )
     }
 

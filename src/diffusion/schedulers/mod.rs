@@ -12,6 +12,7 @@ pub mod euler;
 pub mod euler_ancestral;
 pub mod lcm;
 pub mod schedule;
+pub mod tcd;
 
 use std::path::Path;
 
@@ -90,13 +91,57 @@ pub trait Scheduler: Send {
     ) -> Result<Tensor, SchedulerError>;
 }
 
-/// Builds a scheduler of `kind` from a diffusers scheduler config.
+/// What a preset's `sampler` section sets on top of the model's scheduler config.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SamplerOptions {
+    /// diffusers' `step(eta=...)`: TCD's gamma (absent: 0.3) and DDIM's eta (absent: 0).
+    /// Other schedulers take no eta.
+    pub eta: Option<f64>,
+    /// Replaces the config's `timestep_spacing`. LCM and TCD ignore spacing (as in
+    /// diffusers: their timesteps come from `original_inference_steps`).
+    pub timestep_spacing: Option<TimestepSpacing>,
+}
+
+impl SamplerOptions {
+    /// `config` with `timestep_spacing` replaced, as `from_config(config,
+    /// timestep_spacing=...)` does in diffusers.
+    pub fn apply(&self, config: &SchedulerConfig) -> SchedulerConfig {
+        let mut config = config.clone();
+        if let Some(spacing) = self.timestep_spacing {
+            config.timestep_spacing = Some(spacing.as_str().to_string());
+        }
+        config
+    }
+}
+
+/// Builds a scheduler of `kind` from a diffusers scheduler config, with diffusers' default
+/// step arguments (see [`build_with`]).
 pub fn build(
     kind: SchedulerKind,
     config: &SchedulerConfig,
 ) -> Result<Box<dyn Scheduler>, SchedulerError> {
+    build_with(kind, config, &SamplerOptions::default())
+}
+
+/// Builds a scheduler of `kind` from a diffusers scheduler config and the preset's sampler
+/// `options`. An `eta` for a scheduler without one is refused rather than ignored.
+pub fn build_with(
+    kind: SchedulerKind,
+    config: &SchedulerConfig,
+    options: &SamplerOptions,
+) -> Result<Box<dyn Scheduler>, SchedulerError> {
+    if let (Some(eta), false) = (options.eta, kind.takes_eta()) {
+        return Err(SchedulerError::Unsupported {
+            field: format!("eta of {kind}"),
+            value: eta.to_string(),
+            supported: "eta with ddim and tcd only".into(),
+        });
+    }
+    let config = &options.apply(config);
     Ok(match kind {
-        SchedulerKind::Ddim => Box::new(ddim::DdimScheduler::new(config)?),
+        SchedulerKind::Ddim => {
+            Box::new(ddim::DdimScheduler::new(config)?.with_eta(options.eta.unwrap_or(0.0)))
+        }
         SchedulerKind::Euler => Box::new(euler::EulerScheduler::new(config)?),
         SchedulerKind::EulerAncestral => {
             Box::new(euler_ancestral::EulerAncestralScheduler::new(config)?)
@@ -104,6 +149,9 @@ pub fn build(
         SchedulerKind::DpmPp2M => Box::new(dpmpp_2m::DpmPp2MScheduler::new(config, false)?),
         SchedulerKind::DpmPp2MKarras => Box::new(dpmpp_2m::DpmPp2MScheduler::new(config, true)?),
         SchedulerKind::Lcm => Box::new(lcm::LcmScheduler::new(config)?),
+        SchedulerKind::Tcd => Box::new(
+            tcd::TcdScheduler::new(config)?.with_eta(options.eta.unwrap_or(tcd::DEFAULT_ETA))?,
+        ),
     })
 }
 
