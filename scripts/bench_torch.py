@@ -111,6 +111,35 @@ def bench_controlnet(args):
         return time_runs(step, args.runs), "diffusers ControlNetModel + UNet2DConditionModel"
 
 
+def bench_deepcache(args):
+    """A DeepCache shallow step (branch 0) with the PyPI DeepCache package's helper on the
+    diffusers models: the ControlNet runs whole (the package does not cut it short)."""
+    import types
+
+    import torch
+    from DeepCache import DeepCacheSDHelper
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    unet = UNet2DConditionModel(**SD15_UNET).eval()
+    controlnet = ControlNetModel(**SD15_CONTROLNET).eval()
+    sample = torch.randn(2, 4, 64, 64)
+    ehs = torch.randn(2, 77, 768)
+    cond = torch.rand(2, 3, 512, 512)
+    # The helper finds the step index in pipe.scheduler.timesteps: 500 refreshes, 499 reuses.
+    pipe = types.SimpleNamespace(unet=unet, scheduler=types.SimpleNamespace(timesteps=torch.tensor([500, 499])))
+    helper = DeepCacheSDHelper(pipe=pipe)
+    helper.set_params(cache_interval=3, cache_branch_id=0)
+    helper.enable()
+
+    def call(t):
+        down, mid = controlnet(sample, t, ehs, controlnet_cond=cond, return_dict=False)
+        unet(sample, torch.tensor(t), ehs, down_block_additional_residuals=down, mid_block_additional_residual=mid)
+
+    with torch.inference_mode():
+        call(500)
+        return time_runs(lambda: call(499), args.runs), "diffusers ControlNet + UNet, DeepCache 0.1.1 helper"
+
+
 def bench_vae(args, encode):
     import torch
     from diffusers import AutoencoderKL
@@ -204,7 +233,7 @@ def bench_pose(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("case", choices=["unet-32", "unet-64", "controlnet-64", "vae-encode", "vae-decode", "hed", "pose"])
+    parser.add_argument("case", choices=["unet-32", "unet-64", "controlnet-64", "deepcache-64", "vae-encode", "vae-decode", "hed", "pose"])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="0: the library's default")
     parser.add_argument("--models", default=os.environ.get("ROTOSCOPE_MODELS", "models"))
@@ -224,6 +253,8 @@ def main():
         seconds, reference = bench_unet(args, int(args.case.split("-")[1]))
     elif args.case == "controlnet-64":
         seconds, reference = bench_controlnet(args)
+    elif args.case == "deepcache-64":
+        seconds, reference = bench_deepcache(args)
     elif args.case.startswith("vae-"):
         seconds, reference = bench_vae(args, args.case == "vae-encode")
     elif args.case == "hed":

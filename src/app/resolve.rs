@@ -13,12 +13,12 @@ use anyhow::Context;
 
 use crate::detail::{check_preset, DetailError, DetailerConfig};
 use crate::diffusion::deep_cache::DeepCacheSettings;
-use crate::diffusion::schedulers::{SamplerOptions, TimestepSpacing};
+use crate::diffusion::schedulers::SamplerOptions;
 use crate::flow::FlowParams;
 use crate::loaders::lora::LoraSpec;
 use crate::loaders::model_stack::ModelStackSpec;
 use crate::preset::models_ext::locate;
-use crate::preset::{self, SeedPerFrame};
+use crate::preset::SeedPerFrame;
 use crate::preset::{ControlKind, Preset, PresetOverrides, SchedulerKind};
 use crate::render::sd_config::{ControlNetPlan, ControlSource, SdRenderConfig};
 use crate::video::{ReadOptions, VideoInfo};
@@ -63,21 +63,13 @@ impl Sampling {
             deep_cache: DeepCacheSettings::from_preset(preset.deep_cache.as_ref()),
             options: SamplerOptions {
                 eta: s.effective_eta(),
-                timestep_spacing: s.timestep_spacing.map(timestep_spacing),
+                timestep_spacing: s.timestep_spacing,
             },
         }
     }
 }
 
 /// The preset's spacing name as the schedulers take it.
-fn timestep_spacing(spacing: preset::TimestepSpacing) -> TimestepSpacing {
-    match spacing {
-        preset::TimestepSpacing::Leading => TimestepSpacing::Leading,
-        preset::TimestepSpacing::Trailing => TimestepSpacing::Trailing,
-        preset::TimestepSpacing::Linspace => TimestepSpacing::Linspace,
-    }
-}
-
 /// A render job's preset for its input: what the job's steps read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobSettings {
@@ -229,6 +221,7 @@ pub fn detailer_config(preset: &Preset, fps: f64) -> Result<Option<DetailerConfi
 mod tests {
     use super::*;
     use crate::preset::rational::Rational;
+    use crate::preset::TimestepSpacing;
 
     fn parse(text: &str) -> Preset {
         Preset::from_yaml(text, "test.yaml").unwrap()

@@ -10,6 +10,7 @@ use image::RgbImage;
 use super::{peak_rss_bytes, BenchCase, BenchError, BenchOptions, Measurement, Result};
 use crate::bench::unet::{random_sd15_unet, random_var_builder, SD15_UNET_CONFIG};
 use crate::models::controlnet::{ControlNetConfig, ControlNetModel};
+use crate::models::unet::deep_cache::{CacheBranch, DeepCacheCall};
 use crate::models::unet::{UNet2DConditionModel, UNetExtras};
 use crate::models::vae::{AutoencoderKL, VaeConfig};
 use crate::preprocess::pose::{PoseEstimator, PoseSettings, PoseTracker, TrackingStats};
@@ -87,6 +88,55 @@ pub fn run_case(case: BenchCase, options: &BenchOptions) -> Result<Measurement> 
             })
             .map_err(unet_err())?;
             (seconds, "rotoscope ControlNetModel + UNet2DConditionModel")
+        }
+        BenchCase::DeepCache64 => {
+            let unet = random_sd15_unet().map_err(unet_err())?;
+            let controlnet = random_sd15_controlnet().map_err(unet_err())?;
+            let (sample, ehs) = unet_inputs(&unet, 64).map_err(err())?;
+            let cond = Tensor::rand(0f32, 1.0, (2, 3, 512, 512), &dev).map_err(err())?;
+            let branch = CacheBranch::from_id(0);
+            // The refresh step that keeps the features (not timed).
+            let residuals = controlnet
+                .forward(&sample, 500.0, &ehs, &cond, 1.0, false)
+                .map_err(unet_err())?;
+            let extras = UNetExtras {
+                down_residuals: Some(&residuals.down_residuals),
+                mid_residual: Some(&residuals.mid_residual),
+                ..Default::default()
+            };
+            let (_, features) = unet
+                .forward_cached(
+                    &sample,
+                    500.0,
+                    &ehs,
+                    &extras,
+                    Some(DeepCacheCall::Refresh(branch)),
+                )
+                .map_err(unet_err())?;
+            let features = features.ok_or_else(|| BenchError::Model {
+                case: case.name(),
+                source: "the refresh step kept no features".into(),
+            })?;
+            let count = unet.shallow_skip_count(branch).map_err(unet_err())?;
+            let seconds = time_runs(runs, || {
+                let down =
+                    controlnet.forward_shallow(&sample, 499.0, &ehs, &cond, 1.0, false, count)?;
+                let extras = UNetExtras {
+                    down_residuals: Some(&down),
+                    ..Default::default()
+                };
+                let call = DeepCacheCall::Reuse {
+                    branch,
+                    features: &features,
+                };
+                unet.forward_cached(&sample, 499.0, &ehs, &extras, Some(call))
+                    .map(drop)
+            })
+            .map_err(unet_err())?;
+            (
+                seconds,
+                "rotoscope ControlNetModel (shallow) + UNet2DConditionModel (DeepCache)",
+            )
         }
         BenchCase::VaeEncode | BenchCase::VaeDecode => {
             let vae = AutoencoderKL::load(random_var_builder(), &VaeConfig::sd15())

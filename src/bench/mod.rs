@@ -66,6 +66,9 @@ pub enum BenchCase {
     Unet64,
     /// ControlNet forward + the UNet step with its residuals, batch 2, 64² latents.
     ControlNet64,
+    /// As `ControlNet64`, a DeepCache shallow step (branch 0): what 2 of every 3 steps cost
+    /// with `deep_cache: {interval: 3}` (the reference: the DeepCache package on diffusers).
+    DeepCache64,
     /// VAE encode of one 512² image.
     VaeEncode,
     /// VAE decode of one 64² latent.
@@ -77,10 +80,11 @@ pub enum BenchCase {
 }
 
 impl BenchCase {
-    pub const ALL: [BenchCase; 7] = [
+    pub const ALL: [BenchCase; 8] = [
         BenchCase::Unet32,
         BenchCase::Unet64,
         BenchCase::ControlNet64,
+        BenchCase::DeepCache64,
         BenchCase::VaeEncode,
         BenchCase::VaeDecode,
         BenchCase::Hed,
@@ -92,6 +96,7 @@ impl BenchCase {
             BenchCase::Unet32 => "unet-32",
             BenchCase::Unet64 => "unet-64",
             BenchCase::ControlNet64 => "controlnet-64",
+            BenchCase::DeepCache64 => "deepcache-64",
             BenchCase::VaeEncode => "vae-encode",
             BenchCase::VaeDecode => "vae-decode",
             BenchCase::Hed => "hed",
@@ -105,6 +110,9 @@ impl BenchCase {
             BenchCase::Unet32 => "UNet step, batch 2, 32² latents",
             BenchCase::Unet64 => "UNet step, batch 2, 64² latents",
             BenchCase::ControlNet64 => "ControlNet + UNet step, batch 2, 64²",
+            BenchCase::DeepCache64 => {
+                "ControlNet + UNet DeepCache shallow step (branch 0), batch 2, 64²"
+            }
             BenchCase::VaeEncode => "VAE encode 512²",
             BenchCase::VaeDecode => "VAE decode 512²",
             BenchCase::Hed => "HED 512² frame",

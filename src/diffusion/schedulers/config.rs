@@ -132,24 +132,8 @@ pub enum PredictionType {
     Sample,
 }
 
-/// `timestep_spacing`: how inference timesteps are picked among the training ones.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TimestepSpacing {
-    Leading,
-    Trailing,
-    Linspace,
-}
-
-impl TimestepSpacing {
-    /// The config value (`"trailing"`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TimestepSpacing::Leading => "leading",
-            TimestepSpacing::Trailing => "trailing",
-            TimestepSpacing::Linspace => "linspace",
-        }
-    }
-}
+/// `timestep_spacing`: the preset's enum is the one enum (its values are the config's names).
+pub use crate::preset::TimestepSpacing;
 
 pub(crate) fn parse_enum<T: Copy>(
     field: &str,

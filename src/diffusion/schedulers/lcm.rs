@@ -24,9 +24,7 @@ pub struct LcmScheduler {
     clip_sample: Option<f32>,
     schedule: NoiseSchedule,
     final_alpha_cumprod: f32,
-    all_timesteps: Vec<i64>,
-    begin: usize,
-    timesteps: Vec<f64>,
+    timesteps: DistilledTimesteps,
 }
 
 impl LcmScheduler {
@@ -55,9 +53,7 @@ impl LcmScheduler {
                 .then(|| config.clip_sample_range.unwrap_or(1.0) as f32),
             schedule,
             final_alpha_cumprod,
-            all_timesteps: Vec::new(),
-            begin: 0,
-            timesteps: Vec::new(),
+            timesteps: DistilledTimesteps::default(),
         })
     }
 
@@ -86,27 +82,63 @@ pub(crate) fn lcm_timesteps(num_train: usize, original_steps: usize, steps: usiz
         .collect()
 }
 
-impl Scheduler for LcmScheduler {
-    fn set_timesteps(&mut self, steps: usize, strength: f64) -> Result<(), SchedulerError> {
-        if steps == 0 || steps > self.original_inference_steps {
+/// The timesteps LCM and TCD run: `steps` picks from the distillation schedule
+/// ([`lcm_timesteps`]); img2img starts part-way down them, as diffusers' pipelines slice.
+#[derive(Debug, Default)]
+pub(crate) struct DistilledTimesteps {
+    all: Vec<i64>,
+    begin: usize,
+    run: Vec<f64>,
+}
+
+impl DistilledTimesteps {
+    /// `name` names the scheduler in errors.
+    pub(crate) fn set(
+        &mut self,
+        name: &str,
+        num_train: usize,
+        original_steps: usize,
+        steps: usize,
+        strength: f64,
+    ) -> Result<(), SchedulerError> {
+        if steps == 0 || steps > original_steps {
             return Err(SchedulerError::Invalid(format!(
-                "LCM needs 1..={} steps (original_inference_steps), got {steps}",
-                self.original_inference_steps
+                "{name} needs 1..={original_steps} steps (original_inference_steps), got {steps}"
             )));
         }
-        let all = lcm_timesteps(
-            self.schedule.num_train_timesteps(),
-            self.original_inference_steps,
-            steps,
-        );
+        let all = lcm_timesteps(num_train, original_steps, steps);
         self.begin = strength_begin_index(steps, strength)?;
-        self.timesteps = all[self.begin..].iter().map(|&t| t as f64).collect();
-        self.all_timesteps = all;
+        self.run = all[self.begin..].iter().map(|&t| t as f64).collect();
+        self.all = all;
         Ok(())
     }
 
+    /// The timesteps still to run.
+    pub(crate) fn run(&self) -> &[f64] {
+        &self.run
+    }
+
+    /// Step `i`'s timestep and the schedule's next one (`None` after the last step).
+    pub(crate) fn at(&self, i: usize) -> Result<(i64, Option<i64>), SchedulerError> {
+        check_index(i, self.run.len())?;
+        let k = self.begin + i;
+        Ok((self.all[k], self.all.get(k + 1).copied()))
+    }
+}
+
+impl Scheduler for LcmScheduler {
+    fn set_timesteps(&mut self, steps: usize, strength: f64) -> Result<(), SchedulerError> {
+        self.timesteps.set(
+            "LCM",
+            self.schedule.num_train_timesteps(),
+            self.original_inference_steps,
+            steps,
+            strength,
+        )
+    }
+
     fn timesteps(&self) -> &[f64] {
-        &self.timesteps
+        self.timesteps.run()
     }
 
     fn step(
@@ -116,15 +148,9 @@ impl Scheduler for LcmScheduler {
         sample: &Tensor,
         noise: &mut dyn NoiseSource,
     ) -> Result<Tensor, SchedulerError> {
-        check_index(i, self.timesteps.len())?;
-        let k = self.begin + i;
-        let t = self.all_timesteps[k];
-        let last_step = k + 1 == self.all_timesteps.len();
-        let prev_t = if last_step {
-            t
-        } else {
-            self.all_timesteps[k + 1]
-        };
+        let (t, next) = self.timesteps.at(i)?;
+        let last_step = next.is_none();
+        let prev_t = next.unwrap_or(t);
         let alpha_prod_t = self.schedule.alphas_cumprod[t as usize];
         let alpha_prod_prev = if prev_t >= 0 {
             self.schedule.alphas_cumprod[prev_t as usize]
@@ -159,8 +185,7 @@ impl Scheduler for LcmScheduler {
         noise: &Tensor,
         i: usize,
     ) -> Result<Tensor, SchedulerError> {
-        check_index(i, self.timesteps.len())?;
-        let t = self.all_timesteps[self.begin + i] as usize;
+        let t = self.timesteps.at(i)?.0 as usize;
         Ok(self.schedule.add_noise(original, noise, t)?)
     }
 }

@@ -10,9 +10,9 @@
 use candle_core::Tensor;
 
 use super::config::{BetaSchedule, PredictionType, SchedulerConfig};
-use super::lcm::lcm_timesteps;
+use super::lcm::DistilledTimesteps;
 use super::schedule::{BetaDefaults, NoiseSchedule};
-use super::{check_index, strength_begin_index, Scheduler, SchedulerError};
+use super::{Scheduler, SchedulerError};
 use crate::noise::NoiseSource;
 
 /// `TCDScheduler`'s beta defaults (the same as LCM's).
@@ -31,9 +31,7 @@ pub struct TcdScheduler {
     schedule: NoiseSchedule,
     final_alpha_cumprod: f32,
     eta: f64,
-    all_timesteps: Vec<i64>,
-    begin: usize,
-    timesteps: Vec<f64>,
+    timesteps: DistilledTimesteps,
 }
 
 impl TcdScheduler {
@@ -62,9 +60,7 @@ impl TcdScheduler {
             schedule,
             final_alpha_cumprod,
             eta: DEFAULT_ETA,
-            all_timesteps: Vec::new(),
-            begin: 0,
-            timesteps: Vec::new(),
+            timesteps: DistilledTimesteps::default(),
         })
     }
 
@@ -100,27 +96,19 @@ pub(crate) fn intermediate_timestep(eta: f64, prev_t: i64) -> i64 {
 
 impl Scheduler for TcdScheduler {
     fn set_timesteps(&mut self, steps: usize, strength: f64) -> Result<(), SchedulerError> {
-        if steps == 0 || steps > self.original_inference_steps {
-            return Err(SchedulerError::Invalid(format!(
-                "TCD needs 1..={} steps (original_inference_steps), got {steps}",
-                self.original_inference_steps
-            )));
-        }
         // The same pick from the distillation schedule as LCM (`TCDScheduler.set_timesteps`
         // with strength 1; img2img shortens it afterwards, as diffusers' pipelines do).
-        let all = lcm_timesteps(
+        self.timesteps.set(
+            "TCD",
             self.schedule.num_train_timesteps(),
             self.original_inference_steps,
             steps,
-        );
-        self.begin = strength_begin_index(steps, strength)?;
-        self.timesteps = all[self.begin..].iter().map(|&t| t as f64).collect();
-        self.all_timesteps = all;
-        Ok(())
+            strength,
+        )
     }
 
     fn timesteps(&self) -> &[f64] {
-        &self.timesteps
+        self.timesteps.run()
     }
 
     fn step(
@@ -130,16 +118,10 @@ impl Scheduler for TcdScheduler {
         sample: &Tensor,
         noise: &mut dyn NoiseSource,
     ) -> Result<Tensor, SchedulerError> {
-        check_index(i, self.timesteps.len())?;
-        let k = self.begin + i;
-        let t = self.all_timesteps[k];
-        let last_step = k + 1 == self.all_timesteps.len();
+        let (t, next) = self.timesteps.at(i)?;
+        let last_step = next.is_none();
         // diffusers steps to timestep 0 (not to `final_alpha_cumprod`) after the last one.
-        let prev_t = if last_step {
-            0
-        } else {
-            self.all_timesteps[k + 1]
-        };
+        let prev_t = next.unwrap_or(0);
         let s = intermediate_timestep(self.eta, prev_t);
         let alpha_prod_t = self.alpha_cumprod_at(t);
         let beta_prod_t = 1.0 - alpha_prod_t;
@@ -179,8 +161,7 @@ impl Scheduler for TcdScheduler {
         noise: &Tensor,
         i: usize,
     ) -> Result<Tensor, SchedulerError> {
-        check_index(i, self.timesteps.len())?;
-        let t = self.all_timesteps[self.begin + i] as usize;
+        let t = self.timesteps.at(i)?.0 as usize;
         Ok(self.schedule.add_noise(original, noise, t)?)
     }
 }
