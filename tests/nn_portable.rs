@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
+use rotoscope::models::autoencoder_tiny::{AutoencoderTiny, AutoencoderTinyConfig};
 use rotoscope::models::controlnet::{ControlNetConfig, ControlNetModel};
 use rotoscope::models::unet::{UNet2DConditionModel, UNetConfig, UNetExtras};
-use rotoscope::models::autoencoder_tiny::{AutoencoderTiny, AutoencoderTinyConfig};
 use rotoscope::models::vae::{AutoencoderKL, VaeConfig};
 use rotoscope::nn::attention::multi_head_attention;
 use rotoscope::nn::conv2d::Conv2d;

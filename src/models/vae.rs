@@ -937,6 +937,8 @@ pub const AUTOENCODER_TINY_CLASS: &str = "AutoencoderTiny";
 /// latents (a KL posterior sample, or the tiny VAE's latents) times [`Self::scaling_factor`]
 /// go into diffusion, and latents divided by it into [`Self::decode`].
 #[derive(Debug)]
+// One per loaded model stack, never moved in a loop: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Vae {
     Kl(AutoencoderKL),
     Tiny(AutoencoderTiny),
