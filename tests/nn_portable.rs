@@ -1,6 +1,6 @@
-//! Every layer of `rotoscope::nn`, and whole UNet, VAE and ControlNet forwards, through the
-//! fast CPU kernels and through the portable candle-ops path (the one other devices run),
-//! on the CPU: the two must agree within 1e-5 relative.
+//! Every layer of `rotoscope::nn`, and whole UNet, VAE (KL and tiny) and ControlNet forwards,
+//! through the fast CPU kernels and through the portable candle-ops path (the one other devices
+//! run), on the CPU: the two must agree within 1e-5 relative.
 
 mod fixture_common;
 mod tensor_common;
@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
+use rotoscope::models::autoencoder_tiny::{AutoencoderTiny, AutoencoderTinyConfig};
 use rotoscope::models::controlnet::{ControlNetConfig, ControlNetModel};
 use rotoscope::models::unet::{UNet2DConditionModel, UNetConfig, UNetExtras};
 use rotoscope::models::vae::{AutoencoderKL, VaeConfig};
@@ -237,6 +238,24 @@ fn vae_decode_and_encode() {
     both_paths("vae", || {
         let dist = vae.encode(&r["image"]).unwrap();
         vec![vae.decode(&r["latents"]).unwrap(), dist.mean, dist.logvar]
+    });
+}
+
+#[test]
+fn tiny_vae_decode_and_encode() {
+    let dir = fixtures().join("vae_tiny/tiny");
+    let config = AutoencoderTinyConfig::from_file(dir.join("config.json")).unwrap();
+    let vae = AutoencoderTiny::load(
+        detached_vb(dir.join("diffusion_pytorch_model.safetensors")),
+        &config,
+    )
+    .unwrap();
+    let r = io("vae_tiny/reference.safetensors");
+    both_paths("vae_tiny", || {
+        vec![
+            vae.decode(&r["latents"]).unwrap(),
+            vae.encode(&r["image"]).unwrap(),
+        ]
     });
 }
 

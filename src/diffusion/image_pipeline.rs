@@ -21,7 +21,7 @@ use crate::models::attention_hook::SelfAttentionHook;
 use crate::models::clip::{ClipError, ClipTextEncoder};
 use crate::models::tokenizer::{ClipTokenizer, TokenizerError};
 use crate::models::unet::{UNet2DConditionModel, UNetError};
-use crate::models::vae::{AutoencoderKL, VaeError};
+use crate::models::vae::{Vae, VaeError};
 use crate::noise::{NoiseError, TorchGenerator};
 use crate::preset::SchedulerKind;
 
@@ -61,7 +61,8 @@ fn tensor_err(context: &'static str) -> impl Fn(candle_core::Error) -> ImagePipe
 /// The models of one Stable Diffusion checkpoint.
 pub struct StableDiffusion {
     pub unet: UNet2DConditionModel,
-    pub vae: AutoencoderKL,
+    /// SD's KL VAE or the tiny one (TAESD).
+    pub vae: Vae,
     pub text_encoder: ClipTextEncoder,
     pub tokenizer: ClipTokenizer,
     pub scheduler_config: SchedulerConfig,
@@ -114,7 +115,7 @@ impl StableDiffusion {
     /// on `device`.
     pub fn from_parts(
         unet: UNet2DConditionModel,
-        vae: AutoencoderKL,
+        vae: impl Into<Vae>,
         text_encoder: ClipTextEncoder,
         tokenizer: ClipTokenizer,
         scheduler_config: SchedulerConfig,
@@ -122,7 +123,7 @@ impl StableDiffusion {
     ) -> Self {
         Self {
             unet,
-            vae,
+            vae: vae.into(),
             text_encoder,
             tokenizer,
             scheduler_config,
@@ -136,7 +137,7 @@ impl StableDiffusion {
 
     /// Spatial factor between pixels and latents.
     pub fn latent_factor(&self) -> usize {
-        self.vae.config().downscale_factor()
+        self.vae.downscale_factor()
     }
 
     /// diffusers' `encode_prompt`: the prompt and (with guidance) the negative prompt, each
@@ -164,16 +165,23 @@ impl StableDiffusion {
     }
 
     /// VAE encode of an image in [-1, 1], sampling the posterior with `generator` and scaling
-    /// (diffusers' `retrieve_latents(..., sample_mode="sample") * scaling_factor`).
+    /// (diffusers' `retrieve_latents(..., sample_mode="sample") * scaling_factor`). The tiny
+    /// VAE has no posterior: its latents are taken as they are and `generator` is not drawn
+    /// from, as in diffusers.
     pub fn encode_image(
         &self,
         image: &Tensor,
         generator: &mut TorchGenerator,
     ) -> Result<Tensor, ImagePipelineError> {
-        let dist = self.vae.encode(image).map_err(tensor_err("VAE encode"))?;
-        let noise = generator.randn(dist.mean.dims(), DType::F32, &self.device)?;
-        let sample = dist.sample(&noise).map_err(tensor_err("VAE sample"))?;
-        (sample * self.vae.scaling_factor()).map_err(tensor_err("VAE scaling"))
+        let encoding = self.vae.encode(image).map_err(tensor_err("VAE encode"))?;
+        let latents = match encoding.posterior() {
+            Some(dist) => {
+                let noise = generator.randn(dist.mean.dims(), DType::F32, &self.device)?;
+                dist.sample(&noise).map_err(tensor_err("VAE sample"))?
+            }
+            None => encoding.mean,
+        };
+        (latents * self.vae.scaling_factor()).map_err(tensor_err("VAE scaling"))
     }
 
     /// Latents to an image in [0, 1] (diffusers' decode + `postprocess(..., "np")`).
@@ -222,14 +230,14 @@ impl StableDiffusion {
         }
         let factor = self.latent_factor();
         let (width, height) = (settings.width, settings.height);
-        let shape = image_latent_shape(width, height, self.vae.config().latent_channels, factor)?;
+        let shape = image_latent_shape(width, height, self.vae.latent_channels(), factor)?;
         check_image("init image", init_image(init), 3, width, height)?;
         for (k, control) in controls.iter().enumerate() {
             let what = format!("control image of ControlNet {k}");
             check_image(&what, Some(&control.image), 3, width, height)?;
         }
         let unet_channels = self.unet.config().in_channels;
-        let inpainting_unet = unet_channels == self.vae.config().latent_channels * 2 + 1;
+        let inpainting_unet = unet_channels == self.vae.latent_channels() * 2 + 1;
         if inpainting_unet && !matches!(init, InitImage::Inpaint { .. }) {
             return Err(ImagePipelineError::Invalid(format!(
                 "the UNet has {unet_channels} input channels (an inpainting model): it needs an image and a mask"

@@ -46,7 +46,7 @@ use crate::diffusion::schedulers::{Scheduler, SchedulerError};
 use crate::models::controlnet::ControlNetModel;
 use crate::models::motion::MotionModules;
 use crate::models::unet::{UNet2DConditionModel, UNetError};
-use crate::models::vae::LatentDist;
+use crate::models::vae::VaeEncoding;
 use crate::noise::{NoiseError, NoiseSource, TorchGenerator};
 use crate::preset::motion::ContextOptions;
 
@@ -173,7 +173,7 @@ pub fn generate_video_latents(
     if request.frames == 0 {
         return Err(VideoError::Invalid("no frames to generate".into()));
     }
-    let channels = sd.vae.config().latent_channels;
+    let channels = sd.vae.latent_channels();
     if sd.unet.config().in_channels != channels {
         return Err(VideoError::Invalid(format!(
             "the UNet takes {} input channels; motion modules need a plain {channels}-channel UNet",
@@ -257,7 +257,8 @@ pub fn generate_video_latents(
 }
 
 /// VAE latents `(frames, 4, h, w)` (scaled) of the input frames: each frame encoded alone,
-/// posterior noise drawn per chunk as diffusers' `encode_video` does.
+/// posterior noise drawn per chunk as diffusers' `encode_video` does (none for the tiny VAE,
+/// whose latents are taken as they are).
 fn encode_frames(
     sd: &StableDiffusion,
     frames: &[RgbImage],
@@ -268,8 +269,7 @@ fn encode_frames(
     let device = sd.device();
     let mut latents = Vec::with_capacity(frames.len());
     for (chunk_index, chunk) in frames.chunks(ENCODE_CHUNK_FRAMES).enumerate() {
-        let mut means = Vec::with_capacity(chunk.len());
-        let mut logvars = Vec::with_capacity(chunk.len());
+        let mut encodings = Vec::with_capacity(chunk.len());
         for (k, frame) in chunk.iter().enumerate() {
             let index = chunk_index * ENCODE_CHUNK_FRAMES + k;
             if frame.dimensions() != (width as u32, height as u32) {
@@ -280,19 +280,21 @@ fn encode_frames(
                 )));
             }
             let image = rgb_to_tensor(frame, device)?.affine(2.0, -1.0)?;
-            let dist = sd
+            let encoding = sd
                 .vae
                 .encode(&image)
                 .map_err(|e| e.context(format!("VAE encode of input frame {index}")))?;
-            means.push(dist.mean);
-            logvars.push(dist.logvar);
+            encodings.push(encoding);
         }
-        let dist = LatentDist {
-            mean: Tensor::cat(&means, 0)?,
-            logvar: Tensor::cat(&logvars, 0)?,
+        let encoding = VaeEncoding::cat(&encodings)?;
+        let chunk_latents = match encoding.posterior() {
+            Some(dist) => {
+                let noise = generator.randn(dist.mean.dims(), DType::F32, device)?;
+                dist.sample(&noise)?
+            }
+            None => encoding.mean,
         };
-        let noise = generator.randn(dist.mean.dims(), DType::F32, device)?;
-        latents.push((dist.sample(&noise)? * sd.vae.scaling_factor())?);
+        latents.push((chunk_latents * sd.vae.scaling_factor())?);
     }
     Ok(Tensor::cat(&latents, 0)?)
 }

@@ -20,12 +20,13 @@ use crate::loaders::single_file::{
 use crate::loaders::source::{
     Component, DiffusersPipelineFiles, HubOptions, LoadError, ModelFiles, ModelSource,
 };
+use crate::loaders::taesd::{self, TaesdError};
 use crate::models::clip::{ClipError, ClipTextConfig, ClipTextEncoder};
 use crate::models::controlnet::{ControlNetConfig, ControlNetModel};
 use crate::models::family::Family;
 use crate::models::tokenizer::{ClipTokenizer, TokenizerError};
 use crate::models::unet::{PerBlock, UNet2DConditionModel, UNetConfig, UNetError};
-use crate::models::vae::{AutoencoderKL, VaeConfig, VaeError};
+use crate::models::vae::{AnyVaeConfig, Vae, VaeConfig, VaeError};
 use crate::prompt::{PromptEncoder, PromptError};
 
 /// Errors of resolving or loading the model stack.
@@ -43,6 +44,8 @@ pub enum ModelStackError {
     UNet(#[from] UNetError),
     #[error("VAE: {0}")]
     Vae(#[from] VaeError),
+    #[error(transparent)]
+    Taesd(#[from] TaesdError),
     #[error("text encoder: {0}")]
     Clip(#[from] ClipError),
     #[error("tokenizer: {0}")]
@@ -60,7 +63,8 @@ pub enum ModelStackError {
 pub struct ModelStackSpec {
     /// Hub id, diffusers folder, or single-file checkpoint.
     pub base: String,
-    /// VAE override: hub id or folder of a VAE model, or a VAE file.
+    /// VAE override: hub id or folder of a VAE model (`AutoencoderKL` or `AutoencoderTiny`),
+    /// a VAE file, or either file of the original TAESD pair.
     pub vae: Option<String>,
     /// Configs for a single-file base: a diffusers config folder or the LDM yaml.
     pub config: Option<PathBuf>,
@@ -97,7 +101,7 @@ pub struct StackWeights {
     pub unet: Part<UNetConfig>,
     /// The UNet's own weights before LoRA patches (difference ControlNets add these).
     pub base_unet_weights: WeightMap,
-    pub vae: Part<VaeConfig>,
+    pub vae: Part<AnyVaeConfig>,
     pub text_encoder: Part<ClipTextConfig>,
     pub tokenizer_dir: PathBuf,
     pub scheduler: SchedulerConfig,
@@ -111,7 +115,7 @@ pub struct StackWeights {
 /// The loaded models.
 pub struct ModelStack {
     pub unet: UNet2DConditionModel,
-    pub vae: AutoencoderKL,
+    pub vae: Vae,
     pub text_encoder: ClipTextEncoder,
     pub tokenizer: ClipTokenizer,
     pub scheduler_config: SchedulerConfig,
@@ -149,17 +153,29 @@ fn resolve_root_model(source: &str, hub: &HubOptions) -> Result<ModelFiles, Mode
 }
 
 /// A VAE override's config and weights. `base_config` (the base model's VAE config) is used
-/// for single files when no explicit config is given: an override must have the base VAE's
-/// architecture.
+/// for KL VAE single files when no explicit config is given: such an override must have the
+/// base VAE's architecture. Tiny VAEs (TAESD) are recognised by their config's `_class_name`
+/// or, in files, by their keys ([`crate::loaders::taesd`]).
 fn resolve_vae_override(
     source: &str,
     explicit_config: Option<&Path>,
     base_config: Option<&VaeConfig>,
     hub: &HubOptions,
-) -> Result<Part<VaeConfig>, ModelStackError> {
+) -> Result<Part<AnyVaeConfig>, ModelStackError> {
+    let tiny = |(config, weights)| Part {
+        config: AnyVaeConfig::Tiny(config),
+        weights,
+    };
     match ModelSource::parse(source)? {
         ModelSource::SingleFile(path) => {
-            let ckpt = SingleFileCheckpoint::open(&path)?;
+            let file = TensorFile::open(&path)?;
+            if taesd::original_half(&file).is_some() {
+                return Ok(tiny(taesd::load_original_pair(&path)?));
+            }
+            if taesd::is_diffusers_layout(&file) {
+                return Ok(tiny(taesd::load_diffusers_file(&file)?));
+            }
+            let ckpt = SingleFileCheckpoint::from_file(file);
             let config = match (explicit_config, base_config) {
                 (Some(cfg), _) => ckpt
                     .configs(&ConfigSource::from_option(Some(cfg)))?
@@ -173,7 +189,10 @@ fn resolve_vae_override(
                 })?,
             };
             let weights = ckpt.vae_weights_for(&config)?;
-            Ok(Part { config, weights })
+            Ok(Part {
+                config: AnyVaeConfig::Kl(config),
+                weights,
+            })
         }
         ModelSource::Local(dir) if dir.join("vae/config.json").is_file() => {
             let files = DiffusersPipelineFiles::resolve_with(source, &[Component::Vae], hub)?;
@@ -181,18 +200,29 @@ fn resolve_vae_override(
                 .vae
                 .ok_or_else(|| ModelStackError::Invalid(format!("{source}: no vae/ files")))?;
             Ok(Part {
-                config: VaeConfig::from_file(&vae.config)?,
+                config: AnyVaeConfig::from_file(&vae.config)?,
                 weights: identity_map(format!("VAE {source}"), &vae)?,
             })
         }
-        ModelSource::Local(_) | ModelSource::Hub { .. } => {
-            let files = resolve_root_model(source, hub)?;
-            Ok(Part {
-                config: VaeConfig::from_file(&files.config)?,
-                weights: identity_map(format!("VAE {source}"), &files)?,
-            })
+        ModelSource::Local(dir) if !dir.join("config.json").is_file() => {
+            match taesd::original_pair_in(&dir) {
+                Some(encoder) => Ok(tiny(taesd::load_original_pair(&encoder)?)),
+                // Reports the missing config.json and weights.
+                None => root_vae(source, hub),
+            }
         }
+        ModelSource::Local(_) | ModelSource::Hub { .. } => root_vae(source, hub),
     }
+}
+
+/// A VAE folder or hub repo with its `config.json` and weights at the root (`AutoencoderKL`
+/// or, by its `_class_name`, `AutoencoderTiny`).
+fn root_vae(source: &str, hub: &HubOptions) -> Result<Part<AnyVaeConfig>, ModelStackError> {
+    let files = resolve_root_model(source, hub)?;
+    Ok(Part {
+        config: AnyVaeConfig::from_file(&files.config)?,
+        weights: identity_map(format!("VAE {source}"), &files)?,
+    })
 }
 
 impl StackWeights {
@@ -233,7 +263,7 @@ impl StackWeights {
                     let vae = match &configs.vae {
                         Some(config) => Some(Part {
                             weights: ckpt.vae_weights_for(config)?,
-                            config: config.clone(),
+                            config: AnyVaeConfig::Kl(config.clone()),
                         }),
                         None => None,
                     };
@@ -306,7 +336,7 @@ impl StackWeights {
                     };
                     let vae = match &files.vae {
                         Some(v) => Some(Part {
-                            config: VaeConfig::from_file(&v.config)?,
+                            config: AnyVaeConfig::from_file(&v.config)?,
                             weights: identity_map(format!("VAE of {}", spec.base), v)?,
                         }),
                         None => None,
@@ -329,9 +359,12 @@ impl StackWeights {
                 }
             };
         let vae = match &spec.vae {
-            Some(source) => {
-                resolve_vae_override(source, None, vae_part.as_ref().map(|p| &p.config), hub)?
-            }
+            Some(source) => resolve_vae_override(
+                source,
+                None,
+                vae_part.as_ref().and_then(|p| p.config.as_kl()),
+                hub,
+            )?,
             None => vae_part.ok_or_else(|| {
                 ModelStackError::Invalid(format!(
                     "{} holds no VAE: set model.vae to a VAE file, folder or hub id",
@@ -339,6 +372,14 @@ impl StackWeights {
                 ))
             })?,
         };
+        let channels = vae.config.latent_channels();
+        let unet_in = unet.config.in_channels;
+        if spec.vae.is_some() && unet_in != channels && unet_in != 2 * channels + 1 {
+            return Err(ModelStackError::Invalid(format!(
+                "model.vae makes {channels} latent channels; the UNet of {} takes {unet_in} input channels",
+                spec.base
+            )));
+        }
         let layers = text_encoder.config.num_hidden_layers;
         if spec.clip_skip == 0 || spec.clip_skip > layers {
             return Err(ModelStackError::Invalid(format!(
@@ -374,7 +415,7 @@ impl StackWeights {
             self.unet.weights.into_var_builder(device),
             &self.unet.config,
         )?;
-        let vae = AutoencoderKL::load(self.vae.weights.into_var_builder(device), &self.vae.config)?;
+        let vae = Vae::load(self.vae.weights.into_var_builder(device), &self.vae.config)?;
         let text_encoder = ClipTextEncoder::load(
             self.text_encoder.weights.into_var_builder(device),
             &self.text_encoder.config,

@@ -1,6 +1,7 @@
-//! The networks: CLIP text encoder, UNet, ControlNet, VAE and AnimateDiff motion modules,
+//! The networks: CLIP text encoder, UNet, ControlNet, VAE (KL and the tiny TAESD) and AnimateDiff motion modules,
 //! built from the layers of [`crate::nn`], and the [`family`] description of SD1.x / SD2.x.
 pub mod attention_hook;
+pub mod autoencoder_tiny;
 pub mod clip;
 pub mod controlnet;
 pub mod family;

@@ -9,6 +9,9 @@
 //! and normalisation on [`crate::nn::group_norm`]: at 512² the decode uses about 0.9× the CPU time
 //! of diffusers on torch (`rotoscope bench`).
 //!
+//! [`Vae`] is the VAE a pipeline runs on: this one or the tiny
+//! [`crate::models::autoencoder_tiny::AutoencoderTiny`] (TAESD), behind one latent interface.
+//!
 //! Conventions follow diffusers: images are NCHW in [-1, 1]; `decode` takes latents already
 //! divided by [`AutoencoderKL::scaling_factor`]; the caller multiplies encoded samples by it.
 
@@ -18,6 +21,9 @@ use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use serde::Deserialize;
 
+use crate::models::autoencoder_tiny::{
+    AutoencoderTiny, AutoencoderTinyConfig, AutoencoderTinyError,
+};
 use crate::nn::attention::multi_head_attention;
 use crate::nn::conv2d::Conv2d;
 use crate::nn::conv3x3::{Conv3x3, DownsampleConv3x3, Upsample2xConv3x3};
@@ -41,6 +47,8 @@ pub enum VaeError {
     Unsupported(String),
     #[error("building the VAE from its weights: {0}")]
     Weights(#[from] candle_core::Error),
+    #[error(transparent)]
+    Tiny(#[from] AutoencoderTinyError),
 }
 
 /// `sample_size` is an int in SD configs but may be `[h, w]` in others.
@@ -818,6 +826,195 @@ impl AutoencoderKL {
         run_tiled(latents, tiles.latent_tile, tiles.sample_tile, |t| {
             self.decode_tile(t)
         })
+    }
+}
+
+/// What a VAE's encoder gives for a batch of images: the KL VAE's diagonal Gaussian
+/// posterior, or the tiny VAE's latents as a point (no log-variance, nothing to sample).
+#[derive(Debug, Clone)]
+pub struct VaeEncoding {
+    /// The posterior's mean (diffusers' `latent_dist.mode()`), or the tiny VAE's latents
+    /// (`AutoencoderTiny.encode(x).latents`). Not scaled.
+    pub mean: Tensor,
+    /// The KL posterior's clamped log-variance; `None` for a deterministic encoder.
+    pub logvar: Option<Tensor>,
+}
+
+impl From<LatentDist> for VaeEncoding {
+    fn from(dist: LatentDist) -> Self {
+        Self {
+            mean: dist.mean,
+            logvar: Some(dist.logvar),
+        }
+    }
+}
+
+impl VaeEncoding {
+    /// The posterior to sample, if the encoder has one (diffusers' `retrieve_latents` samples
+    /// `latent_dist` and returns `latents` as they are).
+    pub fn posterior(&self) -> Option<LatentDist> {
+        self.logvar.as_ref().map(|logvar| LatentDist {
+            mean: self.mean.clone(),
+            logvar: logvar.clone(),
+        })
+    }
+
+    /// Encodings of consecutive batches joined along the batch dimension (all of one VAE).
+    pub fn cat(parts: &[VaeEncoding]) -> Result<Self> {
+        let means: Vec<&Tensor> = parts.iter().map(|p| &p.mean).collect();
+        let logvars: Option<Vec<&Tensor>> = parts.iter().map(|p| p.logvar.as_ref()).collect();
+        Ok(Self {
+            mean: Tensor::cat(&means, 0)?,
+            logvar: match logvars {
+                Some(l) if !l.is_empty() => Some(Tensor::cat(&l, 0)?),
+                _ => None,
+            },
+        })
+    }
+}
+
+/// The config of either VAE a pipeline runs on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AnyVaeConfig {
+    Kl(VaeConfig),
+    Tiny(AutoencoderTinyConfig),
+}
+
+impl AnyVaeConfig {
+    /// Reads a VAE `config.json`, by its `_class_name` an `AutoencoderTiny` or (any other name,
+    /// or none, as diffusers' SD pipelines assume) an `AutoencoderKL`.
+    pub fn from_file(path: impl AsRef<Path>) -> std::result::Result<Self, VaeError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| VaeError::ConfigIo {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        #[derive(Deserialize)]
+        struct ClassName {
+            #[serde(rename = "_class_name", default)]
+            class_name: Option<String>,
+        }
+        let class: ClassName =
+            serde_json::from_str(&text).map_err(|source| VaeError::ConfigParse {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if class.class_name.as_deref() == Some(AUTOENCODER_TINY_CLASS) {
+            Ok(Self::Tiny(AutoencoderTinyConfig::from_file(path)?))
+        } else {
+            Ok(Self::Kl(VaeConfig::from_file(path)?))
+        }
+    }
+
+    pub fn latent_channels(&self) -> usize {
+        match self {
+            Self::Kl(c) => c.latent_channels,
+            Self::Tiny(c) => c.latent_channels,
+        }
+    }
+
+    pub fn downscale_factor(&self) -> usize {
+        match self {
+            Self::Kl(c) => c.downscale_factor(),
+            Self::Tiny(c) => c.downscale_factor(),
+        }
+    }
+
+    /// The KL config, if this is one.
+    pub fn as_kl(&self) -> Option<&VaeConfig> {
+        match self {
+            Self::Kl(c) => Some(c),
+            Self::Tiny(_) => None,
+        }
+    }
+}
+
+/// diffusers' `_class_name` of the tiny VAE.
+pub const AUTOENCODER_TINY_CLASS: &str = "AutoencoderTiny";
+
+/// The VAE of a pipeline: SD's `AutoencoderKL` or the tiny `AutoencoderTiny` (TAESD), with the
+/// same latent interface. Latents are scaled as diffusers' pipelines scale them: encoded
+/// latents (a KL posterior sample, or the tiny VAE's latents) times [`Self::scaling_factor`]
+/// go into diffusion, and latents divided by it into [`Self::decode`].
+#[derive(Debug)]
+// One per loaded model stack, never moved in a loop: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Vae {
+    Kl(AutoencoderKL),
+    Tiny(AutoencoderTiny),
+}
+
+impl From<AutoencoderKL> for Vae {
+    fn from(vae: AutoencoderKL) -> Self {
+        Self::Kl(vae)
+    }
+}
+
+impl From<AutoencoderTiny> for Vae {
+    fn from(vae: AutoencoderTiny) -> Self {
+        Self::Tiny(vae)
+    }
+}
+
+impl Vae {
+    /// Builds either VAE from diffusers-named weights.
+    pub fn load(vb: VarBuilder, config: &AnyVaeConfig) -> std::result::Result<Self, VaeError> {
+        Ok(match config {
+            AnyVaeConfig::Kl(c) => Self::Kl(AutoencoderKL::load(vb, c)?),
+            AnyVaeConfig::Tiny(c) => Self::Tiny(AutoencoderTiny::load(vb, c)?),
+        })
+    }
+
+    pub fn config(&self) -> AnyVaeConfig {
+        match self {
+            Self::Kl(v) => AnyVaeConfig::Kl(v.config().clone()),
+            Self::Tiny(v) => AnyVaeConfig::Tiny(v.config().clone()),
+        }
+    }
+
+    /// Channels of the latents (4 for SD).
+    pub fn latent_channels(&self) -> usize {
+        match self {
+            Self::Kl(v) => v.config().latent_channels,
+            Self::Tiny(v) => v.config().latent_channels,
+        }
+    }
+
+    /// Spatial factor between pixels and latents (8 for SD and TAESD).
+    pub fn downscale_factor(&self) -> usize {
+        match self {
+            Self::Kl(v) => v.config().downscale_factor(),
+            Self::Tiny(v) => v.config().downscale_factor(),
+        }
+    }
+
+    /// Multiply encoded latents by this before diffusion; divide by it before [`Self::decode`]
+    /// (0.18215 for SD1.x's KL VAE, 1.0 for TAESD).
+    pub fn scaling_factor(&self) -> f64 {
+        match self {
+            Self::Kl(v) => v.scaling_factor(),
+            Self::Tiny(v) => v.scaling_factor(),
+        }
+    }
+
+    /// Encodes images `[B, 3, H, W]` in [-1, 1] (not scaled; see [`VaeEncoding`]).
+    pub fn encode(&self, image: &Tensor) -> Result<VaeEncoding> {
+        match self {
+            Self::Kl(v) => Ok(v.encode(image)?.into()),
+            Self::Tiny(v) => Ok(VaeEncoding {
+                mean: v.encode(image)?,
+                logvar: None,
+            }),
+        }
+    }
+
+    /// Decodes latents `[B, C, h, w]`, already divided by the scaling factor, to images in
+    /// roughly [-1, 1].
+    pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Kl(v) => v.decode(latents),
+            Self::Tiny(v) => v.decode(latents),
+        }
     }
 }
 

@@ -313,7 +313,7 @@ impl SdRenderer {
         let shape = image_latent_shape(
             self.config.width as usize,
             self.config.height as usize,
-            sd.vae.config().latent_channels,
+            sd.vae.latent_channels(),
             sd.latent_factor(),
         )
         .map_err(|e| frame_err(e.into()))?;

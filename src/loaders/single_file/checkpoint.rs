@@ -136,9 +136,13 @@ pub type ShapeMap = BTreeMap<String, Vec<usize>>;
 
 impl SingleFileCheckpoint {
     pub fn open(path: &Path) -> Result<Self, SingleFileError> {
-        let file = TensorFile::open(path)?;
+        Ok(Self::from_file(TensorFile::open(path)?))
+    }
+
+    /// A weight file already opened (so it is not read twice).
+    pub fn from_file(file: Arc<TensorFile>) -> Self {
         let contents = Contents::detect(file.shapes().keys().map(String::as_str));
-        Ok(Self { file, contents })
+        Self { file, contents }
     }
 
     pub fn path(&self) -> &Path {
