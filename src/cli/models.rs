@@ -24,6 +24,7 @@ use crate::loaders::source::{
     fp16_variant, needed_files, Component, DiffusersPipelineFiles, FileRole, HubOptions,
     ModelSource,
 };
+use crate::loaders::taesd::original_pair_files;
 use crate::models::family::Family;
 use crate::preprocess::registry::{self, maps_for, PreprocessorOptions};
 use crate::preset::Preset;
@@ -331,14 +332,22 @@ pub fn inventory(
         }
     }
     if let Some(vae) = &spec.vae {
-        // A VAE repo or folder holds its config and weights at the root, like a ControlNet.
-        let components = match classify(vae) {
-            SourceKind::Folder(dir) if dir.join("vae/config.json").is_file() => {
-                vec![Component::Vae]
+        if let Some((encoder, decoder)) = original_pair_files(Path::new(vae)) {
+            // TAESD's original encoder / decoder pair: two files, either named.
+            for path in [encoder, decoder] {
+                inv.files
+                    .push(file_entry("model.vae", vae, &path, Origin::User));
             }
-            _ => vec![Component::ControlNet],
-        };
-        model_entries("model.vae", vae, &components, hub, &mut inv);
+        } else {
+            // A VAE repo or folder holds its config and weights at the root, like a ControlNet.
+            let components = match classify(vae) {
+                SourceKind::Folder(dir) if dir.join("vae/config.json").is_file() => {
+                    vec![Component::Vae]
+                }
+                _ => vec![Component::ControlNet],
+            };
+            model_entries("model.vae", vae, &components, hub, &mut inv);
+        }
     }
     let locate = |s: &str| crate::preset::models_ext::locate(s, preset_dir);
     for (i, c) in preset.controlnets.iter().enumerate() {
@@ -627,6 +636,34 @@ mod tests {
         assert!(matches!(classify("a/b/c"), SourceKind::MissingPath(_)));
         assert!(matches!(classify("src"), SourceKind::Folder(_)));
         assert!(matches!(classify("Cargo.toml"), SourceKind::File(_)));
+    }
+
+    #[test]
+    fn a_taesd_pair_is_listed_as_its_two_files() {
+        let pair = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vae_tiny/original");
+        let yaml = |vae: &Path| {
+            format!(
+                "model: {{base: stable-diffusion-v1-5/stable-diffusion-v1-5, vae: {}}}\nprompt: x\n",
+                vae.display()
+            )
+        };
+        let hub = HubOptions::from_env(false);
+        for named in [
+            pair.clone(),
+            pair.join("taesd_decoder.safetensors"),
+            pair.join("taesd_encoder.safetensors"),
+        ] {
+            let preset = Preset::from_yaml(&yaml(&named), "t.yaml").unwrap();
+            let inv = inventory("t", &preset, None, Path::new("models"), &hub);
+            let vae: Vec<_> = inv.files.iter().filter(|f| f.role == "model.vae").collect();
+            let names: Vec<_> = vae.iter().map(|f| f.file.as_str()).collect();
+            assert_eq!(
+                names,
+                ["taesd_encoder.safetensors", "taesd_decoder.safetensors"],
+                "{named:?}"
+            );
+            assert!(vae.iter().all(|f| f.present), "{named:?}");
+        }
     }
 
     #[test]

@@ -103,6 +103,23 @@ pub fn original_pair_in(dir: &Path) -> Option<PathBuf> {
     (encoder.is_file() && dir.join(DECODER_FILE).is_file()).then_some(encoder)
 }
 
+/// The two files of an original pair (encoder, decoder) that `source` names: a folder holding
+/// both, or either file (the other being its sibling, which need not exist). `None` when
+/// `source` is neither (a diffusers folder or file, a hub id).
+pub fn original_pair_files(source: &Path) -> Option<(PathBuf, PathBuf)> {
+    if source.is_dir() {
+        let encoder = original_pair_in(source)?;
+        return Some((encoder, source.join(DECODER_FILE)));
+    }
+    let file = TensorFile::open(source).ok()?;
+    let half = original_half(&file)?;
+    let other = sibling(source, half)?;
+    Some(match half {
+        TaesdHalf::Encoder => (source.to_path_buf(), other),
+        TaesdHalf::Decoder => (other, source.to_path_buf()),
+    })
+}
+
 /// The other file of the pair: the same name with its last `encoder` / `decoder` swapped.
 fn sibling(path: &Path, half: TaesdHalf) -> Option<PathBuf> {
     let name = path.file_name()?.to_str()?;
