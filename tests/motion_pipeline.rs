@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use image::RgbImage;
 use rotoscope::diffusion::image_pipeline::{GenerationSettings, StableDiffusion};
+use rotoscope::diffusion::schedulers::SamplerOptions;
 use rotoscope::diffusion::{
     decode_video, generate_video_latents, VideoControl, VideoInit, VideoRequest,
 };
@@ -127,6 +128,7 @@ fn run(models: &Models, case: &Case, context: ContextOptions) -> (Vec<Tensor>, T
         steps: case.steps,
         guidance_scale: case.guidance,
         scheduler: SchedulerKind::from_name(&case.scheduler).unwrap(),
+        options: SamplerOptions::default(),
         seed: case.seed,
         deep_cache: None,
     };

@@ -13,6 +13,7 @@ use rotoscope::diffusion::image_pipeline::{
     gray_to_tensor, rgb_to_tensor, GenerationSettings, InitImage, StableDiffusion,
 };
 use rotoscope::diffusion::sampler::ControlInput;
+use rotoscope::diffusion::schedulers::SamplerOptions;
 use rotoscope::loaders::model_stack::{load_controlnet, ModelStackSpec};
 use rotoscope::loaders::source::{HubOptions, ModelFiles, WeightPrecision};
 use rotoscope::models::controlnet::ControlNetModel;
@@ -133,6 +134,7 @@ fn run_case(
         steps: case.steps,
         guidance_scale: case.guidance,
         scheduler: SchedulerKind::from_name(&case.scheduler).unwrap(),
+        options: SamplerOptions::default(),
         seed: case.seed,
         deep_cache: deep_cache.map(|d| DeepCacheSettings {
             interval: d.interval,
