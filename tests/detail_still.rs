@@ -11,10 +11,13 @@ use std::sync::Arc;
 
 use candle_core::Device;
 use image::RgbImage;
+use rotoscope::app::detail_stage::detailer_for_preset;
 use rotoscope::detail::{DetailerConfig, FaceHandDetailer, StableDiffusionInpainter};
 use rotoscope::diffusion::image_pipeline::StableDiffusion;
+use rotoscope::diffusion::schedulers::{SamplerOptions, TimestepSpacing};
 use rotoscope::loaders::model_stack::{load_controlnet, ModelStackSpec};
 use rotoscope::loaders::source::HubOptions;
+use rotoscope::models::controlnet::ControlNetModel;
 use rotoscope::preprocess::openpose::json::{read_json_file, to_json_string};
 use rotoscope::preprocess::openpose::{draw_pose_map, DrawParts, PoseFrame};
 use rotoscope::preset::Preset;
@@ -88,8 +91,8 @@ fn a_json_pose_renders_like_its_drawn_map() {
     assert_eq!(png(&from_json), png(&from_map));
 }
 
-/// The library's detailer set up as the preset says, on the tiny models.
-fn detailer(preset: &Preset) -> FaceHandDetailer<StableDiffusionInpainter> {
+/// The tiny SD models and an openpose ControlNet.
+fn tiny_models() -> (StableDiffusion, ControlNetModel) {
     let dir = manifest().join("tests/fixtures/pipeline");
     let hub = HubOptions::from_env(false);
     let spec = ModelStackSpec::new(dir.to_string_lossy());
@@ -97,6 +100,12 @@ fn detailer(preset: &Preset) -> FaceHandDetailer<StableDiffusionInpainter> {
     let cn_dir = dir.join("controlnet_a");
     let openpose =
         load_controlnet(&cn_dir.to_string_lossy(), None, None, &hub, &Device::Cpu).unwrap();
+    (sd, openpose)
+}
+
+/// The library's detailer set up as the preset says, on the tiny models.
+fn detailer(preset: &Preset) -> FaceHandDetailer<StableDiffusionInpainter> {
+    let (sd, openpose) = tiny_models();
     let inpainter =
         StableDiffusionInpainter::new(Arc::new(sd), Some(Arc::new(openpose)), SchedulerKind::Ddim);
     let config = DetailerConfig {
@@ -291,4 +300,28 @@ fn bad_json_poses_are_reported_with_the_file() {
     ]);
     assert_error_code(&run, 2, &["openpose.json", "canvas_width", "resolution"]);
     assert!(!out.exists());
+}
+
+/// The render's detailer samples with the preset's `sampler.eta` and
+/// `sampler.timestep_spacing`, resolved as the frame renderer's are.
+#[test]
+fn the_presets_detailer_takes_the_sampler_options() {
+    let mut preset = Preset::load(&manifest().join(DETAIL_PRESET)).unwrap();
+    preset.sampler.scheduler = SchedulerKind::Ddim;
+    preset.sampler.eta = Some(0.5);
+    preset.sampler.timestep_spacing = Some(TimestepSpacing::Trailing);
+    preset.validate("test").unwrap();
+    let (sd, openpose) = tiny_models();
+    let detailer = detailer_for_preset(&preset, Arc::new(sd), Some(Arc::new(openpose)), 30.0)
+        .unwrap()
+        .expect("the preset details faces or hands");
+    let sampler = detailer.inpainter().sampler();
+    assert_eq!(sampler.scheduler, SchedulerKind::Ddim);
+    assert_eq!(
+        sampler.options,
+        SamplerOptions {
+            eta: Some(0.5),
+            timestep_spacing: Some(TimestepSpacing::Trailing),
+        }
+    );
 }

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use image::RgbImage;
 use rotoscope::diffusion::image_pipeline::{GenerationSettings, StableDiffusion};
+use rotoscope::diffusion::schedulers::{self, SamplerOptions, TimestepSpacing};
 use rotoscope::diffusion::{
     decode_video, generate_video_latents, VideoControl, VideoInit, VideoRequest,
 };
@@ -119,6 +120,17 @@ fn load_models() -> Models {
 
 /// Final latents, the latents after every step, and the decoded frames `(F, H, W, 3)`.
 fn run(models: &Models, case: &Case, context: ContextOptions) -> (Vec<Tensor>, Tensor) {
+    let (steps, _, frames) = run_with(models, case, context, SamplerOptions::default());
+    (steps, frames)
+}
+
+/// [`run`] with the preset's sampler `options`; also the timestep of every step.
+fn run_with(
+    models: &Models,
+    case: &Case,
+    context: ContextOptions,
+    options: SamplerOptions,
+) -> (Vec<Tensor>, Vec<f64>, Tensor) {
     let settings = GenerationSettings {
         prompt: case.prompt.clone(),
         negative_prompt: case.negative_prompt.clone(),
@@ -127,6 +139,7 @@ fn run(models: &Models, case: &Case, context: ContextOptions) -> (Vec<Tensor>, T
         steps: case.steps,
         guidance_scale: case.guidance,
         scheduler: SchedulerKind::from_name(&case.scheduler).unwrap(),
+        options,
         seed: case.seed,
         deep_cache: None,
     };
@@ -167,8 +180,10 @@ fn run(models: &Models, case: &Case, context: ContextOptions) -> (Vec<Tensor>, T
         stop: None,
     };
     let mut steps = Vec::new();
+    let mut timesteps = Vec::new();
     let latents = generate_video_latents(&models.sd, &models.motion, &request, &mut |p| {
-        steps.push(p.latents.clone())
+        steps.push(p.latents.clone());
+        timesteps.push(p.timestep);
     })
     .unwrap_or_else(|e| panic!("{}: {e}", case.name));
     let mut images = Vec::new();
@@ -177,7 +192,7 @@ fn run(models: &Models, case: &Case, context: ContextOptions) -> (Vec<Tensor>, T
         Ok(())
     })
     .unwrap();
-    (steps, Tensor::cat(&images, 0).unwrap())
+    (steps, timesteps, Tensor::cat(&images, 0).unwrap())
 }
 
 #[test]
@@ -271,4 +286,46 @@ fn one_window_is_the_plain_run_and_windows_change_it() {
     };
     let (_, c) = run(&models, case, windowed);
     assert!(max_abs_diff(&a, &c) > 1e-3);
+}
+
+/// The preset's `sampler.eta` and `sampler.timestep_spacing` reach AnimateDiff batches: the
+/// steps run at the timesteps of the scheduler built with them (trailing, not the model's
+/// leading), and eta changes the result (DDIM draws noise at eta > 0).
+#[test]
+fn sampler_options_reach_the_video_pipeline() {
+    let root = fixtures().join("motion");
+    let cases: Cases =
+        serde_json::from_str(&std::fs::read_to_string(root.join("cases.json")).unwrap()).unwrap();
+    let case = cases
+        .cases
+        .iter()
+        .find(|c| c.name == "v2v_ddim_flat")
+        .unwrap();
+    assert_eq!(case.scheduler, "ddim");
+    let models = load_models();
+    let context = ContextOptions::default();
+    let timesteps_of = |options: &SamplerOptions| {
+        let mut scheduler =
+            schedulers::build_with(SchedulerKind::Ddim, &models.sd.scheduler_config, options)
+                .unwrap();
+        scheduler.set_timesteps(case.steps, case.strength).unwrap();
+        scheduler.timesteps().to_vec()
+    };
+    let trailing = SamplerOptions {
+        eta: Some(0.0),
+        timestep_spacing: Some(TimestepSpacing::Trailing),
+    };
+    let (_, plain_steps, plain) = run_with(&models, case, context, SamplerOptions::default());
+    let (_, trailing_steps, trailing_frames) = run_with(&models, case, context, trailing);
+    assert_eq!(plain_steps, timesteps_of(&SamplerOptions::default()));
+    assert_eq!(trailing_steps, timesteps_of(&trailing));
+    assert_ne!(trailing_steps, plain_steps);
+    assert!(max_abs_diff(&plain, &trailing_frames) > 1e-3);
+    let noisy = SamplerOptions {
+        eta: Some(1.0),
+        ..trailing
+    };
+    let (_, noisy_steps, noisy_frames) = run_with(&models, case, context, noisy);
+    assert_eq!(noisy_steps, trailing_steps);
+    assert!(max_abs_diff(&noisy_frames, &trailing_frames) > 1e-3);
 }

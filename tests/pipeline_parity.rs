@@ -13,6 +13,7 @@ use rotoscope::diffusion::image_pipeline::{
     gray_to_tensor, rgb_to_tensor, GenerationSettings, InitImage, StableDiffusion,
 };
 use rotoscope::diffusion::sampler::ControlInput;
+use rotoscope::diffusion::schedulers::{self, SamplerOptions, TimestepSpacing};
 use rotoscope::loaders::model_stack::{load_controlnet, ModelStackSpec};
 use rotoscope::loaders::source::{HubOptions, ModelFiles, WeightPrecision};
 use rotoscope::models::controlnet::ControlNetModel;
@@ -133,6 +134,7 @@ fn run_case(
         steps: case.steps,
         guidance_scale: case.guidance,
         scheduler: SchedulerKind::from_name(&case.scheduler).unwrap(),
+        options: SamplerOptions::default(),
         seed: case.seed,
         deep_cache: deep_cache.map(|d| DeepCacheSettings {
             interval: d.interval,
@@ -273,4 +275,78 @@ fn deep_cache_matches_the_deepcache_package() {
         ));
     }
     eprintln!("{}", report.join("\n"));
+}
+
+/// The preset's `sampler.timestep_spacing` and `sampler.eta` reach the image pipeline
+/// (`still`, the detailer): trailing spacing runs the steps at the timesteps of the scheduler
+/// built with it (starting at the last training timestep, 999, as diffusers' trailing does),
+/// not the model's leading ones, for txt2img and img2img; DDIM's eta changes the image.
+#[test]
+fn sampler_options_reach_the_image_pipeline() {
+    let (cases, _) = load_cases(&root());
+    // A case of the size of init.png.
+    let case = cases
+        .cases
+        .iter()
+        .find(|c| c.pipeline == "img2img")
+        .unwrap();
+    let models = load_models();
+    let run = |options: SamplerOptions, init: &InitImage| {
+        let settings = GenerationSettings {
+            prompt: case.prompt.clone(),
+            negative_prompt: case.negative_prompt.clone(),
+            width: case.width,
+            height: case.height,
+            steps: 4,
+            guidance_scale: 1.0,
+            scheduler: SchedulerKind::Ddim,
+            options,
+            seed: case.seed,
+            deep_cache: None,
+        };
+        let mut timesteps = Vec::new();
+        let out = models
+            .sd
+            .generate(&settings, init, &[], None, &mut |p| {
+                timesteps.push(p.timestep)
+            })
+            .unwrap();
+        (timesteps, out.image)
+    };
+    let timesteps_of = |options: &SamplerOptions, strength: f64| {
+        let mut scheduler =
+            schedulers::build_with(SchedulerKind::Ddim, &models.sd.scheduler_config, options)
+                .unwrap();
+        scheduler.set_timesteps(4, strength).unwrap();
+        scheduler.timesteps().to_vec()
+    };
+    let trailing = SamplerOptions {
+        eta: Some(0.0),
+        timestep_spacing: Some(TimestepSpacing::Trailing),
+    };
+    let img2img = InitImage::Img2Img {
+        image: load_rgb("init.png"),
+        strength: 0.5,
+    };
+    for (init, strength) in [(InitImage::None, 1.0), (img2img, 0.5)] {
+        let (plain_steps, plain) = run(SamplerOptions::default(), &init);
+        let (trailing_steps, trailing_image) = run(trailing, &init);
+        assert_eq!(
+            plain_steps,
+            timesteps_of(&SamplerOptions::default(), strength)
+        );
+        assert_eq!(trailing_steps, timesteps_of(&trailing, strength));
+        assert_ne!(trailing_steps, plain_steps);
+        assert!(max_abs_diff(&plain, &trailing_image) > 1e-4);
+        if strength == 1.0 {
+            assert_eq!(trailing_steps[0], 999.0);
+        }
+        let noisy = SamplerOptions {
+            eta: Some(1.0),
+            ..trailing
+        };
+        let (noisy_steps, noisy_image) = run(noisy, &init);
+        assert_eq!(noisy_steps, trailing_steps);
+        assert!(max_abs_diff(&noisy_image, &trailing_image) > 1e-4);
+    }
 }

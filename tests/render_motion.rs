@@ -22,6 +22,7 @@ use image::RgbImage;
 use render_common::*;
 use rotoscope::cancel::StopFlag;
 use rotoscope::diffusion::image_pipeline::{GenerationSettings, StableDiffusion};
+use rotoscope::diffusion::schedulers::SamplerOptions;
 use rotoscope::diffusion::{sample_video, VideoControl, VideoInit, VideoRequest};
 use rotoscope::loaders::model_stack::{load_controlnet, ModelStackSpec};
 use rotoscope::loaders::source::HubOptions;
@@ -181,6 +182,7 @@ fn motion_render_equals_sample_video_on_the_same_inputs() {
         steps: STEPS,
         guidance_scale: CFG,
         scheduler: SchedulerKind::Ddim,
+        options: SamplerOptions::default(),
         seed: SEED,
         deep_cache: None,
     };

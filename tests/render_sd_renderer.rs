@@ -18,6 +18,7 @@ use rotoscope::diffusion::image_pipeline::{
     rgb_to_tensor, tensor_to_rgb, GenerationSettings, InitImage,
 };
 use rotoscope::diffusion::sampler::ControlInput;
+use rotoscope::diffusion::schedulers::SamplerOptions;
 use rotoscope::loaders::source::HubOptions;
 use rotoscope::pipeline::plan::plan_batches;
 use rotoscope::pipeline::resume::ChainedRenderer;
@@ -139,6 +140,7 @@ fn a_frame_without_temporal_conditioning_is_the_image_pipeline_output() {
         steps: preset.sampler.steps as usize,
         guidance_scale: preset.sampler.cfg_scale as f64,
         scheduler: rotoscope::preset::SchedulerKind::EulerAncestral,
+        options: SamplerOptions::default(),
         seed: preset.sampler.seed,
         deep_cache: None,
     };

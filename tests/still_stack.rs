@@ -18,6 +18,7 @@ use rotoscope::diffusion::image_pipeline::{
     rgb_to_tensor, tensor_to_rgb, GenerationSettings, InitImage, StableDiffusion,
 };
 use rotoscope::diffusion::sampler::{ControlInput, TextConditioning};
+use rotoscope::diffusion::schedulers::SamplerOptions;
 use rotoscope::loaders::lora::LoraSpec;
 use rotoscope::loaders::model_stack::{load_controlnet, ModelStack, ModelStackSpec};
 use rotoscope::loaders::source::HubOptions;
@@ -189,6 +190,7 @@ fn direct_render(spec: &ModelStackSpec, prompt: &str) -> (Tensor, TextConditioni
         steps: STEPS,
         guidance_scale: CFG,
         scheduler: SchedulerKind::Ddim,
+        options: SamplerOptions::default(),
         seed: SEED,
         deep_cache: None,
     };

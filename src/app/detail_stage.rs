@@ -6,10 +6,10 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::app::renderer::load_models;
-use crate::app::resolve::detailer_config;
+use crate::app::resolve::{detailer_config, Sampling};
 use crate::cancel::StopFlag;
 use crate::detail::{
-    inpainter_for_preset, BatchDetail, DetailError, FaceHandDetailer, RegionPlanner, RegionReport,
+    BatchDetail, DetailError, FaceHandDetailer, RegionPlanner, RegionReport,
     StableDiffusionInpainter,
 };
 use crate::diffusion::image_pipeline::StableDiffusion;
@@ -34,8 +34,18 @@ pub fn detailer_for_preset(
     let Some(config) = detailer_config(preset, fps)? else {
         return Ok(None);
     };
-    let inpainter = inpainter_for_preset(preset, sd, openpose)?;
+    let inpainter = inpainter_for_preset(preset, sd, openpose);
     FaceHandDetailer::new(config, inpainter).map(Some)
+}
+
+/// The detail pass on the renderer's models, with the preset's sampler resolved as the
+/// renderers take it ([`Sampling::of`]: scheduler, eta, timestep spacing, DeepCache).
+fn inpainter_for_preset(
+    preset: &Preset,
+    sd: Arc<StableDiffusion>,
+    openpose: Option<Arc<ControlNetModel>>,
+) -> StableDiffusionInpainter {
+    StableDiffusionInpainter::with_sampler(sd, openpose, Sampling::of(preset).inpaint_sampler())
 }
 
 /// Face and hand detailing (the preset's `detail:` section) on the renderer's models. The
@@ -112,7 +122,7 @@ impl SharedModelDetailer {
                 .shared
                 .config()
                 .controlnet_of_kind(&models, ControlKind::Openpose);
-            let inpainter = inpainter_for_preset(&self.preset, models.sd.clone(), openpose)?;
+            let inpainter = inpainter_for_preset(&self.preset, models.sd.clone(), openpose);
             let detailer = FaceHandDetailer::from_planner(planner, inpainter)?
                 .with_stop_flag(self.stop.clone());
             self.stage = DetailStage::Detailing(detailer);

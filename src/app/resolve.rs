@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::detail::{check_preset, DetailError, DetailerConfig};
+use crate::detail::{check_preset, DetailError, DetailerConfig, InpaintSampler};
 use crate::diffusion::deep_cache::DeepCacheSettings;
 use crate::diffusion::schedulers::SamplerOptions;
 use crate::flow::FlowParams;
@@ -67,9 +67,17 @@ impl Sampling {
             },
         }
     }
+
+    /// The detail pass's sampler: the same scheduler, options and DeepCache as the frames.
+    pub fn inpaint_sampler(&self) -> InpaintSampler {
+        InpaintSampler {
+            scheduler: self.scheduler,
+            options: self.options,
+            deep_cache: self.deep_cache,
+        }
+    }
 }
 
-/// The preset's spacing name as the schedulers take it.
 /// A render job's preset for its input: what the job's steps read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobSettings {
@@ -330,6 +338,30 @@ embeddings: [easynegative.safetensors]
             .scheduler(&SchedulerConfig::sd15(), 4, 0.5)
             .unwrap();
         assert_eq!(scheduler.timesteps(), &[499.0, 259.0]);
+    }
+
+    #[test]
+    fn the_detailer_samples_with_the_resolved_options() {
+        let preset = parse(
+            "model: {base: m}\nprompt: a\nsampler: {scheduler: ddim, eta: 0.5, timestep_spacing: trailing, steps: 4}\n\
+             deep_cache: {interval: 2, branch: 0}\n",
+        );
+        let sampling = Sampling::of(&preset);
+        let sampler = sampling.inpaint_sampler();
+        assert_eq!(sampler.scheduler, SchedulerKind::Ddim);
+        assert_eq!(
+            sampler.options,
+            SamplerOptions {
+                eta: Some(0.5),
+                timestep_spacing: Some(TimestepSpacing::Trailing),
+            }
+        );
+        assert_eq!(sampler.deep_cache, sampling.deep_cache);
+        assert!(sampler.deep_cache.is_some());
+        // And the frame renderer's config carries the very same options.
+        let config = SdRenderConfig::from_preset(&preset, (512, 512), None);
+        assert_eq!(config.sampler_options, sampler.options);
+        assert_eq!(config.generation_settings().options, sampler.options);
     }
 
     #[test]

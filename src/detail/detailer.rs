@@ -338,6 +338,11 @@ impl<I: RegionInpainter> FaceHandDetailer<I> {
         &self.planner.config
     }
 
+    /// What repaints the crops.
+    pub fn inpainter(&self) -> &I {
+        &self.inpainter
+    }
+
     pub fn planner_mut(&mut self) -> &mut RegionPlanner {
         &mut self.planner
     }

@@ -6,7 +6,8 @@
 //! * [`tracks`]: stable ids across frames, smoothed boxes, per-track seeds;
 //! * [`mask`]: the grown, feathered keypoint hull a crop is pasted through (pure);
 //! * [`paste`]: the feathered paste, leaving unmasked pixels bit for bit (pure);
-//! * [`inpaint`]: the diffusion pass on one crop;
+//! * [`inpaint`]: the diffusion pass on one crop, with the preset's sampler as the resolver
+//!   reads it ([`InpaintSampler`], from `crate::app::resolve::Sampling`);
 //! * [`detailer`]: [`RegionPlanner`] (tracking only, no models: what a resumed render runs
 //!   over finished batches) and [`FaceHandDetailer`], the pipeline
 //!   [`Detailer`](crate::pipeline::stages::Detailer);
@@ -31,32 +32,15 @@ pub mod paste;
 pub mod regions;
 pub mod tracks;
 
-use std::sync::Arc;
-
 pub use crate::preset::detail::{DetailSettings, RegionSettings};
 pub use detailer::{
     BatchDetail, DetailedRegion, DetailerConfig, FaceHandDetailer, PlannedRegion, RegionPlanner,
     RegionReport,
 };
 pub use error::DetailError;
-pub use inpaint::{InpaintRequest, RegionInpainter, StableDiffusionInpainter};
+pub use inpaint::{InpaintRequest, InpaintSampler, RegionInpainter, StableDiffusionInpainter};
 
-use crate::diffusion::deep_cache::DeepCacheSettings;
-use crate::diffusion::image_pipeline::StableDiffusion;
-use crate::models::controlnet::ControlNetModel;
 use crate::preset::{ControlKind, Preset};
-
-/// The detail pass on the renderer's models.
-pub fn inpainter_for_preset(
-    preset: &Preset,
-    sd: Arc<StableDiffusion>,
-    openpose: Option<Arc<ControlNetModel>>,
-) -> Result<StableDiffusionInpainter, DetailError> {
-    Ok(
-        StableDiffusionInpainter::new(sd, openpose, preset.sampler.scheduler)
-            .with_deep_cache(DeepCacheSettings::from_preset(preset.deep_cache.as_ref())),
-    )
-}
 
 /// The preset's detail section against the rest of the preset: an enabled part that asks
 /// for the openpose ControlNet needs one under `controlnets` (every preset sampler exists

@@ -16,7 +16,7 @@ use crate::diffusion::sampler::{
     denoise, mask_to_latent_size, ControlInput, DenoiseRequest, Inpaint, SamplerError,
     StepProgress, TextConditioning,
 };
-use crate::diffusion::schedulers::{SchedulerConfig, SchedulerError};
+use crate::diffusion::schedulers::{SamplerOptions, SchedulerConfig, SchedulerError};
 use crate::models::attention_hook::SelfAttentionHook;
 use crate::models::clip::{ClipError, ClipTextEncoder};
 use crate::models::tokenizer::{ClipTokenizer, TokenizerError};
@@ -80,6 +80,9 @@ pub struct GenerationSettings {
     pub steps: usize,
     pub guidance_scale: f64,
     pub scheduler: SchedulerKind,
+    /// The preset's `sampler.eta` and `sampler.timestep_spacing`
+    /// (`SamplerOptions::default()`: the scheduler's default eta, the model's spacing).
+    pub options: SamplerOptions,
     pub seed: u64,
     /// Reuse the UNet's deep features between full passes (`deep_cache:`).
     pub deep_cache: Option<DeepCacheSettings>,
@@ -251,6 +254,7 @@ impl StableDiffusion {
         let mut scheduler = strength_scheduler(
             settings.scheduler,
             &self.scheduler_config,
+            &settings.options,
             settings.steps,
             strength,
         )?;

@@ -7,7 +7,9 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::diffusion::schedulers::{self, Scheduler, SchedulerConfig, SchedulerError};
+use crate::diffusion::schedulers::{
+    self, SamplerOptions, Scheduler, SchedulerConfig, SchedulerError,
+};
 use crate::noise::{NoiseError, TorchGenerator};
 use crate::preset::SchedulerKind;
 
@@ -56,14 +58,18 @@ pub fn latent_size(
     Ok((height / factor, width / factor))
 }
 
-/// A scheduler of `kind` with the `steps`-step schedule shortened by `strength` (1 = all).
+/// A scheduler of `kind` on the model's scheduler `config` with the preset's sampler
+/// `options` ([`schedulers::build_with`]), its `steps`-step schedule shortened by `strength`
+/// (1 = all). Every pipeline (frame renderer, `still`, detailer, AnimateDiff) builds its
+/// scheduler here.
 pub fn strength_scheduler(
     kind: SchedulerKind,
     config: &SchedulerConfig,
+    options: &SamplerOptions,
     steps: usize,
     strength: f64,
 ) -> Result<Box<dyn Scheduler>, SchedulerError> {
-    let mut scheduler = schedulers::build(kind, config)?;
+    let mut scheduler = schedulers::build_with(kind, config, options)?;
     scheduler.set_timesteps(steps, strength)?;
     Ok(scheduler)
 }
@@ -122,19 +128,47 @@ mod tests {
     #[test]
     fn strength_shortens_the_schedule_as_get_timesteps() {
         let config = SchedulerConfig::sd15();
-        let full = strength_scheduler(SchedulerKind::Ddim, &config, 20, 1.0).unwrap();
-        let part = strength_scheduler(SchedulerKind::Ddim, &config, 20, 0.5).unwrap();
+        let full = strength_scheduler(
+            SchedulerKind::Ddim,
+            &config,
+            &SamplerOptions::default(),
+            20,
+            1.0,
+        )
+        .unwrap();
+        let part = strength_scheduler(
+            SchedulerKind::Ddim,
+            &config,
+            &SamplerOptions::default(),
+            20,
+            0.5,
+        )
+        .unwrap();
         assert_eq!(full.timesteps().len(), 20);
         assert_eq!(part.timesteps().len(), 10);
         assert_eq!(part.timesteps(), &full.timesteps()[10..]);
         assert_eq!(schedulers::strength_begin_index(20, 0.5).unwrap(), 10);
-        assert!(strength_scheduler(SchedulerKind::Ddim, &config, 20, 0.01).is_err());
+        assert!(strength_scheduler(
+            SchedulerKind::Ddim,
+            &config,
+            &SamplerOptions::default(),
+            20,
+            0.01
+        )
+        .is_err());
     }
 
     #[test]
     fn txt2img_latents_are_noise_times_sigma() {
         let config = SchedulerConfig::sd15();
-        let scheduler = strength_scheduler(SchedulerKind::Euler, &config, 10, 1.0).unwrap();
+        let scheduler = strength_scheduler(
+            SchedulerKind::Euler,
+            &config,
+            &SamplerOptions::default(),
+            10,
+            1.0,
+        )
+        .unwrap();
         let sigma = scheduler.init_noise_sigma();
         assert!(sigma > 1.0);
         let shape = [1, 4, 2, 3];
@@ -168,7 +202,14 @@ mod tests {
     #[test]
     fn img2img_latents_are_noised_image_latents() {
         let config = SchedulerConfig::sd15();
-        let scheduler = strength_scheduler(SchedulerKind::Ddim, &config, 10, 0.6).unwrap();
+        let scheduler = strength_scheduler(
+            SchedulerKind::Ddim,
+            &config,
+            &SamplerOptions::default(),
+            10,
+            0.6,
+        )
+        .unwrap();
         let image = Tensor::full(0.5f32, (1, 4, 2, 2), &Device::Cpu).unwrap();
         let start = initial_latents(
             scheduler.as_ref(),

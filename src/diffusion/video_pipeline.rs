@@ -145,7 +145,8 @@ pub enum VideoInit<'a> {
 
 /// What to generate for one batch of frames.
 pub struct VideoRequest<'a> {
-    /// Prompt, size, steps, guidance, scheduler and seed (shared by all frames).
+    /// Prompt, size, steps, guidance, scheduler with its sampler options (`eta`,
+    /// `timestep_spacing`) and seed (shared by all frames).
     pub settings: &'a GenerationSettings,
     pub frames: usize,
     pub init: VideoInit<'a>,
@@ -210,6 +211,7 @@ pub fn generate_video_latents(
     let mut scheduler = strength_scheduler(
         settings.scheduler,
         &sd.scheduler_config,
+        &settings.options,
         settings.steps,
         strength,
     )?;

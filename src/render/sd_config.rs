@@ -6,9 +6,8 @@ use std::sync::Arc;
 
 use crate::diffusion::deep_cache::DeepCacheSettings;
 use crate::diffusion::image_pipeline::GenerationSettings;
-use crate::diffusion::schedulers::{
-    self, SamplerOptions, Scheduler, SchedulerConfig, SchedulerError,
-};
+use crate::diffusion::latents::strength_scheduler;
+use crate::diffusion::schedulers::{SamplerOptions, Scheduler, SchedulerConfig, SchedulerError};
 use crate::flow::FlowParams;
 use crate::loaders::model_stack::ModelStackSpec;
 use crate::loaders::sd_models::{LoadedModels, ModelKey, TextPrompt};
@@ -100,13 +99,17 @@ impl SdRenderConfig {
         steps: usize,
         strength: f64,
     ) -> Result<Box<dyn Scheduler>, SchedulerError> {
-        let mut scheduler = schedulers::build_with(self.scheduler, config, &self.sampler_options)?;
-        scheduler.set_timesteps(steps, strength)?;
-        Ok(scheduler)
+        strength_scheduler(
+            self.scheduler,
+            config,
+            &self.sampler_options,
+            steps,
+            strength,
+        )
     }
 
-    /// The prompt, size, steps, guidance, scheduler and seed as the image pipeline takes
-    /// them.
+    /// The prompt, size, steps, guidance, scheduler (with the sampler options) and seed as
+    /// the image and video pipelines take them.
     pub fn generation_settings(&self) -> GenerationSettings {
         GenerationSettings {
             prompt: self.prompt.clone(),
@@ -116,6 +119,7 @@ impl SdRenderConfig {
             steps: self.steps,
             guidance_scale: self.guidance_scale,
             scheduler: self.scheduler,
+            options: self.sampler_options,
             seed: self.seed,
             deep_cache: self.deep_cache,
         }
