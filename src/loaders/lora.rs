@@ -16,6 +16,11 @@
 //! is A1111's `<lora:name:unet_strength:te_strength>` / ComfyUI LoraLoader's
 //! `strength_model` / `strength_clip`.
 //!
+//! Where a LoRA comes from ([`LoraSource`]): a file or folder on disk, or a file of a Hugging
+//! Face hub repo (`owner/name` for its `pytorch_lora_weights.safetensors`, as diffusers'
+//! `load_lora_weights` reads a repo, or `owner/name/file.safetensors`), fetched through the
+//! hub cache like the other models.
+//!
 //! Module names in kohya files lose their dots (`to_q` vs `to.q` is ambiguous), so they are
 //! matched against the model's own module names, flattened the same way, rather than parsed.
 //!
