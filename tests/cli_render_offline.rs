@@ -190,3 +190,65 @@ fn kept_maps_are_used_when_the_models_arrive() {
     // The work directory, kept maps included, goes once the output is complete.
     assert!(!dir.path().join("o.mp4.work").exists());
 }
+
+/// The fast preset's LCM-LoRA is a hub file: offline and not cached, it is listed with the
+/// other missing model files, named by its preset field.
+#[test]
+fn offline_fast_preset_lists_its_hub_lora_with_the_missing_model_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let hf_home = dir.path().join("hf");
+    std::fs::create_dir(&hf_home).unwrap();
+    let output = dir.path().join("out/astronaut-fast.mp4");
+    let mut render = command(["render"]);
+    render
+        .arg(repo_path("samples/astronaut.mp4"))
+        .args(["-p", "anime-fast", "-o"])
+        .arg(&output)
+        .args(["--frames", "0..1"])
+        .env("ROTOSCOPE_MODELS", models_dir());
+    let result = capture(offline_hub(&mut render, &hf_home));
+    let err = String::from_utf8_lossy(&result.stderr).into_owned();
+    assert_eq!(result.status.code(), Some(2), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let weights = |stem: &str| format!("{stem}.safetensors (or {stem}.fp16.safetensors)");
+    let controlnet = vec![
+        "config.json".to_string(),
+        weights("diffusion_pytorch_model"),
+    ];
+    let expected = vec![
+        (
+            // model.vae replaces the base model's VAE: its vae/ files are not needed.
+            "stable-diffusion-v1-5/stable-diffusion-v1-5".to_string(),
+            vec![
+                "unet/config.json".to_string(),
+                weights("unet/diffusion_pytorch_model"),
+                "text_encoder/config.json".to_string(),
+                weights("text_encoder/model"),
+                "tokenizer/vocab.json".to_string(),
+                "tokenizer/merges.txt".to_string(),
+                "tokenizer/tokenizer_config.json".to_string(),
+            ],
+        ),
+        (
+            "lllyasviel/control_v11p_sd15_openpose".to_string(),
+            controlnet.clone(),
+        ),
+        (
+            "lllyasviel/control_v11p_sd15_softedge".to_string(),
+            controlnet,
+        ),
+        (
+            "latent-consistency/lcm-lora-sdv1-5".to_string(),
+            vec!["pytorch_lora_weights.safetensors".to_string()],
+        ),
+    ];
+    assert_eq!(missing_lists(&err), expected, "{err}");
+    for hint in [
+        "loras[0]: 1 model file(s) missing for latent-consistency/lcm-lora-sdv1-5:",
+        "huggingface-cli download latent-consistency/lcm-lora-sdv1-5 pytorch_lora_weights.safetensors",
+        "rotoscope models fetch -p anime-fast",
+    ] {
+        assert!(err.contains(hint), "{hint:?} not in {err}");
+    }
+    assert!(!output.exists());
+}

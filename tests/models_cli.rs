@@ -152,13 +152,23 @@ fn bundled_presets_are_listed_by_default() {
         .collect();
     assert_eq!(
         names,
-        ["anime", "watercolor", "lineart-ink", "anime-animatediff"]
+        [
+            "anime",
+            "watercolor",
+            "lineart-ink",
+            "anime-animatediff",
+            "anime-fast"
+        ]
     );
     let text = serde_json::to_string(&report).unwrap();
     assert!(text.contains("guoyww/animatediff-motion-adapter-v1-5-2"));
     assert!(text.contains("\"temporal.motion_module\""));
     assert!(text.contains("stable-diffusion-v1-5/stable-diffusion-v1-5"));
     assert!(text.contains("unet/diffusion_pytorch_model.safetensors"));
+    // anime-fast's LCM-LoRA is a hub file, listed with the hub files.
+    assert!(text.contains("latent-consistency/lcm-lora-sdv1-5"));
+    assert!(text.contains("\"pytorch_lora_weights.safetensors\""));
+    assert!(text.contains("madebyollin/taesd"));
 }
 
 /// A minimal stand-in for huggingface.co's `resolve` endpoint, speaking the subset of HTTP
@@ -326,4 +336,75 @@ fn fetch_downloads_missing_hub_files_into_the_cache() {
         err.contains("huggingface-cli download tiny/controlnet"),
         "{err}"
     );
+}
+
+#[test]
+fn fetch_downloads_a_hub_lora_into_the_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("hf");
+    let models = tmp.path().join("models");
+    let lora = std::fs::read(fixtures().join("lora/lora_a_kohya.safetensors")).unwrap();
+    let mut files = HashMap::new();
+    files.insert(
+        "/tiny/lcm-lora/resolve/main/pytorch_lora_weights.safetensors".to_string(),
+        lora.clone(),
+    );
+    files.insert(
+        "/tiny/loras/resolve/main/styles/ink.safetensors".to_string(),
+        lora.clone(),
+    );
+    let (endpoint, requests) = serve_hub(files);
+    let preset = write_preset(
+        tmp.path(),
+        &format!(
+            "model:\n  base: {}\nprompt: a dancer\nloras:\n  - {{ path: tiny/lcm-lora }}\n  - {{ path: tiny/loras/styles/ink.safetensors, weight: 0.5 }}\n",
+            fixtures().join("pipeline").display()
+        ),
+    );
+    let env = [
+        ("HF_HUB_CACHE", cache.as_path()),
+        ("ROTOSCOPE_MODELS", models.as_path()),
+    ];
+    let list = || -> Vec<Value> {
+        let out = rotoscope(
+            &["models", "list", "-p", preset.to_str().unwrap(), "--json"],
+            &env,
+            &[],
+        );
+        let report: Value = serde_json::from_str(&cli_common::assert_ok(&out)).unwrap();
+        report["presets"][0]["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["role"].as_str().unwrap().starts_with("loras["))
+            .cloned()
+            .collect()
+    };
+    let before = list();
+    assert_eq!(before.len(), 2);
+    assert_eq!(before[0]["file"], "pytorch_lora_weights.safetensors");
+    assert_eq!(before[1]["file"], "styles/ink.safetensors");
+    assert!(before
+        .iter()
+        .all(|e| e["origin"] == "hub" && e["present"] == false));
+
+    let out = rotoscope(
+        &["models", "fetch", "-p", preset.to_str().unwrap()],
+        &env,
+        &[("HF_ENDPOINT", endpoint.as_str())],
+    );
+    let err = cli_common::stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let seen = requests.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .any(|p| p == "/tiny/lcm-lora/resolve/main/pytorch_lora_weights.safetensors"),
+        "{seen:?}"
+    );
+    for entry in list() {
+        assert_eq!(entry["present"], true, "{entry}");
+        let path = PathBuf::from(entry["path"].as_str().unwrap());
+        assert!(path.starts_with(&cache), "{path:?}");
+        assert_eq!(std::fs::read(&path).unwrap(), lora);
+    }
 }

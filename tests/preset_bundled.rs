@@ -73,7 +73,13 @@ fn required_styles_are_bundled_with_real_sd15_models() {
     let names: Vec<_> = Preset::bundled_names().collect();
     assert_eq!(
         names,
-        ["anime", "watercolor", "lineart-ink", "anime-animatediff"]
+        [
+            "anime",
+            "watercolor",
+            "lineart-ink",
+            "anime-animatediff",
+            "anime-fast"
+        ]
     );
 }
 
@@ -117,6 +123,38 @@ fn animatediff_preset_uses_the_motion_adapter_and_resolves_by_name() {
     // Joint batch sampling: none of the frame-by-frame temporal options.
     assert!(!p.temporal.temporalnet.enabled && !p.temporal.flow_init.enabled);
     assert!(!p.temporal.cross_frame_attention.active());
+    assert!(p.batch.frames < 200 && p.batch.overlap < p.batch.frames);
+}
+
+#[test]
+fn fast_preset_is_the_anime_look_on_the_fast_path() {
+    let p = Preset::resolve(Path::new("anime-fast")).unwrap();
+    p.validate("anime-fast").unwrap();
+    let anime = Preset::resolve(Path::new("anime")).unwrap();
+    assert_eq!(p.name.as_deref(), Some("anime-fast"));
+    // The anime look: its prompts, base model and ControlNets.
+    assert_eq!(p.prompt, anime.prompt);
+    assert_eq!(p.negative_prompt, anime.negative_prompt);
+    assert_eq!(p.model.base, anime.model.base);
+    assert_eq!(p.controlnets, anime.controlnets);
+    // LCM-LoRA from the hub with the lcm sampler, few steps, low guidance.
+    assert_eq!(p.loras.len(), 1);
+    assert_eq!(p.loras[0].path, "latent-consistency/lcm-lora-sdv1-5");
+    assert_eq!(p.loras[0].weight, 1.0);
+    assert_eq!(p.sampler.scheduler, preset::SchedulerKind::Lcm);
+    assert_eq!((p.sampler.steps, p.sampler.cfg_scale), (6, 1.5));
+    // The tiny VAE and DeepCache.
+    assert_eq!(p.model.vae.as_deref(), Some("madebyollin/taesd"));
+    let cache = p.deep_cache.as_ref().expect("deep_cache");
+    assert_eq!((cache.interval, cache.branch), (2, 0));
+    // Only the cheap temporal options.
+    assert!(p.temporal.flow_init.enabled && p.temporal.chain_batches);
+    assert!(!p.temporal.temporalnet.enabled);
+    assert!(!p.temporal.cross_frame_attention.active());
+    assert!(p.temporal.motion_module.is_none());
+    // Face and hand detailing in few steps.
+    assert!(p.detail.face.enabled && p.detail.hands.enabled);
+    assert_eq!((p.detail.face.steps, p.detail.hands.steps), (4, 4));
     assert!(p.batch.frames < 200 && p.batch.overlap < p.batch.frames);
 }
 

@@ -341,3 +341,44 @@ fn missing_models_of_a_still_are_listed_together() {
     }
     assert!(!out.exists());
 }
+
+#[test]
+fn a_hub_lora_missing_offline_is_listed_as_a_missing_model_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = fixture("");
+    let pipeline = pipeline.to_str().unwrap().trim_end_matches('/');
+    let text = std::fs::read_to_string(preset_path("still_ddim.yaml"))
+        .unwrap()
+        .replace("../pipeline", pipeline)
+        + "loras:\n  - { path: latent-consistency/lcm-lora-sdv1-5, weight: 1.0 }\n";
+    let preset = dir.path().join("hub-lora.yaml");
+    std::fs::write(&preset, text).unwrap();
+    let out = dir.path().join("o.png");
+    let mut still = command([
+        "still",
+        "--pose",
+        "tests/fixtures/pipeline/still_pose_a.png",
+        "-p",
+    ]);
+    still
+        .arg(&preset)
+        .arg("-o")
+        .arg(&out)
+        .current_dir(manifest());
+    let run = capture(offline_hub(&mut still, &dir.path().join("hf")));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // The base model and its ControlNet are there: the LoRA is all that is missing.
+    for needle in [
+        "loras[0]: 1 model file(s) missing for latent-consistency/lcm-lora-sdv1-5:",
+        "  - pytorch_lora_weights.safetensors\n",
+        "HF_HUB_OFFLINE",
+        "huggingface-cli download latent-consistency/lcm-lora-sdv1-5 pytorch_lora_weights.safetensors",
+        "rotoscope models fetch",
+    ] {
+        assert!(stderr.contains(needle), "{needle:?} not in {stderr}");
+    }
+    assert!(!stderr.contains("controlnet_a"), "{stderr}");
+    assert!(!out.exists());
+}

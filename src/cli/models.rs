@@ -4,7 +4,8 @@
 //! For each preset (`-p`, repeatable; default: every bundled preset) the inventory holds the
 //! base model's components (diffusers folder or hub repo: configs, weights, tokenizer; single
 //! file: the file and the tokenizer it needs), the VAE override, every ControlNet (TemporalNet
-//! included), LoRAs, embeddings, and the preprocessor weights in the models directory
+//! included), LoRAs (files, or single files of hub repos: see [`LoraSource`]), embeddings, and
+//! the preprocessor weights in the models directory
 //! (`$ROTOSCOPE_MODELS`, default `./models`). Hub files are looked up in the Hugging Face
 //! cache (`HF_HUB_CACHE`, `HF_HOME`, `~/.cache/huggingface/hub`); `fetch` downloads the missing
 //! ones through hf-hub (models/loading.rs) with progress bars and, when that is impossible
@@ -19,10 +20,11 @@ use hf_hub::{Cache, Repo, RepoType};
 use serde::Serialize;
 
 use crate::app::resolve::model_stack_spec;
+use crate::loaders::lora::{LoraSource, LORA_WEIGHT_NAME};
 use crate::loaders::single_file::TensorFile;
 use crate::loaders::source::{
-    fp16_variant, needed_files, Component, DiffusersPipelineFiles, FileRole, HubOptions,
-    ModelSource,
+    fp16_variant, needed_files, resolve_hub_file, Component, DiffusersPipelineFiles, FileRole,
+    HubOptions, ModelSource,
 };
 use crate::loaders::taesd::original_pair_files;
 use crate::models::family::Family;
@@ -95,6 +97,16 @@ pub struct HubNeed {
     pub components: Vec<Component>,
 }
 
+/// One file of a hub repo a preset needs on its own (a LoRA).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HubFileNeed {
+    /// As the preset names it.
+    pub source: String,
+    pub repo: String,
+    pub revision: String,
+    pub file: String,
+}
+
 /// Everything one preset needs.
 #[derive(Debug, Clone, Serialize)]
 pub struct PresetInventory {
@@ -102,6 +114,8 @@ pub struct PresetInventory {
     pub files: Vec<NeededEntry>,
     #[serde(skip)]
     pub hub: Vec<HubNeed>,
+    #[serde(skip)]
+    pub hub_files: Vec<HubFileNeed>,
 }
 
 impl PresetInventory {
@@ -164,6 +178,39 @@ fn file_entry(role: &str, source: &str, path: &Path, origin: Origin) -> NeededEn
         path: size.map(|_| path.to_path_buf()),
         size,
         origin,
+    }
+}
+
+/// One file of a hub repo, present when it is in the Hugging Face cache.
+fn hub_file_entry(
+    role: &str,
+    source: &str,
+    repo: &str,
+    revision: &str,
+    file: &str,
+    hub: &HubOptions,
+) -> NeededEntry {
+    let path = hub.cache_dir.as_ref().and_then(|dir| {
+        Cache::new(dir.clone())
+            .repo(Repo::with_revision(
+                repo.to_string(),
+                RepoType::Model,
+                revision.to_string(),
+            ))
+            .get(file)
+    });
+    let size = path
+        .as_ref()
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len());
+    NeededEntry {
+        role: role.to_string(),
+        source: source.to_string(),
+        file: file.to_string(),
+        present: path.is_some(),
+        path,
+        size,
+        origin: Origin::Hub,
     }
 }
 
@@ -291,6 +338,7 @@ pub fn inventory(
         preset: name.to_string(),
         files: Vec::new(),
         hub: Vec::new(),
+        hub_files: Vec::new(),
     };
     let spec = model_stack_spec(preset, preset_dir);
     let mut base_components = vec![
@@ -383,12 +431,30 @@ pub fn inventory(
     }
     for (i, lora) in spec.loras.iter().enumerate() {
         let source = lora.path.to_string_lossy().into_owned();
-        inv.files.push(file_entry(
-            &format!("loras[{i}]"),
-            &source,
-            &lora.path,
-            Origin::User,
-        ));
+        let role = format!("loras[{i}]");
+        match LoraSource::parse(&lora.path) {
+            LoraSource::Local(path) => {
+                // A folder as `huggingface-cli download --local-dir` leaves a hub LoRA.
+                let inside = path.join(LORA_WEIGHT_NAME);
+                let path = if path.is_dir() { inside } else { path };
+                inv.files
+                    .push(file_entry(&role, &source, &path, Origin::User));
+            }
+            LoraSource::Hub {
+                repo,
+                revision,
+                file,
+            } => {
+                inv.files
+                    .push(hub_file_entry(&role, &source, &repo, &revision, &file, hub));
+                inv.hub_files.push(HubFileNeed {
+                    source,
+                    repo,
+                    revision,
+                    file,
+                });
+            }
+        }
     }
     for (i, emb) in spec.embeddings.iter().enumerate() {
         let source = emb.to_string_lossy().into_owned();
@@ -568,6 +634,15 @@ fn fetch(args: SelectArgs) -> anyhow::Result<()> {
             failures.push(format!("{}: {err}", need.source));
         }
     }
+    // Single hub files (LoRAs), each once.
+    let files: BTreeSet<&HubFileNeed> = inventories.iter().flat_map(|i| &i.hub_files).collect();
+    for need in files {
+        eprintln!("fetching {} ({})", need.repo, need.file);
+        if let Err(err) = resolve_hub_file(&need.repo, &need.revision, &need.file, &hub) {
+            count += 1;
+            failures.push(format!("{}: {err}", need.source));
+        }
+    }
     // What no download can provide.
     let mut seen = BTreeSet::new();
     for f in inventories.iter().flat_map(|i| i.missing()) {
@@ -664,6 +739,76 @@ mod tests {
             );
             assert!(vae.iter().all(|f| f.present), "{named:?}");
         }
+    }
+
+    #[test]
+    fn a_hub_lora_is_a_hub_need() {
+        let cache = tempfile::tempdir().unwrap();
+        let hub = HubOptions {
+            offline: true,
+            cache_dir: Some(cache.path().to_path_buf()),
+            progress: false,
+            endpoint: None,
+            token: None,
+        };
+        let preset = Preset::from_yaml(
+            "model: {base: stable-diffusion-v1-5/stable-diffusion-v1-5}\nprompt: x\nloras:\n  \
+             - {path: latent-consistency/lcm-lora-sdv1-5}\n  \
+             - {path: ByteDance/Hyper-SD/Hyper-SD15-8steps-lora.safetensors, weight: 0.5}\n  \
+             - {path: loras/mine.safetensors}\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let inv = inventory("t", &preset, None, Path::new("models"), &hub);
+        let entry = |role: &str| {
+            inv.files
+                .iter()
+                .find(|f| f.role == role)
+                .unwrap_or_else(|| panic!("no {role} in {:?}", inv.files))
+        };
+        let lcm = entry("loras[0]");
+        assert_eq!(lcm.source, "latent-consistency/lcm-lora-sdv1-5");
+        assert_eq!(lcm.file, "pytorch_lora_weights.safetensors");
+        assert_eq!((lcm.present, lcm.origin), (false, Origin::Hub));
+        assert_eq!(entry("loras[1]").file, "Hyper-SD15-8steps-lora.safetensors");
+        assert_eq!(entry("loras[2]").origin, Origin::User);
+        assert_eq!(
+            inv.hub_files,
+            vec![
+                HubFileNeed {
+                    source: "latent-consistency/lcm-lora-sdv1-5".into(),
+                    repo: "latent-consistency/lcm-lora-sdv1-5".into(),
+                    revision: "main".into(),
+                    file: "pytorch_lora_weights.safetensors".into(),
+                },
+                HubFileNeed {
+                    source: "ByteDance/Hyper-SD/Hyper-SD15-8steps-lora.safetensors".into(),
+                    repo: "ByteDance/Hyper-SD".into(),
+                    revision: "main".into(),
+                    file: "Hyper-SD15-8steps-lora.safetensors".into(),
+                },
+            ]
+        );
+        let text = render_text(std::slice::from_ref(&inv));
+        assert!(
+            text.contains("  loras[0]: latent-consistency/lcm-lora-sdv1-5\n    MISSING  pytorch_lora_weights.safetensors\n"),
+            "{text}"
+        );
+        assert!(text.contains("rotoscope models fetch"), "{text}");
+
+        // Once in the cache (as hf-hub lays it out), the LoRA is present.
+        let repo = cache
+            .path()
+            .join("models--latent-consistency--lcm-lora-sdv1-5");
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::write(repo.join("refs/main"), commit).unwrap();
+        let snapshot = repo.join("snapshots").join(commit);
+        std::fs::create_dir_all(&snapshot).unwrap();
+        std::fs::write(snapshot.join("pytorch_lora_weights.safetensors"), b"1234").unwrap();
+        let inv = inventory("t", &preset, None, Path::new("models"), &hub);
+        let lcm = inv.files.iter().find(|f| f.role == "loras[0]").unwrap();
+        assert_eq!((lcm.present, lcm.size), (true, Some(4)));
     }
 
     #[test]

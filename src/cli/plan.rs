@@ -24,7 +24,7 @@ pub struct PlanArgs {
     #[arg(value_name = "INPUT")]
     pub input: PathBuf,
     /// Preset file, or the name of a bundled preset (anime, watercolor, lineart-ink,
-    /// anime-animatediff)
+    /// anime-animatediff, anime-fast)
     #[arg(short = 'p', long = "preset", value_name = "PRESET")]
     pub preset: PathBuf,
     /// Only plan frames A..B (start inclusive, end exclusive; either may be left out)

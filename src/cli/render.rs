@@ -43,7 +43,7 @@ pub struct RenderArgs {
     #[arg(value_name = "INPUT")]
     pub input: PathBuf,
     /// Preset file, or the name of a bundled preset (anime, watercolor, lineart-ink,
-    /// anime-animatediff)
+    /// anime-animatediff, anime-fast)
     #[arg(short = 'p', long = "preset", value_name = "PRESET")]
     pub preset: PathBuf,
     /// Output: an .mp4 file, or a directory (existing, or ending in /) for a PNG sequence

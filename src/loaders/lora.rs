@@ -16,6 +16,11 @@
 //! is A1111's `<lora:name:unet_strength:te_strength>` / ComfyUI LoraLoader's
 //! `strength_model` / `strength_clip`.
 //!
+//! Where a LoRA comes from ([`LoraSource`]): a file or folder on disk, or a file of a Hugging
+//! Face hub repo (`owner/name` for its `pytorch_lora_weights.safetensors`, as diffusers'
+//! `load_lora_weights` reads a repo, or `owner/name/file.safetensors`), fetched through the
+//! hub cache like the other models.
+//!
 //! Module names in kohya files lose their dots (`to_q` vs `to.q` is ambiguous), so they are
 //! matched against the model's own module names, flattened the same way, rather than parsed.
 //!
@@ -31,6 +36,7 @@ use candle_core::DType;
 
 use crate::loaders::single_file::keys::unet_diffusers_to_ldm;
 use crate::loaders::single_file::{Patch, SingleFileError, TensorFile, WeightMap};
+use crate::loaders::source::{is_hub_name_part, resolve_hub_file, HubOptions, LoadError};
 
 /// Errors of reading or applying LoRA files.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +80,110 @@ pub struct LoraSpec {
     pub unet_strength: f64,
     /// Strength on the text encoder (`strength_clip`).
     pub text_encoder_strength: f64,
+}
+
+/// The file diffusers' `load_lora_weights(repo)` reads from a repo or folder when no
+/// `weight_name` is given.
+pub const LORA_WEIGHT_NAME: &str = "pytorch_lora_weights.safetensors";
+
+/// Extensions of LoRA weight files ([`TensorFile`] reads safetensors and pickles).
+const LORA_EXTENSIONS: [&str; 5] = ["safetensors", "ckpt", "pt", "pth", "bin"];
+
+fn has_lora_extension(name: &str) -> bool {
+    Path::new(name).extension().is_some_and(|e| {
+        LORA_EXTENSIONS.contains(&e.to_string_lossy().to_ascii_lowercase().as_str())
+    })
+}
+
+/// Where a preset's `loras[i].path` points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoraSource {
+    /// A file on disk (or a folder holding [`LORA_WEIGHT_NAME`]), or a path that does not
+    /// exist and is clearly no hub id (reported missing when it is opened).
+    Local(PathBuf),
+    /// A file of a Hugging Face hub repo: `owner/name[@revision]` means its
+    /// [`LORA_WEIGHT_NAME`] (as diffusers' `load_lora_weights("owner/name")` reads it);
+    /// `owner/name[@revision]/dir/file.safetensors` names the file.
+    Hub {
+        repo: String,
+        revision: String,
+        file: String,
+    },
+}
+
+impl LoraSource {
+    /// Existing paths win. A missing path is read as a hub id unless it is absolute, starts
+    /// with `./`, `../` or `~`, its first folder exists here, or (`owner/name` form) it
+    /// names a weight file (`loras/x.safetensors`).
+    pub fn parse(path: &Path) -> Self {
+        let local = || Self::Local(path.to_path_buf());
+        if path.exists() {
+            return local();
+        }
+        let Some(text) = path.to_str() else {
+            return local();
+        };
+        if path.is_absolute()
+            || text.starts_with("./")
+            || text.starts_with("../")
+            || text.starts_with('~')
+            || text.contains('\\')
+        {
+            return local();
+        }
+        let parts: Vec<&str> = text.split('/').collect();
+        let [owner, name_rev, rest @ ..] = parts.as_slice() else {
+            return local();
+        };
+        let (name, revision) = match name_rev.split_once('@') {
+            Some((name, rev)) if !rev.is_empty() => (name, rev),
+            Some(_) => return local(),
+            None => (*name_rev, "main"),
+        };
+        if !is_hub_name_part(owner) || !is_hub_name_part(name) || Path::new(owner).is_dir() {
+            return local();
+        }
+        let file = if rest.is_empty() {
+            if has_lora_extension(name) {
+                return local();
+            }
+            LORA_WEIGHT_NAME.to_string()
+        } else {
+            let usable = rest
+                .iter()
+                .all(|p| !p.is_empty() && *p != "." && *p != "..");
+            let last = rest.last().copied().unwrap_or_default();
+            if !usable || !has_lora_extension(last) {
+                return local();
+            }
+            rest.join("/")
+        };
+        Self::Hub {
+            repo: format!("{owner}/{name}"),
+            revision: revision.to_string(),
+            file,
+        }
+    }
+
+    /// The LoRA's file on disk: a local file as given (a folder: its
+    /// [`LORA_WEIGHT_NAME`]), a hub file from the cache or downloaded through `hub`.
+    pub fn resolve(&self, hub: &HubOptions) -> Result<PathBuf, LoadError> {
+        match self {
+            Self::Local(path) => {
+                let inside = path.join(LORA_WEIGHT_NAME);
+                Ok(if path.is_dir() && inside.is_file() {
+                    inside
+                } else {
+                    path.clone()
+                })
+            }
+            Self::Hub {
+                repo,
+                revision,
+                file,
+            } => resolve_hub_file(repo, revision, file, hub),
+        }
+    }
 }
 
 /// Which model a LoRA module patches.
@@ -447,6 +557,118 @@ pub fn apply_loras(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hub(repo: &str, revision: &str, file: &str) -> LoraSource {
+        LoraSource::Hub {
+            repo: repo.into(),
+            revision: revision.into(),
+            file: file.into(),
+        }
+    }
+
+    #[test]
+    fn lora_sources_are_hub_ids_or_paths() {
+        let parse = |s: &str| LoraSource::parse(Path::new(s));
+        // A repo id means its pytorch_lora_weights.safetensors, as diffusers reads it.
+        assert_eq!(
+            parse("latent-consistency/lcm-lora-sdv1-5"),
+            hub(
+                "latent-consistency/lcm-lora-sdv1-5",
+                "main",
+                "pytorch_lora_weights.safetensors"
+            )
+        );
+        assert_eq!(
+            parse("ByteDance/Hyper-SD/Hyper-SD15-8steps-lora.safetensors"),
+            hub(
+                "ByteDance/Hyper-SD",
+                "main",
+                "Hyper-SD15-8steps-lora.safetensors"
+            )
+        );
+        assert_eq!(
+            parse("owner/name@v2/sub/dir/x.safetensors"),
+            hub("owner/name", "v2", "sub/dir/x.safetensors")
+        );
+        assert_eq!(
+            parse("owner/name@fp16"),
+            hub("owner/name", "fp16", LORA_WEIGHT_NAME)
+        );
+        // Paths stay paths: existing ones, relative and absolute ones, file names, folders
+        // that exist here, anything that is no valid repo id or names no weight file.
+        let manifest = env!("CARGO_MANIFEST_DIR");
+        let fixture = format!("{manifest}/tests/fixtures/lora/lora_a_kohya.safetensors");
+        for path in [
+            fixture.as_str(),
+            "loras/ghibli.safetensors",
+            "ghibli.safetensors",
+            "./owner/name",
+            "../owner/name/x.safetensors",
+            "/abs/owner/name",
+            "~/loras/x.safetensors",
+            "src/loaders/x.safetensors",
+            "owner/name/readme.md",
+            "owner/name/",
+            "owner/name/../x.safetensors",
+            "owner/name@/x.safetensors",
+            ".hidden/name",
+            "justaname",
+        ] {
+            assert_eq!(
+                parse(path),
+                LoraSource::Local(PathBuf::from(path)),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_local_lora_resolves_without_the_hub() {
+        let hub_options = HubOptions {
+            offline: true,
+            cache_dir: None,
+            progress: false,
+            endpoint: None,
+            token: None,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.safetensors");
+        assert_eq!(
+            LoraSource::parse(&path).resolve(&hub_options).unwrap(),
+            path
+        );
+        // A folder as `huggingface-cli download --local-dir` leaves it: its diffusers file.
+        std::fs::write(dir.path().join(LORA_WEIGHT_NAME), b"").unwrap();
+        assert_eq!(
+            LoraSource::parse(dir.path()).resolve(&hub_options).unwrap(),
+            dir.path().join(LORA_WEIGHT_NAME)
+        );
+    }
+
+    #[test]
+    fn an_uncached_hub_lora_offline_is_a_missing_file_with_its_download() {
+        let cache = tempfile::tempdir().unwrap();
+        let hub_options = HubOptions {
+            offline: true,
+            cache_dir: Some(cache.path().to_path_buf()),
+            progress: false,
+            endpoint: None,
+            token: None,
+        };
+        let err = LoraSource::parse(Path::new("latent-consistency/lcm-lora-sdv1-5"))
+            .resolve(&hub_options)
+            .unwrap_err();
+        assert!(matches!(err, LoadError::MissingHubFile { .. }), "{err:?}");
+        let text = err.to_string();
+        for needle in [
+            "1 model file(s) missing for latent-consistency/lcm-lora-sdv1-5:",
+            "  - pytorch_lora_weights.safetensors\n",
+            "HF_HUB_OFFLINE",
+            "huggingface-cli download latent-consistency/lcm-lora-sdv1-5 pytorch_lora_weights.safetensors",
+        ] {
+            assert!(text.contains(needle), "{needle:?} not in {text}");
+        }
+    }
 
     #[test]
     fn classifies_kohya_keys() {

@@ -13,7 +13,7 @@ use candle_core::{Device, Tensor};
 
 use crate::diffusion::schedulers::{SchedulerConfig, SchedulerError};
 use crate::loaders::embeddings::{EmbeddingError, TextualInversion};
-use crate::loaders::lora::{apply_loras, LoraError, LoraSpec};
+use crate::loaders::lora::{apply_loras, LoraError, LoraSource, LoraSpec};
 use crate::loaders::single_file::{
     ConfigSource, Patch, SingleFileCheckpoint, SingleFileError, TensorFile, WeightMap,
 };
@@ -38,6 +38,13 @@ pub enum ModelStackError {
     SingleFile(#[from] SingleFileError),
     #[error(transparent)]
     Lora(#[from] LoraError),
+    /// A LoRA's file could not be found or fetched (`index` into the preset's `loras`).
+    #[error("loras[{index}]: {source}")]
+    LoraSource {
+        index: usize,
+        #[source]
+        source: LoadError,
+    },
     #[error(transparent)]
     Embedding(#[from] EmbeddingError),
     #[error("UNet / ControlNet: {0}")]
@@ -86,6 +93,27 @@ impl ModelStackSpec {
             embeddings: Vec::new(),
         }
     }
+}
+
+/// `loras` with each path turned into its file on disk (hub LoRAs from the cache, or
+/// downloaded through `hub`), and a problem per LoRA that could not be found: all of them,
+/// so they can be reported with the other missing models.
+pub fn resolve_lora_files(
+    loras: &[LoraSpec],
+    hub: &HubOptions,
+) -> (Vec<LoraSpec>, Vec<ModelStackError>) {
+    let mut resolved = Vec::with_capacity(loras.len());
+    let mut problems = Vec::new();
+    for (index, lora) in loras.iter().enumerate() {
+        match LoraSource::parse(&lora.path).resolve(hub) {
+            Ok(path) => resolved.push(LoraSpec {
+                path,
+                ..lora.clone()
+            }),
+            Err(source) => problems.push(ModelStackError::LoraSource { index, source }),
+        }
+    }
+    (resolved, problems)
 }
 
 /// A model's config and its weights (not yet read).
@@ -389,8 +417,12 @@ impl StackWeights {
         }
         let base_unet_weights = unet.weights.clone();
         let mut text_encoder = text_encoder;
+        let (loras, mut problems) = resolve_lora_files(&spec.loras, hub);
+        if !problems.is_empty() {
+            return Err(problems.remove(0));
+        }
         let lora_modules = apply_loras(
-            &spec.loras,
+            &loras,
             &mut unet.weights,
             uniform_layers_per_block(&unet.config),
             &mut text_encoder.weights,

@@ -13,7 +13,8 @@ use crate::diffusion::image_pipeline::StableDiffusion;
 use crate::diffusion::sampler::TextConditioning;
 use crate::loaders::embeddings::TextualInversion;
 use crate::loaders::model_stack::{
-    resolve_controlnet, ModelStack, ModelStackError, ModelStackSpec, Part, StackWeights,
+    resolve_controlnet, resolve_lora_files, ModelStack, ModelStackError, ModelStackSpec, Part,
+    StackWeights,
 };
 use crate::loaders::source::HubOptions;
 use crate::models::controlnet::{ControlNetConfig, ControlNetModel};
@@ -88,8 +89,15 @@ struct ResolvedModels {
 impl ResolvedModels {
     /// Problems of all models are reported together ([`SdModelsError::Missing`]).
     fn resolve(key: &ModelKey, hub: &HubOptions) -> Result<Self, SdModelsError> {
+        // The LoRA files apart, so a missing (hub) LoRA is listed with the other models; the
+        // stack is still resolved without it to find what else is missing.
+        let (loras, lora_problems) = resolve_lora_files(&key.models.loras, hub);
         let mut problems = Vec::new();
-        let stack = StackWeights::resolve(&key.models, hub)
+        let models = ModelStackSpec {
+            loras,
+            ..key.models.clone()
+        };
+        let stack = StackWeights::resolve(&models, hub)
             .map_err(|e| problems.push(e))
             .ok();
         let mut distinct: Vec<String> = Vec::new();
@@ -110,6 +118,8 @@ impl ResolvedModels {
                     .ok()
             })
             .collect();
+        // Listed after the base model and the ControlNets, in the preset's order.
+        problems.extend(lora_problems);
         match stack {
             Some(stack) if problems.is_empty() => Ok(Self {
                 stack,

@@ -156,6 +156,13 @@ pub enum LoadError {
         files: Vec<String>,
         hint: String,
     },
+    /// One file of a hub repo (a LoRA) that is neither cached nor downloadable.
+    #[error("1 model file(s) missing for {repo}:\n  - {file}\n{hint}")]
+    MissingHubFile {
+        repo: String,
+        file: String,
+        hint: String,
+    },
     #[error(
         "model source {0:?} is neither an existing path nor a Hugging Face hub id (owner/name)"
     )]
@@ -210,7 +217,8 @@ pub enum ModelSource {
     SingleFile(PathBuf),
 }
 
-fn is_hub_name_part(s: &str) -> bool {
+/// Whether `s` can be the owner or the name of a hub repo id.
+pub(crate) fn is_hub_name_part(s: &str) -> bool {
     !s.is_empty()
         && !s.starts_with('.')
         && !s.starts_with('-')
@@ -493,6 +501,65 @@ impl DiffusersPipelineFiles {
         let model_index = cache.get("model_index.json");
         Ok(assemble(source, model_index, found))
     }
+}
+
+/// One file of a hub repo (`file` relative to its root, e.g. a LoRA's
+/// `pytorch_lora_weights.safetensors`): from the cache, else downloaded unless offline.
+/// A file that can be neither is [`LoadError::MissingHubFile`], with how to get it.
+pub fn resolve_hub_file(
+    repo_id: &str,
+    revision: &str,
+    file: &str,
+    hub: &HubOptions,
+) -> Result<PathBuf, LoadError> {
+    let cache_dir = hub.cache_dir.clone().ok_or(LoadError::NoCacheDir)?;
+    let repo = Repo::with_revision(repo_id.to_string(), RepoType::Model, revision.to_string());
+    if let Some(path) = Cache::new(cache_dir.clone()).repo(repo.clone()).get(file) {
+        return Ok(path);
+    }
+    let missing = |network_down: Option<String>, auth_problem: bool| LoadError::MissingHubFile {
+        repo: repo_id.to_string(),
+        file: file.to_string(),
+        hint: hub_hint(
+            repo_id,
+            revision,
+            &[file.to_string()],
+            &cache_dir,
+            network_down,
+            auth_problem,
+        ),
+    };
+    if hub.offline {
+        return Err(missing(Some("HF_HUB_OFFLINE is set".into()), false));
+    }
+    let hub_error = |message: String| LoadError::Hub {
+        repo: repo_id.to_string(),
+        file: file.to_string(),
+        message,
+    };
+    let api = hub_api(hub, &cache_dir).map_err(|e| hub_error(e.to_string()))?;
+    match api.repo(repo).get(file) {
+        Ok(path) => Ok(path),
+        Err(err) => Err(match classify(err) {
+            HubFailure::NotFound => missing(None, false),
+            HubFailure::Unauthorized => missing(None, true),
+            HubFailure::Unreachable(why) => missing(Some(why), false),
+            HubFailure::Other(message) => hub_error(message),
+        }),
+    }
+}
+
+/// The hf-hub client for `hub`'s endpoint and token, on the cache at `cache_dir`.
+fn hub_api(hub: &HubOptions, cache_dir: &Path) -> Result<hf_hub::api::sync::Api, ApiError> {
+    let mut builder =
+        ApiBuilder::from_cache(Cache::new(cache_dir.to_path_buf())).with_progress(hub.progress);
+    if let Some(endpoint) = &hub.endpoint {
+        builder = builder.with_endpoint(endpoint.clone());
+    }
+    if hub.token.is_some() {
+        builder = builder.with_token(hub.token.clone());
+    }
+    builder.build()
 }
 
 /// Where a component's files sit in a local folder: its subfolder in a pipeline; the root for

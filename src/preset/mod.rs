@@ -27,7 +27,7 @@ use rational::Rational;
 
 /// Presets shipped in `presets/`, compiled into the binary so that `-p anime` works from
 /// any directory.
-pub const BUNDLED: [(&str, &str); 4] = [
+pub const BUNDLED: [(&str, &str); 5] = [
     ("anime", include_str!("../../presets/anime.yaml")),
     ("watercolor", include_str!("../../presets/watercolor.yaml")),
     (
@@ -38,6 +38,7 @@ pub const BUNDLED: [(&str, &str); 4] = [
         "anime-animatediff",
         include_str!("../../presets/anime-animatediff.yaml"),
     ),
+    ("anime-fast", include_str!("../../presets/anime-fast.yaml")),
 ];
 
 /// Batches must stay below this many frames (docs/ARCHITECTURE.md, "Data flow").
