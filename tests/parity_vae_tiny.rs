@@ -2,6 +2,8 @@
 //! (scripts/fixtures/vae_tiny.py), loaded from the diffusers folder and from madebyollin's
 //! original `taesd_encoder` / `taesd_decoder` pair, directly and as a preset's `model.vae`.
 
+mod tensor_common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -13,6 +15,8 @@ use rotoscope::loaders::taesd::{self, TaesdError};
 use rotoscope::models::autoencoder_tiny::{AutoencoderTiny, AutoencoderTinyConfig};
 use rotoscope::models::vae::{AnyVaeConfig, Vae};
 use rotoscope::noise::TorchGenerator;
+
+use tensor_common::{max_abs, max_abs_diff};
 
 /// Relative to the reference's largest magnitude.
 const TOLERANCE: f32 = 1e-4;
@@ -47,20 +51,9 @@ fn offline() -> HubOptions {
     }
 }
 
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
 fn assert_close(name: &str, got: &Tensor, want: &Tensor) {
     assert_eq!(got.dims(), want.dims(), "{name}: shape");
-    let diff = rotoscope::nn::tensor_diff::max_abs_diff(got, want).unwrap();
+    let diff = max_abs_diff(got, want);
     let scale = max_abs(want);
     assert!(scale > 0.0, "{name}: all-zero reference");
     let rel = diff / scale;

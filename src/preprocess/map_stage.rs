@@ -240,17 +240,23 @@ pub fn source_image(frame: &Frame) -> Result<image::RgbImage, PreprocessorError>
         })
 }
 
+/// Options for unit tests: `pose` and `detail` as given, the rest the defaults.
+#[cfg(test)]
+pub(crate) fn test_options(
+    pose: preset::PoseSettings,
+    detail: DetailKeypoints,
+) -> PreprocessorOptions {
+    PreprocessorOptions {
+        pose,
+        detail,
+        ..PreprocessorOptions::defaults(PathBuf::from("models"), 24.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn options(pose: preset::PoseSettings, detail: DetailKeypoints) -> PreprocessorOptions {
-        PreprocessorOptions {
-            pose,
-            detail,
-            ..PreprocessorOptions::defaults(PathBuf::from("models"), 24.0)
-        }
-    }
+    use crate::preprocess::map_stage::test_options as options;
 
     #[test]
     fn detailing_widens_what_is_estimated_but_not_what_is_drawn() {

@@ -120,16 +120,9 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
+    use crate::preprocess::map_stage::test_options as options;
     use crate::preset;
     use crate::video::Frame;
-
-    fn options(pose: preset::PoseSettings, detail: DetailKeypoints) -> PreprocessorOptions {
-        PreprocessorOptions {
-            pose,
-            detail,
-            ..PreprocessorOptions::defaults(PathBuf::from("models"), 24.0)
-        }
-    }
 
     #[test]
     fn every_map_kind_but_temporalnet_has_one_preprocessor() {
