@@ -45,11 +45,7 @@ impl DdimScheduler {
             eta: 0.0,
         };
         let schedule = NoiseSchedule::from_config(config, DDPM_BETA_DEFAULTS)?;
-        let final_alpha_cumprod = if options.set_alpha_to_one {
-            1.0
-        } else {
-            schedule.alphas_cumprod[0]
-        };
+        let final_alpha_cumprod = schedule.final_alpha_cumprod(options.set_alpha_to_one);
         Ok(Self {
             options,
             schedule,

@@ -19,7 +19,6 @@ const LCM_BETA_DEFAULTS: BetaDefaults = BetaDefaults {
 
 pub struct LcmScheduler {
     prediction_type: PredictionType,
-    original_inference_steps: usize,
     timestep_scaling: f32,
     clip_sample: Option<f32>,
     schedule: NoiseSchedule,
@@ -31,29 +30,17 @@ impl LcmScheduler {
     pub fn new(config: &SchedulerConfig) -> Result<Self, SchedulerError> {
         config.reject_unsupported(&["thresholding"])?;
         let schedule = NoiseSchedule::from_config(config, LCM_BETA_DEFAULTS)?;
-        let final_alpha_cumprod = if config.set_alpha_to_one.unwrap_or(true) {
-            1.0
-        } else {
-            schedule.alphas_cumprod[0]
-        };
-        let original_inference_steps = config.original_inference_steps.unwrap_or(50);
-        if original_inference_steps == 0
-            || original_inference_steps > schedule.num_train_timesteps()
-        {
-            return Err(SchedulerError::Invalid(format!(
-                "original_inference_steps {original_inference_steps} must be in 1..={}",
-                schedule.num_train_timesteps()
-            )));
-        }
+        let final_alpha_cumprod =
+            schedule.final_alpha_cumprod(config.set_alpha_to_one.unwrap_or(true));
+        let timesteps = DistilledTimesteps::new(config, &schedule)?;
         Ok(Self {
             prediction_type: config.prediction_type()?,
-            original_inference_steps,
             timestep_scaling: config.timestep_scaling.unwrap_or(10.0) as f32,
             clip_sample: (config.clip_sample == Some(true))
                 .then(|| config.clip_sample_range.unwrap_or(1.0) as f32),
             schedule,
             final_alpha_cumprod,
-            timesteps: DistilledTimesteps::default(),
+            timesteps,
         })
     }
 
@@ -84,23 +71,48 @@ pub(crate) fn lcm_timesteps(num_train: usize, original_steps: usize, steps: usiz
 
 /// The timesteps LCM and TCD run: `steps` picks from the distillation schedule
 /// ([`lcm_timesteps`]); img2img starts part-way down them, as diffusers' pipelines slice.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct DistilledTimesteps {
+    num_train: usize,
+    /// The config's `original_inference_steps`: the distillation schedule's length.
+    original_steps: usize,
     all: Vec<i64>,
     begin: usize,
     run: Vec<f64>,
 }
 
 impl DistilledTimesteps {
-    /// `name` names the scheduler in errors.
+    /// The distillation schedule of `config` (`original_inference_steps`, default 50) over
+    /// `schedule`'s training timesteps; nothing set yet.
+    pub(crate) fn new(
+        config: &SchedulerConfig,
+        schedule: &NoiseSchedule,
+    ) -> Result<Self, SchedulerError> {
+        let num_train = schedule.num_train_timesteps();
+        let original_steps = config.original_inference_steps.unwrap_or(50);
+        if original_steps == 0 || original_steps > num_train {
+            return Err(SchedulerError::Invalid(format!(
+                "original_inference_steps {original_steps} must be in 1..={num_train}"
+            )));
+        }
+        Ok(Self {
+            num_train,
+            original_steps,
+            all: Vec::new(),
+            begin: 0,
+            run: Vec::new(),
+        })
+    }
+
+    /// Picks `steps` timesteps, starting part-way for `strength` < 1; `name` names the
+    /// scheduler in errors.
     pub(crate) fn set(
         &mut self,
         name: &str,
-        num_train: usize,
-        original_steps: usize,
         steps: usize,
         strength: f64,
     ) -> Result<(), SchedulerError> {
+        let (num_train, original_steps) = (self.num_train, self.original_steps);
         if steps == 0 || steps > original_steps {
             return Err(SchedulerError::Invalid(format!(
                 "{name} needs 1..={original_steps} steps (original_inference_steps), got {steps}"
@@ -128,13 +140,7 @@ impl DistilledTimesteps {
 
 impl Scheduler for LcmScheduler {
     fn set_timesteps(&mut self, steps: usize, strength: f64) -> Result<(), SchedulerError> {
-        self.timesteps.set(
-            "LCM",
-            self.schedule.num_train_timesteps(),
-            self.original_inference_steps,
-            steps,
-            strength,
-        )
+        self.timesteps.set("LCM", steps, strength)
     }
 
     fn timesteps(&self) -> &[f64] {

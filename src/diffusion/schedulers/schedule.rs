@@ -93,6 +93,16 @@ impl NoiseSchedule {
         self.betas.len()
     }
 
+    /// ᾱ "before" timestep 0, where the last DDIM-style step lands: 1 with the config's
+    /// `set_alpha_to_one`, else ᾱ_0.
+    pub fn final_alpha_cumprod(&self, set_alpha_to_one: bool) -> f32 {
+        if set_alpha_to_one {
+            1.0
+        } else {
+            self.alphas_cumprod[0]
+        }
+    }
+
     /// `((1 - alphas_cumprod) / alphas_cumprod) ** 0.5` in float32, index = training timestep.
     pub fn sigmas(&self) -> Vec<f32> {
         self.alphas_cumprod

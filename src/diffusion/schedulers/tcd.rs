@@ -27,7 +27,6 @@ pub const DEFAULT_ETA: f64 = 0.3;
 
 pub struct TcdScheduler {
     prediction_type: PredictionType,
-    original_inference_steps: usize,
     schedule: NoiseSchedule,
     final_alpha_cumprod: f32,
     eta: f64,
@@ -40,27 +39,15 @@ impl TcdScheduler {
         // `TCDScheduler` keeps clip_sample in its config but never clips in `step`.
         config.reject_unsupported(&["thresholding"])?;
         let schedule = NoiseSchedule::from_config(config, TCD_BETA_DEFAULTS)?;
-        let final_alpha_cumprod = if config.set_alpha_to_one.unwrap_or(true) {
-            1.0
-        } else {
-            schedule.alphas_cumprod[0]
-        };
-        let original_inference_steps = config.original_inference_steps.unwrap_or(50);
-        if original_inference_steps == 0
-            || original_inference_steps > schedule.num_train_timesteps()
-        {
-            return Err(SchedulerError::Invalid(format!(
-                "original_inference_steps {original_inference_steps} must be in 1..={}",
-                schedule.num_train_timesteps()
-            )));
-        }
+        let final_alpha_cumprod =
+            schedule.final_alpha_cumprod(config.set_alpha_to_one.unwrap_or(true));
+        let timesteps = DistilledTimesteps::new(config, &schedule)?;
         Ok(Self {
             prediction_type: config.prediction_type()?,
-            original_inference_steps,
             schedule,
             final_alpha_cumprod,
             eta: DEFAULT_ETA,
-            timesteps: DistilledTimesteps::default(),
+            timesteps,
         })
     }
 
@@ -98,13 +85,7 @@ impl Scheduler for TcdScheduler {
     fn set_timesteps(&mut self, steps: usize, strength: f64) -> Result<(), SchedulerError> {
         // The same pick from the distillation schedule as LCM (`TCDScheduler.set_timesteps`
         // with strength 1; img2img shortens it afterwards, as diffusers' pipelines do).
-        self.timesteps.set(
-            "TCD",
-            self.schedule.num_train_timesteps(),
-            self.original_inference_steps,
-            steps,
-            strength,
-        )
+        self.timesteps.set("TCD", steps, strength)
     }
 
     fn timesteps(&self) -> &[f64] {
