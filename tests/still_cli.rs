@@ -311,6 +311,23 @@ fn controlnets_without_a_control_image_are_skipped_with_a_note() {
     assert_png_matches(&out, "txt2img_ddim.png");
 }
 
+/// `rotoscope still` on the fixture pose with `preset`, offline with an empty hub cache in
+/// `hf_home`.
+fn still_offline(preset: &Path, out: &Path, hf_home: &Path) -> std::process::Output {
+    let mut still = command([
+        "still",
+        "--pose",
+        "tests/fixtures/pipeline/still_pose_a.png",
+        "-p",
+    ]);
+    still
+        .arg(preset)
+        .arg("-o")
+        .arg(out)
+        .current_dir(manifest());
+    capture(offline_hub(&mut still, hf_home))
+}
+
 #[test]
 fn missing_models_of_a_still_are_listed_together() {
     let dir = tempfile::tempdir().unwrap();
@@ -321,18 +338,7 @@ fn missing_models_of_a_still_are_listed_together() {
     let preset = dir.path().join("missing.yaml");
     std::fs::write(&preset, text).unwrap();
     let out = dir.path().join("o.png");
-    let mut still = command([
-        "still",
-        "--pose",
-        "tests/fixtures/pipeline/still_pose_a.png",
-        "-p",
-    ]);
-    still
-        .arg(&preset)
-        .arg("-o")
-        .arg(&out)
-        .current_dir(manifest());
-    let run = capture(offline_hub(&mut still, &dir.path().join("hf")));
+    let run = still_offline(&preset, &out, &dir.path().join("hf"));
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(2), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -354,18 +360,7 @@ fn a_hub_lora_missing_offline_is_listed_as_a_missing_model_file() {
     let preset = dir.path().join("hub-lora.yaml");
     std::fs::write(&preset, text).unwrap();
     let out = dir.path().join("o.png");
-    let mut still = command([
-        "still",
-        "--pose",
-        "tests/fixtures/pipeline/still_pose_a.png",
-        "-p",
-    ]);
-    still
-        .arg(&preset)
-        .arg("-o")
-        .arg(&out)
-        .current_dir(manifest());
-    let run = capture(offline_hub(&mut still, &dir.path().join("hf")));
+    let run = still_offline(&preset, &out, &dir.path().join("hf"));
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(2), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
