@@ -320,11 +320,7 @@ fn still_offline(preset: &Path, out: &Path, hf_home: &Path) -> std::process::Out
         "tests/fixtures/pipeline/still_pose_a.png",
         "-p",
     ]);
-    still
-        .arg(preset)
-        .arg("-o")
-        .arg(out)
-        .current_dir(manifest());
+    still.arg(preset).arg("-o").arg(out).current_dir(manifest());
     capture(offline_hub(&mut still, hf_home))
 }
 

@@ -7,6 +7,7 @@
 
 use std::path::Path;
 
+use candle_core::Tensor;
 use serde::Deserialize;
 
 use super::SchedulerError;
@@ -130,6 +131,33 @@ pub enum PredictionType {
     Epsilon,
     VPrediction,
     Sample,
+}
+
+impl PredictionType {
+    /// The clean sample and the noise the network's output stands for, at a timestep with
+    /// `sqrt_a = sqrt(ᾱ_t)` and `sqrt_b = sqrt(1 − ᾱ_t)` (diffusers' DDIM / TCD `step`).
+    pub fn x0_and_epsilon(
+        self,
+        model_output: &Tensor,
+        sample: &Tensor,
+        sqrt_a: f64,
+        sqrt_b: f64,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        Ok(match self {
+            PredictionType::Epsilon => (
+                ((sample - (model_output * sqrt_b)?)? / sqrt_a)?,
+                model_output.clone(),
+            ),
+            PredictionType::Sample => (
+                model_output.clone(),
+                ((sample - (model_output * sqrt_a)?)? / sqrt_b)?,
+            ),
+            PredictionType::VPrediction => (
+                ((sample * sqrt_a)? - (model_output * sqrt_b)?)?,
+                ((model_output * sqrt_a)? + (sample * sqrt_b)?)?,
+            ),
+        })
+    }
 }
 
 /// `timestep_spacing`: the preset's enum is the one enum (its values are the config's names).

@@ -151,20 +151,10 @@ impl Scheduler for DdimScheduler {
         let beta_prod_t = 1.0 - alpha_prod_t;
         let (sqrt_a, sqrt_b) = (alpha_prod_t.sqrt() as f64, beta_prod_t.sqrt() as f64);
 
-        let (mut pred_original, pred_epsilon) = match self.options.prediction_type {
-            PredictionType::Epsilon => (
-                ((sample - (model_output * sqrt_b)?)? / sqrt_a)?,
-                model_output.clone(),
-            ),
-            PredictionType::Sample => (
-                model_output.clone(),
-                ((sample - (model_output * sqrt_a)?)? / sqrt_b)?,
-            ),
-            PredictionType::VPrediction => (
-                ((sample * sqrt_a)? - (model_output * sqrt_b)?)?,
-                ((model_output * sqrt_a)? + (sample * sqrt_b)?)?,
-            ),
-        };
+        let (mut pred_original, pred_epsilon) =
+            self.options
+                .prediction_type
+                .x0_and_epsilon(model_output, sample, sqrt_a, sqrt_b)?;
         if let Some(range) = self.options.clip_sample {
             pred_original = pred_original.clamp(-range, range)?;
         }

@@ -111,20 +111,9 @@ impl Scheduler for TcdScheduler {
         let beta_prod_s = 1.0 - alpha_prod_s;
         let (sqrt_a, sqrt_b) = (alpha_prod_t.sqrt() as f64, beta_prod_t.sqrt() as f64);
 
-        let (pred_original, pred_epsilon) = match self.prediction_type {
-            PredictionType::Epsilon => (
-                ((sample - (model_output * sqrt_b)?)? / sqrt_a)?,
-                model_output.clone(),
-            ),
-            PredictionType::Sample => (
-                model_output.clone(),
-                ((sample - (model_output * sqrt_a)?)? / sqrt_b)?,
-            ),
-            PredictionType::VPrediction => (
-                ((sample * sqrt_a)? - (model_output * sqrt_b)?)?,
-                ((model_output * sqrt_a)? + (sample * sqrt_b)?)?,
-            ),
-        };
+        let (pred_original, pred_epsilon) =
+            self.prediction_type
+                .x0_and_epsilon(model_output, sample, sqrt_a, sqrt_b)?;
         let pred_noised = ((pred_original * alpha_prod_s.sqrt() as f64)?
             + (pred_epsilon * beta_prod_s.sqrt() as f64)?)?;
         if self.eta <= 0.0 || last_step {
