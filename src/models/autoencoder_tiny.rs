@@ -165,8 +165,13 @@ impl AutoencoderTinyConfig {
                 path: path.to_path_buf(),
                 source,
             })?;
+        Self::from_json(&text, path)
+    }
+
+    /// Parses and validates the text of `config.json` read from `path` (named in errors).
+    pub fn from_json(text: &str, path: &Path) -> std::result::Result<Self, AutoencoderTinyError> {
         let config: Self =
-            serde_json::from_str(&text).map_err(|source| AutoencoderTinyError::ConfigParse {
+            serde_json::from_str(text).map_err(|source| AutoencoderTinyError::ConfigParse {
                 path: path.to_path_buf(),
                 source,
             })?;

@@ -167,7 +167,12 @@ impl VaeConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        let config: Self = serde_json::from_str(&text).map_err(|source| VaeError::ConfigParse {
+        Self::from_json(&text, path)
+    }
+
+    /// Parses and validates the text of `vae/config.json` read from `path` (named in errors).
+    pub fn from_json(text: &str, path: &Path) -> std::result::Result<Self, VaeError> {
+        let config: Self = serde_json::from_str(text).map_err(|source| VaeError::ConfigParse {
             path: path.to_path_buf(),
             source,
         })?;
@@ -900,9 +905,9 @@ impl AnyVaeConfig {
                 source,
             })?;
         if class.class_name.as_deref() == Some(AUTOENCODER_TINY_CLASS) {
-            Ok(Self::Tiny(AutoencoderTinyConfig::from_file(path)?))
+            Ok(Self::Tiny(AutoencoderTinyConfig::from_json(&text, path)?))
         } else {
-            Ok(Self::Kl(VaeConfig::from_file(path)?))
+            Ok(Self::Kl(VaeConfig::from_json(&text, path)?))
         }
     }
 
