@@ -23,7 +23,9 @@ use crate::diffusion::deep_cache::{DeepCacheSettings, DeepCacheSlot};
 use crate::diffusion::guidance::{classifier_free_guidance, control_active, uses_cfg};
 use crate::diffusion::schedulers::{Scheduler, SchedulerError};
 use crate::models::attention_hook::{LayerOutputHook, SelfAttentionHook};
-use crate::models::controlnet::{sum_control_residuals, ControlNetModel, ControlNetOutput};
+use crate::models::controlnet::{
+    sum_control_residuals, sum_down_residuals, ControlNetModel, ControlNetOutput,
+};
 use crate::models::unet::deep_cache::DeepCacheCall;
 use crate::models::unet::{UNet2DConditionModel, UNetError, UNetExtras};
 use crate::noise::{NoiseError, NoiseSource};
@@ -338,7 +340,12 @@ impl GuidedUNet<'_> {
         } else {
             Some(sum_control_residuals(&outputs).map_err(PredictError::Model)?)
         };
-        let shallow_residuals = sum_residual_lists(shallow_outputs)?;
+        let shallow_residuals = if shallow_outputs.is_empty() {
+            None
+        } else {
+            let lists: Vec<&[Tensor]> = shallow_outputs.iter().map(Vec::as_slice).collect();
+            Some(sum_down_residuals(&lists).map_err(PredictError::Model)?)
+        };
 
         let unet_in = match self.extra_input {
             Some(extra) => Tensor::cat(&[&latent_in, extra], 1)?,
@@ -584,20 +591,6 @@ pub fn double_if(x: &Tensor, cfg: bool) -> Result<Tensor, candle_core::Error> {
 /// Guess mode with guidance: the uncond half of the batch gets a zero residual.
 fn zero_uncond_half(residual: &Tensor) -> Result<Tensor, candle_core::Error> {
     Tensor::cat(&[&residual.zeros_like()?, residual], 0)
-}
-
-/// The element-wise sum of several ControlNets' (shallow) residual lists; `None` for none.
-fn sum_residual_lists(lists: Vec<Vec<Tensor>>) -> Result<Option<Vec<Tensor>>, candle_core::Error> {
-    let mut lists = lists.into_iter();
-    let Some(mut sum) = lists.next() else {
-        return Ok(None);
-    };
-    for list in lists {
-        for (acc, r) in sum.iter_mut().zip(&list) {
-            *acc = (&*acc + r)?;
-        }
-    }
-    Ok(Some(sum))
 }
 
 /// Nearest-neighbour downsampling of an image-size mask `(b, 1, H, W)` to latent size by an

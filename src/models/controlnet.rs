@@ -141,29 +141,51 @@ pub struct ControlNetOutput {
 /// Adds the residuals of several ControlNets (each already scaled by its own
 /// `conditioning_scale`), as diffusers' `MultiControlNetModel` does.
 pub fn sum_control_residuals(outputs: &[ControlNetOutput]) -> Result<ControlNetOutput> {
-    let (first, rest) = outputs.split_first().ok_or(UNetError::InvalidInput {
-        input: "controlnet outputs",
-        reason: "nothing to sum".into(),
-    })?;
-    let mut sum = first.clone();
-    for (n, out) in rest.iter().enumerate() {
-        if out.down_residuals.len() != sum.down_residuals.len() {
+    let downs: Vec<&[Tensor]> = outputs
+        .iter()
+        .map(|o| o.down_residuals.as_slice())
+        .collect();
+    let down_residuals = sum_down_residuals(&downs)?;
+    let mut mids = outputs.iter().map(|o| &o.mid_residual);
+    let mut mid_residual = mids.next().cloned().ok_or(nothing_to_sum())?;
+    for mid in mids {
+        mid_residual = (&mid_residual + mid)?;
+    }
+    Ok(ControlNetOutput {
+        down_residuals,
+        mid_residual,
+    })
+}
+
+/// Adds several ControlNets' down residuals element-wise (all of the same length: the full
+/// list, or the first few a DeepCache shallow pass reads).
+pub fn sum_down_residuals(lists: &[&[Tensor]]) -> Result<Vec<Tensor>> {
+    let (first, rest) = lists.split_first().ok_or(nothing_to_sum())?;
+    let mut sum = first.to_vec();
+    for (n, list) in rest.iter().enumerate() {
+        if list.len() != sum.len() {
             return Err(UNetError::InvalidInput {
                 input: "controlnet outputs",
                 reason: format!(
                     "output {} has {} down residuals, output 0 has {}",
                     n + 1,
-                    out.down_residuals.len(),
-                    sum.down_residuals.len()
+                    list.len(),
+                    sum.len()
                 ),
             });
         }
-        for (acc, r) in sum.down_residuals.iter_mut().zip(&out.down_residuals) {
+        for (acc, r) in sum.iter_mut().zip(list.iter()) {
             *acc = (&*acc + r)?;
         }
-        sum.mid_residual = (&sum.mid_residual + &out.mid_residual)?;
     }
     Ok(sum)
+}
+
+fn nothing_to_sum() -> UNetError {
+    UNetError::InvalidInput {
+        input: "controlnet outputs",
+        reason: "nothing to sum".into(),
+    }
 }
 
 /// `ControlNetConditioningEmbedding`: a small strided conv stack from control image to latent size.
