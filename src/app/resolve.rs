@@ -19,7 +19,8 @@ use crate::loaders::lora::LoraSpec;
 use crate::loaders::model_stack::ModelStackSpec;
 use crate::preset::models_ext::locate;
 use crate::preset::SeedPerFrame;
-use crate::preset::{ControlKind, Preset, PresetOverrides, SchedulerKind};
+use crate::nn::precision::WeightPrecision;
+use crate::preset::{Compute, ControlKind, Preset, PresetOverrides, SchedulerKind};
 use crate::render::sd_config::{ControlNetPlan, ControlSource, SdRenderConfig};
 use crate::video::{ReadOptions, VideoInfo};
 
@@ -137,6 +138,10 @@ pub fn model_stack_spec(preset: &Preset, preset_dir: Option<&Path>) -> ModelStac
             .iter()
             .map(|e| PathBuf::from(locate(e, preset_dir)))
             .collect(),
+        precision: match preset.compute {
+            Compute::F32 => WeightPrecision::F32,
+            Compute::Bf16 => WeightPrecision::Bf16,
+        },
     }
 }
 

@@ -27,6 +27,7 @@ use crate::models::family::Family;
 use crate::models::tokenizer::{ClipTokenizer, TokenizerError};
 use crate::models::unet::{PerBlock, UNet2DConditionModel, UNetConfig, UNetError};
 use crate::models::vae::{AnyVaeConfig, Vae, VaeConfig, VaeError};
+use crate::nn::precision::{with_weight_precision, WeightPrecision};
 use crate::prompt::{PromptEncoder, PromptError};
 
 /// Errors of resolving or loading the model stack.
@@ -80,6 +81,8 @@ pub struct ModelStackSpec {
     pub loras: Vec<LoraSpec>,
     /// Textual-inversion files; the trigger word is the file name.
     pub embeddings: Vec<PathBuf>,
+    /// The weights of the UNet, VAE and ControlNets (the text encoder stays f32).
+    pub precision: WeightPrecision,
 }
 
 impl ModelStackSpec {
@@ -91,6 +94,7 @@ impl ModelStackSpec {
             clip_skip: 1,
             loras: Vec::new(),
             embeddings: Vec::new(),
+            precision: WeightPrecision::F32,
         }
     }
 }
@@ -138,6 +142,8 @@ pub struct StackWeights {
     pub embeddings: Vec<PathBuf>,
     /// Modules patched per LoRA, in spec order.
     pub lora_modules: Vec<usize>,
+    /// The UNet's and VAE's weights ([`ModelStackSpec::precision`]).
+    pub precision: WeightPrecision,
 }
 
 /// The loaded models.
@@ -438,16 +444,19 @@ impl StackWeights {
             clip_skip: spec.clip_skip,
             embeddings: spec.embeddings.clone(),
             lora_modules,
+            precision: spec.precision,
         })
     }
 
     /// Reads the weights into the models.
     pub fn build(self, device: &Device) -> Result<ModelStack, ModelStackError> {
-        let unet = UNet2DConditionModel::load(
-            self.unet.weights.into_var_builder(device),
-            &self.unet.config,
-        )?;
-        let vae = Vae::load(self.vae.weights.into_var_builder(device), &self.vae.config)?;
+        let (unet_weights, vae_weights) = (self.unet.weights, self.vae.weights);
+        let (unet, vae) = with_weight_precision(self.precision, || {
+            let unet =
+                UNet2DConditionModel::load(unet_weights.into_var_builder(device), &self.unet.config)?;
+            let vae = Vae::load(vae_weights.into_var_builder(device), &self.vae.config)?;
+            Ok::<_, ModelStackError>((unet, vae))
+        })?;
         let text_encoder = ClipTextEncoder::load(
             self.text_encoder.weights.into_var_builder(device),
             &self.text_encoder.config,

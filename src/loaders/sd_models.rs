@@ -18,6 +18,7 @@ use crate::loaders::model_stack::{
 };
 use crate::loaders::source::HubOptions;
 use crate::models::controlnet::{ControlNetConfig, ControlNetModel};
+use crate::nn::precision::with_weight_precision;
 use crate::prompt::{PromptEncoder, PromptError};
 
 /// Errors of finding, reading and preparing the SD models.
@@ -160,8 +161,10 @@ impl ModelWeights {
         );
         let mut nets = Vec::with_capacity(resolved.distinct.len());
         for (source, part) in resolved.distinct.iter().zip(resolved.net_parts) {
-            let net = ControlNetModel::load(part.weights.into_var_builder(device), &part.config)
-                .map_err(|e| SdModelsError::Load {
+            let net = with_weight_precision(key.models.precision, || {
+                ControlNetModel::load(part.weights.into_var_builder(device), &part.config)
+            })
+            .map_err(|e| SdModelsError::Load {
                     what: source.clone(),
                     source: Box::new(e.into()),
                 })?;

@@ -12,7 +12,9 @@ pub mod kernels;
 pub(crate) mod layers;
 pub mod linear;
 pub mod path;
+pub mod precision;
 pub mod tensor_diff;
 
 pub use budget::AttentionBudget;
 pub use path::{kernel_path, with_kernel_path, KernelPath};
+pub use precision::{weight_precision, with_weight_precision, WeightPrecision};

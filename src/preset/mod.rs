@@ -117,12 +117,32 @@ pub struct Preset {
     /// DeepCache step caching (off when absent), see [`deep_cache`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deep_cache: Option<deep_cache::DeepCacheSpec>,
+    /// The precision of the SD networks' weights and products (`f32` unless `bf16`).
+    #[serde(default, skip_serializing_if = "Compute::is_default")]
+    pub compute: Compute,
     /// LoRAs merged into the model at load (see [`models_ext`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub loras: Vec<LoraEntry>,
     /// Textual-inversion embedding files; the trigger word is the file name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub embeddings: Vec<String>,
+}
+
+/// `compute:`: the arithmetic of the UNet, ControlNets, VAE and motion modules. `bf16` keeps
+/// their weights in bfloat16 (half the memory) and multiplies in bf16 with f32 accumulation
+/// (AVX512-BF16 where the CPU has it); the text encoder and the preprocessors stay f32.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compute {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl Compute {
+    fn is_default(&self) -> bool {
+        *self == Compute::F32
+    }
 }
 
 /// Where a model comes from: a hub id (`owner/name`), a diffusers folder or a single file.
