@@ -13,8 +13,11 @@ use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::nn::conv3x3::Conv3x3;
+use crate::nn::kernels::conv3x3::TapWeights;
+use crate::nn::kernels::cpu::with_cpu_f32;
 use crate::nn::kernels::im2col::{conv2d_im2col, Geometry};
 use crate::nn::path::use_fast_kernel;
+use crate::nn::weights::{ConvWeight, Fast};
 
 /// Output pixels (per sample) from which 3×3 stride-1 convs use the shifted GEMMs. Measured at
 /// SD shapes, batch 2 (GFLOP/s, im2col vs shifted): 64² 320→320 279 vs 317, 32² 640→640 298 vs
@@ -25,8 +28,8 @@ pub(crate) const SHIFTED_MIN_PIXELS: usize = 32 * 32;
 /// `nn.Conv2d` (square kernel, same stride and padding on both axes, no dilation or groups).
 #[derive(Debug, Clone)]
 pub struct Conv2d {
-    /// `[out, k·k·in]`, OHWI.
-    weight: Tensor,
+    /// `[out, k·k·in]`, OHWI, in the precision the model was built with.
+    weight: ConvWeight,
     bias: Option<Tensor>,
     in_channels: usize,
     out_channels: usize,
@@ -66,12 +69,14 @@ impl Conv2d {
             .permute((0, 2, 3, 1))?
             .contiguous()?
             .reshape((out_channels, kernel * kernel * in_channels))?;
-        let shifted = if (kernel, stride, padding) == (3, 1, 1) && weight.dtype() == DType::F32 {
+        let is_f32 = weight.dtype() == DType::F32;
+        let weight = ConvWeight::new(weight, kernel * kernel, in_channels)?;
+        let shifted = if (kernel, stride, padding) == (3, 1, 1) && is_f32 {
             let bias = match &bias {
                 Some(b) => b.to_dtype(DType::F32)?.to_vec1::<f32>()?,
                 None => vec![0.0; out_channels],
             };
-            Some(Conv3x3::from_ohwi(weight.clone(), bias)?)
+            Some(Conv3x3::from_weight(weight.clone(), bias)?)
         } else {
             None
         };
@@ -92,10 +97,11 @@ impl Conv2d {
         self.shifted.as_ref()
     }
 
-    /// The weight as `[out, in, k, k]`, for candle's conv.
-    fn oihw(&self) -> Result<Tensor> {
+    /// The weight as `[out, in, k, k]` in `dtype`, for candle's conv.
+    fn oihw(&self, dtype: DType) -> Result<Tensor> {
         let k = self.kernel;
         self.weight
+            .tensor(dtype)?
             .reshape((self.out_channels, k, k, self.in_channels))?
             .permute((0, 3, 1, 2))
     }
@@ -118,10 +124,11 @@ impl Conv2d {
         channel_offset: Option<&Tensor>,
         residual: Option<&Tensor>,
     ) -> Result<Tensor> {
-        if !use_fast_kernel(&[x, &self.weight]) || residual.is_some_and(|r| !use_fast_kernel(&[r]))
-        {
+        let mut tensors = vec![x];
+        tensors.extend(residual);
+        let Some(fast) = self.weight.fast().filter(|_| use_fast_kernel(&tensors)) else {
             return self.forward_candle(x, channel_offset, residual);
-        }
+        };
         let (_, c, h, w) = x.dims4()?;
         if c != self.in_channels {
             candle_core::bail!(
@@ -141,14 +148,14 @@ impl Conv2d {
             }
         }
         let geometry = Geometry { h, w, k, s, p, ow };
-        conv2d_im2col(
-            &x.contiguous()?,
-            &self.weight,
-            self.bias.as_ref(),
-            channel_offset,
-            residual,
-            geometry,
-        )
+        let x = x.contiguous()?;
+        let run = |weights: TapWeights| {
+            conv2d_im2col(&x, &weights, self.bias.as_ref(), channel_offset, residual, geometry)
+        };
+        match fast {
+            Fast::F32(w) => with_cpu_f32(w, "conv2d weight", |w| run(TapWeights::F32(w))),
+            Fast::Bf16(rows) => run(TapWeights::Bf16(rows)),
+        }
     }
 
     fn forward_candle(
@@ -157,7 +164,7 @@ impl Conv2d {
         channel_offset: Option<&Tensor>,
         residual: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let y = x.conv2d(&self.oihw()?, self.padding, self.stride, 1, 1)?;
+        let y = x.conv2d(&self.oihw(x.dtype())?, self.padding, self.stride, 1, 1)?;
         let y = match &self.bias {
             Some(bias) => y.broadcast_add(&bias.reshape((1, self.out_channels, 1, 1))?)?,
             None => y,
@@ -223,5 +230,41 @@ mod tests {
         check(3, 2, 5, 1, 2, 6, 3);
         // Large enough for the shifted-GEMM path (with offset and residual).
         check(5, 6, 3, 1, 1, 40, 30);
+    }
+
+    /// bf16 weights: every conv path (im2col, pointwise, shifted 3×3, odd channel counts)
+    /// equals the f32 conv of the bf16-rounded weight and input.
+    #[test]
+    fn bf16_weights_match_the_rounded_conv() {
+        use crate::nn::path::{with_kernel_path, KernelPath};
+        use crate::nn::precision::{with_weight_precision, WeightPrecision};
+        let rounded = |t: &Tensor| crate::nn::tensor_diff::bf16_rounded(t).unwrap();
+        let dev = Device::Cpu;
+        for (c_in, c_out, k, s, p, h, w) in [
+            (3, 5, 3, 1, 1, 7, 6),
+            (4, 8, 3, 2, 1, 9, 8),
+            (6, 70, 1, 1, 0, 5, 5),
+            (5, 6, 3, 1, 1, 40, 30),
+            (7, 9, 3, 1, 1, 33, 34),
+        ] {
+            let weight = Tensor::randn(0f32, 0.3, (c_out, c_in, k, k), &dev).unwrap();
+            let bias = Tensor::randn(0f32, 1.0, c_out, &dev).unwrap();
+            let x = Tensor::randn(0f32, 1.0, (2, c_in, h, w), &dev).unwrap();
+            let offset = Tensor::randn(0f32, 1.0, (2, c_out), &dev).unwrap();
+            let conv = with_weight_precision(WeightPrecision::Bf16, || {
+                Conv2d::new(&weight, Some(bias.clone()), s, p).unwrap()
+            });
+            let reference = Conv2d::new(&rounded(&weight), Some(bias), s, p).unwrap();
+            let want = reference
+                .forward_with_offset(&rounded(&x), Some(&offset))
+                .unwrap();
+            let got = conv.forward_with_offset(&x, Some(&offset)).unwrap();
+            let err = max_abs_diff(&got, &want).unwrap();
+            assert!(err < 1e-4, "bf16 conv {c_in}->{c_out} k{k} s{s} {h}x{w}: {err}");
+            let portable = with_kernel_path(KernelPath::Portable, || {
+                conv.forward_with_offset(&rounded(&x), Some(&offset)).unwrap()
+            });
+            assert!(max_abs_diff(&portable, &want).unwrap() < 1e-4);
+        }
     }
 }

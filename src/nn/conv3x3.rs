@@ -24,6 +24,19 @@ use candle_core::{DType, Result, Tensor};
 
 use crate::nn::kernels::conv3x3::{PhaseStride2Conv, ShiftedGemmConv, Upsample2xConv};
 use crate::nn::path::use_fast_kernel;
+use crate::nn::weights::{ConvWeight, Fast};
+
+/// The f32 weight operand of a conv op and its bf16 pairs: the op reads one of the two (an
+/// empty tensor stands in for the f32 operand of a bf16 op).
+fn op_weights(
+    weight: Fast<'_, crate::nn::kernels::gemm_bf16::WeightRows>,
+    device: &candle_core::Device,
+) -> Result<(Tensor, Option<std::sync::Arc<crate::nn::kernels::gemm_bf16::WeightRows>>)> {
+    Ok(match weight {
+        Fast::F32(w) => (w.clone(), None),
+        Fast::Bf16(rows) => (Tensor::zeros(0, DType::F32, device)?, Some(rows.clone())),
+    })
+}
 
 fn add_channel_bias(x: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     match bias {
@@ -36,7 +49,8 @@ fn add_channel_bias(x: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
 /// the module docs).
 #[derive(Debug, Clone)]
 pub struct Conv3x3 {
-    weight: Tensor,
+    /// `[Cout, 9·Cin]`, OHWI.
+    weight: ConvWeight,
     bias: Vec<f32>,
 }
 
@@ -68,6 +82,14 @@ impl Conv3x3 {
                 bias.len()
             );
         }
+        Self::from_weight(ConvWeight::new(weight, 9, k_len / 9)?, bias)
+    }
+
+    /// From a stored OHWI weight (shared with a [`crate::nn::conv2d::Conv2d`]).
+    pub(crate) fn from_weight(weight: ConvWeight, bias: Vec<f32>) -> Result<Self> {
+        if weight.rows() != bias.len() {
+            candle_core::bail!("3×3 conv: {} rows with {} biases", weight.rows(), bias.len());
+        }
         Ok(Self { weight, bias })
     }
 
@@ -80,14 +102,14 @@ impl Conv3x3 {
     }
 
     fn channels(&self) -> (usize, usize) {
-        let (c_out, k_len) = self.weight.dims2().unwrap_or((0, 0));
-        (c_out, k_len / 9)
+        (self.weight.rows(), self.weight.channels())
     }
 
-    /// The weight as `[Cout, Cin, 3, 3]`, for candle's conv on other devices and dtypes.
-    fn oihw(&self) -> Result<Tensor> {
+    /// The weight as `[Cout, Cin, 3, 3]` in `dtype`, for candle's conv on the portable path.
+    fn oihw(&self, dtype: DType) -> Result<Tensor> {
         let (c_out, c_in) = self.channels();
         self.weight
+            .tensor(dtype)?
             .reshape((c_out, 3, 3, c_in))?
             .permute((0, 3, 1, 2))
     }
@@ -133,12 +155,14 @@ impl Conv3x3 {
                 );
             }
         }
-        let mut tensors = vec![x, &self.weight];
+        let mut tensors = vec![x];
         tensors.extend(residual);
         tensors.extend(channel_offset);
-        if !use_fast_kernel(&tensors) {
+        let fast = self.weight.fast().filter(|_| use_fast_kernel(&tensors));
+        let Some(fast) = fast else {
             let bias = Tensor::from_slice(&self.bias, c_out, x.device())?.to_dtype(x.dtype())?;
-            let mut out = add_channel_bias(x.conv2d(&self.oihw()?, 1, 1, 1, 1)?, Some(&bias))?;
+            let mut out =
+                add_channel_bias(x.conv2d(&self.oihw(x.dtype())?, 1, 1, 1, 1)?, Some(&bias))?;
             if let Some(o) = channel_offset {
                 out = out.broadcast_add(&o.unsqueeze(2)?.unsqueeze(3)?)?;
             }
@@ -146,7 +170,8 @@ impl Conv3x3 {
                 Some(r) => out + r,
                 None => Ok(out),
             };
-        }
+        };
+        let (weight, bf16) = op_weights(fast, x.device())?;
         let residual = match residual {
             Some(r) => r.contiguous()?,
             None => Tensor::zeros(0, DType::F32, x.device())?,
@@ -156,11 +181,12 @@ impl Conv3x3 {
             None => None,
         };
         x.contiguous()?.apply_op3_no_bwd(
-            &self.weight,
+            &weight,
             &residual,
             &ShiftedGemmConv {
                 bias: self.bias.clone(),
                 offset,
+                bf16,
             },
         )
     }
@@ -199,15 +225,20 @@ impl DownsampleConv3x3 {
                 x.dims()
             );
         }
-        if !use_fast_kernel(&[x, &conv.weight]) {
+        let Some(fast) = conv.weight.fast().filter(|_| use_fast_kernel(&[x])) else {
             let bias = Tensor::from_slice(&conv.bias, c_out, x.device())?.to_dtype(x.dtype())?;
             let padded = x.pad_with_zeros(3, 0, 1)?.pad_with_zeros(2, 0, 1)?;
-            return add_channel_bias(padded.conv2d(&conv.oihw()?, 0, 2, 1, 1)?, Some(&bias));
-        }
+            return add_channel_bias(
+                padded.conv2d(&conv.oihw(x.dtype())?, 0, 2, 1, 1)?,
+                Some(&bias),
+            );
+        };
+        let (weight, bf16) = op_weights(fast, x.device())?;
         x.contiguous()?.apply_op2_no_bwd(
-            &conv.weight,
+            &weight,
             &PhaseStride2Conv {
                 bias: conv.bias.clone(),
+                bf16,
             },
         )
     }
@@ -219,10 +250,9 @@ impl DownsampleConv3x3 {
 pub struct Upsample2xConv3x3 {
     /// The plain conv, for the non-CPU fallback.
     conv: Conv3x3,
-    /// `[4 phases, 4 taps, Cout, Cin]`: phase `2·py + px`, tap `2·a + b` reads the padded
-    /// low-resolution pixel `(y + py + a, x + px + b)`.
-    phase_taps: Tensor,
-    bias: Tensor,
+    /// `[4 phases · 4 taps · Cout, Cin]`: phase `2·py + px`, tap `2·a + b` reads the padded
+    /// low-resolution pixel `(y + py + a, x + px + b)`; in the conv's precision.
+    phase_taps: ConvWeight,
 }
 
 /// For output phase `p` (0: even rows, 1: odd rows), the 3×3 rows that land on padded
@@ -245,7 +275,7 @@ impl Upsample2xConv3x3 {
     pub(crate) fn from_conv(conv: &Conv3x3) -> Result<Self> {
         let (c_out, c_in) = conv.channels();
         // OHWI: tap (ky, kx) of input channel i for output o at o·9·Cin + (3·ky + kx)·Cin + i.
-        let w: Vec<f32> = conv.weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let w: Vec<f32> = conv.weight.values()?;
         let mut folded = vec![0f32; 16 * c_out * c_in];
         for py in 0..2 {
             for px in 0..2 {
@@ -272,26 +302,31 @@ impl Upsample2xConv3x3 {
                 }
             }
         }
-        let device = conv.weight.device();
+        let folded = Tensor::from_vec(folded, (16 * c_out, c_in), &candle_core::Device::Cpu)?;
         Ok(Self {
             conv: conv.clone(),
-            phase_taps: Tensor::from_vec(folded, (4, 4, c_out, c_in), device)?,
-            bias: Tensor::from_slice(&conv.bias, c_out, device)?,
+            phase_taps: conv.weight.same_precision(folded, 1, c_in)?,
         })
     }
 
     /// `conv3x3(upsample_nearest2d(x, 2H, 2W))`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (_, x_in, h, w) = x.dims4()?;
-        if !use_fast_kernel(&[x, &self.phase_taps]) {
+        let Some(fast) = self.phase_taps.fast().filter(|_| use_fast_kernel(&[x])) else {
             return self.conv.forward(&x.upsample_nearest2d(2 * h, 2 * w)?);
-        }
+        };
         let (_, c_in) = self.conv.channels();
         if x_in != c_in {
             candle_core::bail!("upsample conv: input has {x_in} channels, weights expect {c_in}");
         }
-        x.contiguous()?
-            .apply_op3_no_bwd(&self.phase_taps, &self.bias, &Upsample2xConv)
+        let (weight, bf16) = op_weights(fast, x.device())?;
+        x.contiguous()?.apply_op2_no_bwd(
+            &weight,
+            &Upsample2xConv {
+                bias: self.conv.bias.clone(),
+                bf16,
+            },
+        )
     }
 }
 #[cfg(test)]
@@ -403,5 +438,57 @@ mod tests {
         let x = random((1, 6, 4, 4), 1.0);
         let weight = random((3, 5, 3, 3), 0.2);
         assert!(conv3x3(&x, &weight, None).is_err());
+    }
+
+    /// bf16 weights: the plain, fused (offset + residual), stride-2 and upsampling convs equal
+    /// the f32 ones on bf16-rounded weights and inputs (the upsampling conv folds its taps in
+    /// f32 before rounding, so it is compared with a looser bound).
+    #[test]
+    fn bf16_weights_match_the_rounded_convs() {
+        use crate::nn::precision::{with_weight_precision, WeightPrecision};
+        let rounded = |t: &Tensor| crate::nn::tensor_diff::bf16_rounded(t).unwrap();
+        let bf16 = |f: &dyn Fn() -> Tensor| with_weight_precision(WeightPrecision::Bf16, f);
+        for (batch, c_in, c_out, h, w) in [(1, 3, 8, 5, 7), (2, 17, 70, 9, 12), (1, 4, 4, 2, 3)] {
+            let x = random((batch, c_in, h, w), 1.0);
+            let weight = random((c_out, c_in, 3, 3), 0.2);
+            let bias = Tensor::randn(0f32, 0.5, c_out, &Device::Cpu).unwrap();
+            let (rx, rw) = (rounded(&x), rounded(&weight));
+
+            let residual = random((batch, c_out, h, w), 1.0);
+            let offset = Tensor::randn(0f32, 1.0, (batch, c_out), &Device::Cpu).unwrap();
+            let want = Conv3x3::new(&rw, Some(&bias))
+                .unwrap()
+                .forward_fused(&rx, Some(&offset), Some(&residual))
+                .unwrap();
+            let got = bf16(&|| {
+                Conv3x3::new(&weight, Some(&bias))
+                    .unwrap()
+                    .forward_fused(&x, Some(&offset), Some(&residual))
+                    .unwrap()
+            });
+            assert!(max_diff(&got, &want) < 1e-4, "{c_in}->{c_out} {h}x{w}");
+
+            let want = DownsampleConv3x3::new(&rw, Some(&bias))
+                .unwrap()
+                .forward(&rx)
+                .unwrap();
+            let got = bf16(&|| {
+                DownsampleConv3x3::new(&weight, Some(&bias))
+                    .unwrap()
+                    .forward(&x)
+                    .unwrap()
+            });
+            assert!(max_diff(&got, &want) < 1e-4, "downsample {c_in}->{c_out}");
+
+            let want = reference(&x.upsample_nearest2d(2 * h, 2 * w).unwrap(), &weight, &bias);
+            let got = bf16(&|| {
+                Upsample2xConv3x3::new(&weight, &bias)
+                    .unwrap()
+                    .forward(&x)
+                    .unwrap()
+            });
+            let scale = want.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(max_diff(&got, &want) < 0.02 * scale, "upsample {c_in}->{c_out}");
+        }
     }
 }

@@ -14,6 +14,7 @@ pub mod linear;
 pub mod path;
 pub mod precision;
 pub mod tensor_diff;
+pub(crate) mod weights;
 
 pub use budget::AttentionBudget;
 pub use path::{kernel_path, with_kernel_path, KernelPath};

@@ -7,7 +7,9 @@ use candle_core::{DType, Result, Tensor};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
-use super::cpu::with_cpu_f32;
+use super::conv3x3::TapWeights;
+use super::cpu::{with_cpu_f32, SharedMut};
+use super::gemm_bf16::{gemm_bf16, interleave_planes, PairsB, WeightRows, MR, NR};
 use crate::alloc::uninit_f32;
 
 /// im2col tile size in floats (16 MiB): large enough for efficient matmuls, small enough to keep
@@ -18,14 +20,17 @@ const COL_TILE_FLOATS: usize = 1 << 22;
 /// and the `[out, k·k·c]` OHWI `weight`.
 pub(crate) fn conv2d_im2col(
     x: &Tensor,
-    weight: &Tensor,
+    weight: &TapWeights,
     bias: Option<&Tensor>,
     channel_offset: Option<&Tensor>,
     residual: Option<&Tensor>,
     geometry: Geometry,
 ) -> Result<Tensor> {
     let (b, c, h, w) = x.dims4()?;
-    let (out_channels, _) = weight.dims2()?;
+    let out_channels = match weight {
+        TapWeights::F32(w) => w.len() / (geometry.k * geometry.k * c).max(1),
+        TapWeights::Bf16(rows) => rows.rows(),
+    };
     let Geometry { k, s, p, ow, .. } = geometry;
     debug_assert_eq!((geometry.h, geometry.w), (h, w));
     let oh = (h + 2 * p - k) / s + 1;
@@ -72,8 +77,18 @@ pub(crate) fn conv2d_im2col(
         // SAFETY: the loop above initialised all `len` elements (b·out_channels planes of hw).
         unsafe { out.set_len(len) };
     }
+    let weight = match weight {
+        TapWeights::F32(w) => *w,
+        TapWeights::Bf16(rows) => {
+            with_cpu_f32(&x, "conv2d input", |input| {
+                im2col_bf16(input, rows, geometry, c, b, &mut out);
+                Ok(())
+            })?;
+            return Tensor::from_vec(out, out_shape, x.device());
+        }
+    };
     with_cpu_f32(&x, "conv2d input", |input| {
-        with_cpu_f32(weight, "conv2d weight", |weight| {
+        {
             let threads = rayon::current_num_threads();
             let k_len = c * k * k;
             let pointwise = k == 1 && s == 1 && p == 0;
@@ -130,9 +145,90 @@ pub(crate) fn conv2d_im2col(
                 }
             }
             Ok(())
-        })
+        }
     })?;
     Tensor::from_vec(out, out_shape, x.device())
+}
+
+/// Output columns per task of the bf16 product: four microkernel tiles.
+const BF16_TASK_COLS: usize = 4 * NR;
+/// Output channels per task of the bf16 product.
+const BF16_TASK_ROWS: usize = 8 * MR;
+
+/// The bf16 body of [`conv2d_im2col`]: each im2col tile rounded to bf16 pairs of channels
+/// (per tap, as [`WeightRows`] pairs its channels), then one product split into tasks over
+/// output channels and columns, accumulating onto the pre-loaded `out`.
+fn im2col_bf16(
+    input: &[f32],
+    rows: &WeightRows,
+    geometry: Geometry,
+    c: usize,
+    batch: usize,
+    out: &mut [f32],
+) {
+    let Geometry { h, w, k, s, p, ow } = geometry;
+    let oh = (h + 2 * p - k) / s + 1;
+    let hw = oh * ow;
+    let out_channels = rows.rows();
+    let (taps, cp) = (k * k, c.div_ceil(2));
+    let kp = taps * cp;
+    let pointwise = k == 1 && s == 1 && p == 0;
+    let rows_per_tile = if pointwise {
+        oh
+    } else {
+        (COL_TILE_FLOATS / (taps * c * ow).max(1)).clamp(1, oh.max(1))
+    };
+    let mut col = if pointwise {
+        Vec::new()
+    } else {
+        // SAFETY: im2col writes every element of the part of a tile it uses.
+        unsafe { uninit_f32(taps * c * rows_per_tile * ow) }
+    };
+    let mut pairs = vec![0u32; kp * rows_per_tile * ow];
+    for bi in 0..batch {
+        let image = &input[bi * c * h * w..(bi + 1) * c * h * w];
+        let dst = SharedMut::new(&mut out[bi * out_channels * hw..(bi + 1) * out_channels * hw]);
+        for y0 in (0..oh).step_by(rows_per_tile) {
+            let px = rows_per_tile.min(oh - y0) * ow;
+            if pointwise {
+                interleave_planes(image, c, &mut pairs[..cp * px]);
+            } else {
+                let col = &mut col[..taps * c * px];
+                geometry.im2col(image, y0, px / ow, col);
+                pairs[..kp * px]
+                    .par_chunks_mut(cp * px)
+                    .zip(col.par_chunks(c * px))
+                    .for_each(|(d, s)| interleave_planes(s, c, d));
+            }
+            let (row_tasks, col_tasks) = (
+                out_channels.div_ceil(BF16_TASK_ROWS),
+                px.div_ceil(BF16_TASK_COLS),
+            );
+            let a = rows.tap(0);
+            let b = PairsB { ptr: pairs.as_ptr(), ld: px };
+            (0..row_tasks * col_tasks).into_par_iter().for_each(|task| {
+                let (m0, n0) = (
+                    (task / col_tasks) * BF16_TASK_ROWS,
+                    (task % col_tasks) * BF16_TASK_COLS,
+                );
+                let (m, n) = (BF16_TASK_ROWS.min(out_channels - m0), BF16_TASK_COLS.min(px - n0));
+                // SAFETY: A is out_channels × kp pairs, B kp × px; this task writes channels
+                // m0..m0+m, columns y0·ow + n0 .. + n of the item's output only.
+                unsafe {
+                    gemm_bf16(
+                        m,
+                        n,
+                        kp,
+                        a.rows_from(m0),
+                        b.cols_from(n0),
+                        dst.at(m0 * hw + y0 * ow + n0),
+                        hw,
+                        true,
+                    )
+                };
+            });
+        }
+    }
 }
 
 /// Input/output geometry of one convolution.

@@ -9,6 +9,9 @@ pub(crate) mod conv3x3;
 pub(crate) mod cpu;
 pub mod fused_attention;
 pub(crate) mod geglu;
+pub mod gemm_bf16;
+#[cfg(target_arch = "x86_64")]
+mod gemm_bf16_avx512;
 pub(crate) mod group_norm;
 pub(crate) mod im2col;
 pub(crate) mod linear;
