@@ -32,8 +32,43 @@ pub const SD15_UNET_CONFIG: &str = r#"{
 
 /// A `VarBuilder` backend that makes up plain (detached) random tensors of whatever shape is
 /// asked for: 1-D `weight`s are ones (norm scales), other 1-D tensors small, matrices and conv
-/// kernels `N(0, 1/fan_in)` so activations stay in a realistic range.
+/// kernels `N(0, 1/fan_in)` so activations stay in a realistic range. Each tensor's values
+/// follow from its name alone, so two models built from it (in f32 and in bf16, say) hold the
+/// same weights.
 struct RandomWeights;
+
+/// `len` values `N(0, std²)` determined by `name` (splitmix64 streams per chunk, Box–Muller),
+/// generated in parallel.
+fn seeded_normal(name: &str, len: usize, std: f32) -> Vec<f32> {
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 16;
+    // FNV-1a of the name.
+    let seed = name
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    let mut out = vec![0f32; len];
+    out.par_chunks_mut(CHUNK).enumerate().for_each(|(i, chunk)| {
+        let mut state = seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut next = || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            // A uniform in (0, 1].
+            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64 + f64::EPSILON
+        };
+        for pair in chunk.chunks_mut(2) {
+            let (u, v) = (next(), next());
+            let r = (-2.0 * u.ln()).sqrt() * std as f64;
+            let t = std::f64::consts::TAU * v;
+            pair[0] = (r * t.cos()) as f32;
+            if let Some(second) = pair.get_mut(1) {
+                *second = (r * t.sin()) as f32;
+            }
+        }
+    });
+    out
+}
 
 impl candle_nn::var_builder::SimpleBackend for RandomWeights {
     fn get(
@@ -45,15 +80,16 @@ impl candle_nn::var_builder::SimpleBackend for RandomWeights {
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
         let dims = shape.dims();
-        let t = if dims.len() == 1 {
-            if name.ends_with("weight") {
-                Tensor::ones(shape, DType::F32, dev)?
-            } else {
-                Tensor::randn(0f32, 0.02, shape, dev)?
-            }
+        let t = if dims.len() == 1 && name.ends_with("weight") {
+            Tensor::ones(shape, DType::F32, dev)?
         } else {
-            let fan_in: usize = dims[1..].iter().product();
-            Tensor::randn(0f32, (1.0 / fan_in as f64).sqrt() as f32, shape, dev)?
+            let std = if dims.len() == 1 {
+                0.02
+            } else {
+                let fan_in: usize = dims[1..].iter().product();
+                (1.0 / fan_in as f64).sqrt() as f32
+            };
+            Tensor::from_vec(seeded_normal(name, shape.elem_count(), std), shape, dev)?
         };
         t.to_dtype(dtype)
     }
@@ -67,8 +103,8 @@ impl candle_nn::var_builder::SimpleBackend for RandomWeights {
     }
 }
 
-/// A `VarBuilder` whose every tensor is random (f32, in host memory: the benchmarks time the
-/// CPU kernels).
+/// A `VarBuilder` whose every tensor is random but fixed by its name (f32, in host memory:
+/// the benchmarks time the CPU kernels).
 pub fn random_var_builder() -> VarBuilder<'static> {
     VarBuilder::from_backend(Box::new(RandomWeights), DType::F32, crate::device::host())
 }
@@ -151,4 +187,20 @@ pub fn time_unet_step(
         seconds,
         peak_rss_bytes: peak_rss_bytes(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeded_weights_follow_the_name() {
+        let a = seeded_normal("down.0.weight", 200_001, 0.5);
+        assert_eq!(a, seeded_normal("down.0.weight", 200_001, 0.5));
+        assert_ne!(a[..8], seeded_normal("down.1.weight", 8, 0.5)[..]);
+        let n = a.len() as f64;
+        let mean = a.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let std = (a.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
+        assert!(mean.abs() < 0.01 && (std - 0.5).abs() < 0.01, "{mean} {std}");
+    }
 }
