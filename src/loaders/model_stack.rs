@@ -452,10 +452,8 @@ impl StackWeights {
     pub fn build(self, device: &Device) -> Result<ModelStack, ModelStackError> {
         let (unet_weights, vae_weights) = (self.unet.weights, self.vae.weights);
         let (unet, vae) = with_weight_precision(self.precision, || {
-            let unet = UNet2DConditionModel::load(
-                unet_weights.into_var_builder(device),
-                &self.unet.config,
-            )?;
+            let unet =
+                UNet2DConditionModel::load(unet_weights.into_var_builder(device), &self.unet.config)?;
             let vae = Vae::load(vae_weights.into_var_builder(device), &self.vae.config)?;
             Ok::<_, ModelStackError>((unet, vae))
         })?;

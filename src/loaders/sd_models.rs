@@ -165,9 +165,9 @@ impl ModelWeights {
                 ControlNetModel::load(part.weights.into_var_builder(device), &part.config)
             })
             .map_err(|e| SdModelsError::Load {
-                what: source.clone(),
-                source: Box::new(e.into()),
-            })?;
+                    what: source.clone(),
+                    source: Box::new(e.into()),
+                })?;
             nets.push(Arc::new(net));
         }
         Ok(Self {
