@@ -13,6 +13,8 @@ inference by default; the precision it used is reported.
   controlnet-64       ControlNetModel forward + the UNet with its residuals (two compiled models)
   vae-encode          AutoencoderKL encode of a 512² image (the posterior's mean)
   vae-decode          AutoencoderKL decode of a 64² latent
+  taesd-encode        AutoencoderTiny (TAESD config) encode of a 512² image
+  taesd-decode        AutoencoderTiny (TAESD config) decode of a 64² latent
 
 Prints one JSON line as bench_torch.py does, with "inference_precision" added; without an
 importable openvino it prints {"case": ..., "unavailable": "..."} and exits 0.
@@ -28,16 +30,16 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_torch import SD15_CONTROLNET, SD15_UNET, SD15_VAE, peak_rss_bytes, time_runs  # noqa: E402
+from bench_torch import SD15_CONTROLNET, SD15_UNET, SD15_VAE, TAESD, peak_rss_bytes, time_runs  # noqa: E402
 
-CASES = ["unet-32", "unet-64", "controlnet-64", "vae-encode", "vae-decode"]
+CASES = ["unet-32", "unet-64", "controlnet-64", "vae-encode", "vae-decode", "taesd-encode", "taesd-decode"]
 
 
 def convert(case, out_dir):
     """Converts the case's module(s) to IR files in out_dir; returns [(file, {input: shape})]."""
     import openvino as ov
     import torch
-    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+    from diffusers import AutoencoderKL, AutoencoderTiny, ControlNetModel, UNet2DConditionModel
 
     torch.manual_seed(0)
 
@@ -67,7 +69,8 @@ def convert(case, out_dir):
             self.vae = vae
 
         def forward(self, x):
-            return self.vae.encode(x).latent_dist.mean
+            encoded = self.vae.encode(x)
+            return encoded.latents if hasattr(encoded, "latents") else encoded.latent_dist.mean
 
     class Decode(torch.nn.Module):
         def __init__(self, vae):
@@ -90,8 +93,8 @@ def convert(case, out_dir):
         parts.append(("controlnet", control, (sample, t, ehs, cond)))
         parts.append(("unet", Unet(UNet2DConditionModel(**SD15_UNET).eval()), (sample, t, ehs, *residuals)))
     else:
-        vae = AutoencoderKL(**SD15_VAE).eval()
-        if case == "vae-encode":
+        vae = (AutoencoderTiny(**TAESD) if case.startswith("taesd-") else AutoencoderKL(**SD15_VAE)).eval()
+        if case.endswith("-encode"):
             parts.append(("vae_encoder", Encode(vae), (torch.rand(1, 3, 512, 512) * 2 - 1,)))
         else:
             parts.append(("vae_decoder", Decode(vae), (torch.randn(1, 4, 64, 64),)))

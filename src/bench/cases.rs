@@ -12,7 +12,8 @@ use crate::bench::unet::{random_sd15_unet, random_var_builder, SD15_UNET_CONFIG}
 use crate::models::controlnet::{ControlNetConfig, ControlNetModel};
 use crate::models::unet::deep_cache::{CacheBranch, DeepCacheCall};
 use crate::models::unet::{UNet2DConditionModel, UNetExtras};
-use crate::models::vae::{AutoencoderKL, VaeConfig};
+use crate::models::autoencoder_tiny::AutoencoderTinyConfig;
+use crate::models::vae::{AnyVaeConfig, AutoencoderKL, Vae, VaeConfig};
 use crate::nn::precision::{with_weight_precision, WeightPrecision};
 use crate::preprocess::pose::{PoseEstimator, PoseSettings, PoseTracker, TrackingStats};
 use crate::preprocess::softedge::Hed;
@@ -164,6 +165,23 @@ pub fn run_case(case: BenchCase, options: &BenchOptions) -> Result<Measurement> 
             }
             .map_err(err())?;
             (seconds, "rotoscope AutoencoderKL".to_string())
+        }
+        BenchCase::TaesdEncode | BenchCase::TaesdDecode => {
+            // Through `Vae`, as the render runs it.
+            let vae = Vae::load(
+                random_var_builder(),
+                &AnyVaeConfig::Tiny(AutoencoderTinyConfig::taesd()),
+            )
+            .map_err(model_error::<crate::models::vae::VaeError>(case))?;
+            let seconds = if case == BenchCase::TaesdEncode {
+                let image = Tensor::rand(-1f32, 1.0, (1, 3, 512, 512), &dev).map_err(err())?;
+                time_runs(runs, || vae.encode(&image).map(drop))
+            } else {
+                let latents = Tensor::randn(0f32, 1.0, (1, 4, 64, 64), &dev).map_err(err())?;
+                time_runs(runs, || vae.decode(&latents).map(drop))
+            }
+            .map_err(err())?;
+            (seconds, "rotoscope AutoencoderTiny (TAESD)".to_string())
         }
         BenchCase::Hed => {
             let path = options.models_dir.join("hed").join("hed.safetensors");

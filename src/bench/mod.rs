@@ -77,6 +77,10 @@ pub enum BenchCase {
     VaeEncode,
     /// VAE decode of one 64² latent.
     VaeDecode,
+    /// Tiny VAE (TAESD, `AutoencoderTiny`) encode of one 512² image.
+    TaesdEncode,
+    /// Tiny VAE (TAESD) decode of one 64² latent.
+    TaesdDecode,
     /// HED soft edges of one 512² frame.
     Hed,
     /// MediaPipe pose + hands + face with tracking, per 512² frame of the sample clip.
@@ -88,7 +92,7 @@ pub enum BenchCase {
 }
 
 impl BenchCase {
-    pub const ALL: [BenchCase; 11] = [
+    pub const ALL: [BenchCase; 13] = [
         BenchCase::Unet32,
         BenchCase::Unet64,
         BenchCase::Unet64Bf16,
@@ -96,6 +100,8 @@ impl BenchCase {
         BenchCase::DeepCache64,
         BenchCase::VaeEncode,
         BenchCase::VaeDecode,
+        BenchCase::TaesdEncode,
+        BenchCase::TaesdDecode,
         BenchCase::Hed,
         BenchCase::Pose,
         BenchCase::FrameAnime,
@@ -120,6 +126,8 @@ impl BenchCase {
             BenchCase::DeepCache64 => "deepcache-64",
             BenchCase::VaeEncode => "vae-encode",
             BenchCase::VaeDecode => "vae-decode",
+            BenchCase::TaesdEncode => "taesd-encode",
+            BenchCase::TaesdDecode => "taesd-decode",
             BenchCase::Hed => "hed",
             BenchCase::Pose => "pose",
             BenchCase::FrameAnime => "frame-anime",
@@ -139,6 +147,8 @@ impl BenchCase {
             }
             BenchCase::VaeEncode => "VAE encode 512²",
             BenchCase::VaeDecode => "VAE decode 512²",
+            BenchCase::TaesdEncode => "TAESD encode 512²",
+            BenchCase::TaesdDecode => "TAESD decode 512²",
             BenchCase::Hed => "HED 512² frame",
             BenchCase::Pose => "pose+hands+face, tracked, per 512² frame",
             BenchCase::FrameAnime => "whole 512² frame, preset anime (ref: torch UNet step)",
@@ -165,7 +175,9 @@ impl BenchCase {
             | BenchCase::Unet64
             | BenchCase::ControlNet64
             | BenchCase::VaeEncode
-            | BenchCase::VaeDecode => Some(self),
+            | BenchCase::VaeDecode
+            | BenchCase::TaesdEncode
+            | BenchCase::TaesdDecode => Some(self),
             BenchCase::Unet64Bf16 => Some(BenchCase::Unet64),
             _ => None,
         }
