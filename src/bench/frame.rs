@@ -32,6 +32,7 @@ use crate::models::clip::{ClipTextConfig, ClipTextEncoder};
 use crate::models::tokenizer::ClipTokenizer;
 use crate::models::vae::{AnyVaeConfig, Vae, VaeConfig};
 use crate::nn::precision::with_weight_precision;
+use crate::pipeline::cost::names_taesd;
 use crate::pipeline::plan::Batch;
 use crate::pipeline::resume::{ChainedRenderer, LeadIn};
 use crate::pipeline::stages::{PreparedFrame, Preprocessor};
@@ -50,16 +51,9 @@ pub fn preset_of(case: BenchCase) -> Option<&'static str> {
     }
 }
 
-/// Whether a `model.vae` source names TAESD (`madebyollin/taesd`, a `taesd` folder or
-/// `taesd_decoder.safetensors`): the bench builds the tiny VAE for it without its files,
-/// where a render would recognise it from its config or keys.
-pub fn names_taesd(vae: Option<&str>) -> bool {
-    vae.and_then(|v| v.trim_end_matches('/').rsplit('/').next())
-        .is_some_and(|last| last.to_ascii_lowercase().starts_with("taesd"))
-}
-
-/// The VAE the bench builds for a preset's `model.vae`: TAESD's config for the tiny VAE,
-/// else SD1.5's KL VAE (a VAE override of another kind has the same shapes).
+/// The VAE the bench builds for a preset's `model.vae` (no files are read, so it goes by the
+/// name: [`names_taesd`]): TAESD's config for the tiny VAE, else SD1.5's KL VAE (a VAE
+/// override of another kind has the same shapes).
 pub fn vae_config_for(vae: Option<&str>) -> AnyVaeConfig {
     if names_taesd(vae) {
         AnyVaeConfig::Tiny(AutoencoderTinyConfig::taesd())
@@ -286,12 +280,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn taesd_is_recognised_by_its_names_only() {
-        assert!(names_taesd(Some("madebyollin/taesd")));
-        assert!(names_taesd(Some("/models/taesd/")));
-        assert!(names_taesd(Some("vae/taesd_decoder.safetensors")));
-        assert!(!names_taesd(Some("stabilityai/sd-vae-ft-mse")));
-        assert!(!names_taesd(None));
+    fn taesd_names_give_the_tiny_vae() {
         assert!(matches!(
             vae_config_for(Some("madebyollin/taesd")),
             AnyVaeConfig::Tiny(_)
