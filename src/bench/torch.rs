@@ -22,14 +22,16 @@ pub fn find_python(project_dir: &Path) -> Option<PathBuf> {
     .find(|p| p.exists())
 }
 
-/// Runs the reference for `case`. `ours` is our measurement of the same case: for pose, the
-/// reference invokes each model as often per frame as our tracker did.
+/// Runs the reference for `case` (its [`BenchCase::torch_case`]). `ours` is our measurement
+/// of the same case: for pose, the reference invokes each model as often per frame as our
+/// tracker did.
 pub fn measure(
     python: &Path,
     case: BenchCase,
     options: &BenchOptions,
     ours: &Measurement,
 ) -> Result<Measurement> {
+    let case = case.torch_case();
     let mut command = Command::new(python);
     command
         .arg(&options.script)

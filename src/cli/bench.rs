@@ -6,20 +6,24 @@ use std::process::Command;
 
 use anyhow::Context;
 
-use crate::bench::{self, torch, BenchCase, BenchOptions, Row};
+use crate::bench::{self, openvino, torch, BenchCase, BenchOptions, Measurement, Row};
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Run only these cases (repeatable): unet-32, unet-64, controlnet-64, vae-encode,
-    /// vae-decode, hed, pose
+    /// Run only these cases (repeatable, or comma-separated): unet-32, unet-64, unet-64-bf16,
+    /// controlnet-64, deepcache-64, vae-encode, vae-decode, hed, pose, frame-anime,
+    /// frame-fast (all but frame-anime by default)
     #[arg(long, value_name = "CASE")]
     pub only: Vec<String>,
     /// Timed runs per case (after one warm-up run); the table shows medians
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
-    /// Skip the reference side (torch / TFLite)
+    /// Skip the reference sides (torch / TFLite, OpenVINO)
     #[arg(long)]
     pub no_reference: bool,
+    /// Print the results as one JSON object instead of the markdown table
+    #[arg(long)]
+    pub json: bool,
     /// Clip whose frames HED and pose run on (512²)
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/samples/astronaut.mp4"))]
     pub clip: PathBuf,
@@ -31,7 +35,7 @@ pub struct BenchArgs {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let project_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let cases = if args.only.is_empty() {
-        BenchCase::ALL.to_vec()
+        BenchCase::default_cases()
     } else {
         args.only
             .iter()
@@ -49,6 +53,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         runs: args.runs.max(1),
         python,
         script: project_dir.join("scripts/bench_torch.py"),
+        openvino_script: project_dir.join("scripts/bench_openvino.py"),
         models_dir: crate::preprocess::models_dir(),
         clip: args.clip,
     };
@@ -71,6 +76,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let exe = std::env::current_exe().context("locating the rotoscope executable")?;
     let mut rows = Vec::new();
+    let mut torch_done: Vec<(BenchCase, Measurement)> = Vec::new();
+    let mut openvino_done: Vec<(BenchCase, Measurement)> = Vec::new();
     for &case in &options.cases {
         let load = bench::load_average().map(|l| l[0]);
         eprintln!(
@@ -103,39 +110,79 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             ours.seconds,
             ours.peak_rss_bytes as f64 / (1u64 << 30) as f64
         );
+        // The frame cases and the bf16 step share the f32 UNet step as their reference:
+        // measured once per command.
         let reference = options.python.as_deref().and_then(|python| {
-            match torch::measure(python, case, &options, &ours) {
-                Ok(m) => {
-                    eprintln!(
-                        "  ref:  median {:.3} s of {:.3?}, peak RSS {:.2} GiB ({})",
-                        m.median(),
-                        m.seconds,
-                        m.peak_rss_bytes as f64 / (1u64 << 30) as f64,
-                        m.reference
-                    );
-                    Some(m)
-                }
-                Err(err) => {
-                    eprintln!("  reference failed: {err:#}");
-                    None
-                }
+            let key = case.torch_case();
+            if let Some(m) = torch_done.iter().find(|(c, _)| *c == key).map(|(_, m)| m) {
+                eprintln!("  ref:  {} measured above in this command", key.name());
+                return Some(m.clone());
             }
+            let m = report_reference("ref", torch::measure(python, case, &options, &ours))?;
+            torch_done.push((key, m.clone()));
+            Some(m)
+        });
+        let openvino = options.python.as_deref().and_then(|python| {
+            let key = case.openvino_case()?;
+            if let Some(m) = openvino_done
+                .iter()
+                .find(|(c, _)| *c == key)
+                .map(|(_, m)| m)
+            {
+                eprintln!("  OV:   {} measured above in this command", key.name());
+                return Some(m.clone());
+            }
+            let m = report_reference("OV", openvino::measure(python, case, &options)?)?;
+            openvino_done.push((key, m.clone()));
+            Some(m)
         });
         rows.push(Row {
             case,
             ours,
             reference,
+            openvino,
             load,
         });
     }
     let loads = bench::load_average()
         .map(|l| format!("{:.2} {:.2} {:.2}", l[0], l[1], l[2]))
         .unwrap_or_else(|| "?".into());
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    if args.json {
+        let report = bench::report::json_report(&rows, options.runs, cpus);
+        return super::print_stdout(&format!("{report}\n"));
+    }
     println!(
-        "\n{} run(s) per case after a warm-up, medians; {} CPU(s); load average at the end: {loads}\n",
+        "\n{} run(s) per case after a warm-up, medians; {cpus} CPU(s); load average at the end: {loads}\n",
         options.runs,
-        std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     super::print_stdout(&bench::markdown_table(&rows))?;
     Ok(())
+}
+
+/// Prints a reference's result (or why it has none) under the case's line.
+fn report_reference(label: &str, result: bench::Result<Measurement>) -> Option<Measurement> {
+    match result {
+        Ok(m) if m.unavailable.is_some() => {
+            eprintln!(
+                "  {label}: not run: {}",
+                m.unavailable.as_deref().unwrap_or("")
+            );
+            Some(m)
+        }
+        Ok(m) => {
+            eprintln!(
+                "  {label}:  median {:.3} s of {:.3?}, peak RSS {:.2} GiB ({})",
+                m.median(),
+                m.seconds,
+                m.peak_rss_bytes as f64 / (1u64 << 30) as f64,
+                m.reference
+            );
+            Some(m)
+        }
+        Err(err) => {
+            eprintln!("  {label} reference failed: {err:#}");
+            None
+        }
+    }
 }

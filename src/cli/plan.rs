@@ -15,7 +15,7 @@ use crate::app::io::frame_range;
 use crate::app::resolve::load_preset;
 use crate::app::resolve::{read_options, Sampling};
 use crate::pipeline::plan::{estimate, plan_for_preset, BatchPlan, Estimate};
-use crate::preset::{Preset, PresetOverrides};
+use crate::preset::{Compute, Preset, PresetOverrides};
 use crate::video::{probe_with, VideoInfo};
 
 #[derive(Debug, Args)]
@@ -164,7 +164,11 @@ fn describe(
     }
     let _ = writeln!(
         s,
-        "estimate  (rough: SD1.5 fp32 at the target speed of docs/ARCHITECTURE.md \"Performance\", a 2-core AVX-512 machine)"
+        "estimate  (rough: SD1.5 at the target speed of docs/ARCHITECTURE.md \"Performance\", a 2-core AVX-512 machine; compute {})",
+        match preset.compute {
+            Compute::F32 => "f32",
+            Compute::Bf16 => "bf16",
+        }
     );
     let _ = writeln!(
         s,
@@ -189,9 +193,17 @@ fn describe(
         gigabytes(estimate.activations_bytes),
         attention_cache
     );
+    let detail = if estimate.detail_seconds_per_frame > 0.0 {
+        format!(
+            ": {:.1} s the frame, {:.1} s face / hand detailing",
+            estimate.frame_seconds, estimate.detail_seconds_per_frame
+        )
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         s,
-        "  render time      ~{} ({:.0} s per frame)",
+        "  render time      ~{} ({:.1} s per frame{detail})",
         duration(estimate.total_seconds),
         estimate.seconds_per_frame
     );

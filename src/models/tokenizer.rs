@@ -179,6 +179,17 @@ fn clip_bpe_tokenizer(vocab: &Path, merges: &Path, unk: &str) -> Result<Tokenize
     let (vocab_map, merge_list) =
         BPE::read_file(&vocab.to_string_lossy(), &merges.to_string_lossy())
             .map_err(|e| invalid(vocab, format!("{e} (with {})", merges.display())))?;
+    clip_bpe_from(vocab_map, merge_list, unk, vocab)
+}
+
+/// The pipeline of [`clip_bpe_tokenizer`] on a vocabulary and merges in memory; `origin`
+/// names them in errors.
+fn clip_bpe_from(
+    vocab_map: tokenizers::models::bpe::Vocab,
+    merge_list: tokenizers::models::bpe::Merges,
+    unk: &str,
+    vocab: &Path,
+) -> Result<Tokenizer> {
     let bpe = BPE::builder()
         .vocab_and_merges(vocab_map, merge_list)
         .continuing_subword_prefix(String::new())
@@ -226,7 +237,7 @@ impl ClipTokenizer {
             }
         }
         let tokenizer_json = dir.join("tokenizer.json");
-        let mut tokenizer = if tokenizer_json.is_file() {
+        let tokenizer = if tokenizer_json.is_file() {
             Tokenizer::from_file(&tokenizer_json).map_err(|e| invalid(&tokenizer_json, e))?
         } else {
             let vocab = dir.join("vocab.json");
@@ -241,6 +252,26 @@ impl ClipTokenizer {
             }
             clip_bpe_tokenizer(&vocab, &merges, &settings.unk.content)?
         };
+        Self::finish(tokenizer, settings, dir)
+    }
+
+    /// A tokenizer whose vocabulary is CLIP's special tokens only, with CLIP's settings: for
+    /// SD models built in process (the `rotoscope bench` frame cases), whose text
+    /// conditioning is made without tokenizing a prompt.
+    pub fn special_tokens_only() -> Result<Self> {
+        let settings = TokenizerSettings::clip_defaults();
+        let mut vocab = tokenizers::models::bpe::Vocab::default();
+        for token in [&settings.bos, &settings.eos, &settings.unk, &settings.pad] {
+            let next = vocab.len() as u32;
+            vocab.entry(token.content.clone()).or_insert(next);
+        }
+        let origin = Path::new("<special tokens only>");
+        let tokenizer = clip_bpe_from(vocab, Vec::new(), &settings.unk.content, origin)?;
+        Self::finish(tokenizer, settings, origin)
+    }
+
+    /// Special tokens and lengths on a built pipeline; `dir` names it in errors.
+    fn finish(mut tokenizer: Tokenizer, settings: TokenizerSettings, dir: &Path) -> Result<Self> {
         // tokenizer.json padding/truncation settings would fight the explicit ones below.
         tokenizer
             .with_truncation(None)
@@ -360,5 +391,14 @@ mod tests {
         let mut s = TokenizerSettings::clip_defaults();
         s.apply_json(&serde_json::json!({"model_max_length": 1e30}));
         assert_eq!(s.max_length, CLIP_MAX_LENGTH);
+    }
+
+    #[test]
+    fn special_tokens_only_knows_clips_special_ids_and_length() {
+        let t = ClipTokenizer::special_tokens_only().unwrap();
+        assert_eq!(t.max_length(), CLIP_MAX_LENGTH);
+        assert_ne!(t.bos_id(), t.eos_id());
+        assert_eq!(t.pad_id(), t.eos_id());
+        assert_eq!(t.token_to_id("<|startoftext|>"), Some(t.bos_id()));
     }
 }

@@ -3,6 +3,7 @@
 //! resumable work directories, progress and cancellation.
 
 pub mod blend;
+pub mod cost;
 pub mod encode;
 pub mod plan;
 pub mod progress;

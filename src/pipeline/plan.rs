@@ -9,7 +9,12 @@ use std::ops::Range;
 use serde::Serialize;
 
 use crate::diffusion::context_windows::plan_windows;
-use crate::preset::{Preset, MAX_BATCH_FRAMES};
+use crate::pipeline::cost::{
+    deep_cache_factor, denoise_steps, detail_region_secs, guidance_factor, names_taesd,
+    precision_factor, preprocess_secs_at_512, vae_secs_at_512, DetailCosts,
+    DETAIL_FACES_PER_FRAME, DETAIL_HANDS_PER_FRAME,
+};
+use crate::preset::{ControlKind, Preset, MAX_BATCH_FRAMES};
 use crate::render::temporal::cross_frame::{
     sd15_extra_attention_fraction, sd15_reference_bytes_per_step,
 };
@@ -152,12 +157,12 @@ const BYTES_PER_PARAM: f64 = 4.0;
 /// Working memory of one UNet + ControlNet step and a VAE decode at 512², with attention
 /// computed in slices (never the full N×N matrix); scales with the pixel count.
 const ACTIVATIONS_AT_512: f64 = 1.5e9;
+/// TAESD (`AutoencoderTiny`): 1.22M encoder + 1.22M decoder parameters.
+const TAESD_PARAMS: f64 = 2.45e6;
 /// Reference timings (docs/ARCHITECTURE.md, "Performance") on a 2-core AVX-512 machine, which the renderer targets:
-/// one batch-2 (prompt + negative) UNet step on 64×64 latents, and a 512² VAE decode.
-const UNET_STEP_SECS_AT_512: f64 = 7.4;
-const VAE_DECODE_SECS_AT_512: f64 = 11.0;
-/// The VAE encoder is about half the decoder's work (img2img starts from the source frame).
-const VAE_ENCODE_SECS_AT_512: f64 = 5.5;
+/// one batch-2 (prompt + negative) UNet step on 64×64 latents (torch CPU fp32). The VAE's
+/// and the other terms' are in [`crate::pipeline::cost`].
+pub const UNET_STEP_SECS_AT_512: f64 = 7.4;
 /// A ControlNet is the UNet's encoder and middle block: about 45 % of a UNet step.
 const CONTROLNET_STEP_FRACTION: f64 = 0.45;
 /// Self-attention's share of a UNet step at 512² (torch: ~0.43 s of 7.4 s), the part that
@@ -187,6 +192,13 @@ pub struct Estimate {
     /// Cross-frame attention's cached keys/values (anchor and previous frame, every step).
     pub attention_cache_bytes: u64,
     pub peak_memory_bytes: u64,
+    /// One frame without detailing: preprocessing, flow, the denoising steps with their
+    /// ControlNets, the VAE (what `rotoscope bench`'s whole-frame cases measure).
+    pub frame_seconds: f64,
+    /// The face / hand detail pass per frame ([`DETAIL_FACES_PER_FRAME`] faces and
+    /// [`DETAIL_HANDS_PER_FRAME`] hands where enabled).
+    pub detail_seconds_per_frame: f64,
+    /// `frame_seconds + detail_seconds_per_frame`.
     pub seconds_per_frame: f64,
     pub total_seconds: f64,
 }
@@ -229,9 +241,10 @@ pub fn estimate(plan: &BatchPlan, preset: &Preset, width: u32, height: u32) -> E
     distinct_models.sort_unstable();
     distinct_models.dedup();
 
+    let tiny_vae = names_taesd(preset.model.vae.as_deref());
     let weights = BYTES_PER_PARAM
         * (UNET_PARAMS
-            + VAE_PARAMS
+            + if tiny_vae { TAESD_PARAMS } else { VAE_PARAMS }
             + TEXT_ENCODER_PARAMS
             + distinct_models.len() as f64 * CONTROLNET_PARAMS);
     let frame_bytes = width as f64 * height as f64 * 3.0;
@@ -243,17 +256,19 @@ pub fn estimate(plan: &BatchPlan, preset: &Preset, width: u32, height: u32) -> E
 
     let sampler = &preset.sampler;
     let temporal = &preset.temporal;
-    let guided = sampler.cfg_scale > 1.0;
+    let guided = crate::diffusion::guidance::uses_cfg(sampler.cfg_scale as f64);
     // Frames after the first start from the warped previous output with flow_init.
     let strength = if temporal.flow_init.enabled {
         temporal.flow_init.strength
     } else {
         sampler.strength
     } as f64;
-    let denoise_steps = (sampler.steps as f64 * strength).ceil();
-    // Classifier-free guidance runs the prompt and the negative prompt: a batch of 2.
-    let guidance_factor = if guided { 1.0 } else { 0.5 };
-    let unet_step = UNET_STEP_SECS_AT_512 * pixel_ratio * guidance_factor;
+    let steps_run = denoise_steps(sampler.steps as usize, strength);
+    let denoise_steps = steps_run as f64;
+    let precision = precision_factor(preset.compute);
+    let unet_step =
+        UNET_STEP_SECS_AT_512 * pixel_ratio * guidance_factor(sampler.cfg_scale as f64) * precision;
+    let deep_cache = deep_cache_factor(steps_run, preset.deep_cache.as_ref());
     let controlnet_steps: f64 = nets.iter().map(|n| (n.span * denoise_steps).round()).sum();
 
     let (latent_h, latent_w) = (height as usize / 8, width as usize / 8);
@@ -288,12 +303,15 @@ pub fn estimate(plan: &BatchPlan, preset: &Preset, width: u32, height: u32) -> E
     };
     let activations = activations * window_frames;
 
-    let mut seconds_per_frame = denoise_steps * unet_step * (1.0 + attention_extra) * unet_passes
-        + controlnet_steps * unet_step * CONTROLNET_STEP_FRACTION * unet_passes
-        + VAE_DECODE_SECS_AT_512 * pixel_ratio;
+    let (vae_decode, vae_encode) = vae_secs_at_512(tiny_vae);
+    let mut seconds_per_frame = deep_cache
+        * (denoise_steps * unet_step * (1.0 + attention_extra) * unet_passes
+            + controlnet_steps * unet_step * CONTROLNET_STEP_FRACTION * unet_passes)
+        + vae_decode * pixel_ratio * precision;
     if strength < 1.0 {
-        seconds_per_frame += VAE_ENCODE_SECS_AT_512 * pixel_ratio;
+        seconds_per_frame += vae_encode * pixel_ratio * precision;
     }
+    seconds_per_frame += preprocess_secs_at_512(&preprocessed_maps(preset)) * pixel_ratio;
     let warped_temporalnet = temporal.temporalnet.enabled && temporal.temporalnet.warp;
     let flows = if temporal.flow_init.enabled {
         2.0
@@ -303,6 +321,7 @@ pub fn estimate(plan: &BatchPlan, preset: &Preset, width: u32, height: u32) -> E
         0.0
     };
     seconds_per_frame += flows * FLOW_SECS_AT_512 * pixel_ratio;
+    let detail_seconds_per_frame = detail_secs_per_frame(preset, tiny_vae, precision);
     let rendered_frames = plan.rendered_frames();
     let (weights_bytes, batch_buffers_bytes, activations_bytes, attention_cache_bytes) = (
         (weights + motion_weights) as u64,
@@ -322,9 +341,52 @@ pub fn estimate(plan: &BatchPlan, preset: &Preset, width: u32, height: u32) -> E
             + batch_buffers_bytes
             + activations_bytes
             + attention_cache_bytes,
-        seconds_per_frame,
-        total_seconds: seconds_per_frame * rendered_frames as f64,
+        frame_seconds: seconds_per_frame,
+        detail_seconds_per_frame,
+        seconds_per_frame: seconds_per_frame + detail_seconds_per_frame,
+        total_seconds: (seconds_per_frame + detail_seconds_per_frame) * rendered_frames as f64,
     }
+}
+
+/// The maps the preprocessors make for `preset`: its ControlNets' maps, and the pose when
+/// detailing needs the keypoints.
+fn preprocessed_maps(preset: &Preset) -> Vec<ControlKind> {
+    let mut maps: Vec<ControlKind> = preset.controlnets.iter().map(|c| c.kind).collect();
+    if preset.detail.any_enabled() {
+        maps.push(ControlKind::Openpose);
+    }
+    maps.sort_by_key(|k| k.as_str());
+    maps.dedup();
+    maps
+}
+
+/// The detail pass per frame: each enabled part's regions, hands with the openpose
+/// ControlNet when the preset has one and `hands.controlnet` asks for it.
+fn detail_secs_per_frame(preset: &Preset, tiny_vae: bool, precision: f64) -> f64 {
+    let (vae_decode, vae_encode) = vae_secs_at_512(tiny_vae);
+    let costs = DetailCosts {
+        unet_step: UNET_STEP_SECS_AT_512,
+        controlnet_fraction: CONTROLNET_STEP_FRACTION,
+        vae_decode,
+        vae_encode,
+        precision,
+    };
+    let detail = &preset.detail;
+    let has_openpose = preset
+        .controlnets
+        .iter()
+        .any(|c| c.kind == ControlKind::Openpose);
+    let deep_cache = preset.deep_cache.as_ref();
+    let mut seconds = 0.0;
+    if detail.face.enabled {
+        seconds += DETAIL_FACES_PER_FRAME * detail_region_secs(&detail.face, false, deep_cache, &costs);
+    }
+    if detail.hands.enabled {
+        let with_net = detail.hands.controlnet && has_openpose;
+        seconds +=
+            DETAIL_HANDS_PER_FRAME * detail_region_secs(&detail.hands, with_net, deep_cache, &costs);
+    }
+    seconds
 }
 
 #[cfg(test)]
@@ -469,8 +531,8 @@ mod tests {
         let plan = plan_batches(200, 96, 10).unwrap();
         let e = estimate(&plan, &preset, 512, 512);
         assert_eq!(e.rendered_frames, 220);
-        // 20 UNet steps + 20 + 10 ControlNet steps + one VAE decode.
-        let expected = 20.0 * 7.4 + 30.0 * 7.4 * 0.45 + 11.0;
+        // 20 UNet steps + 20 + 10 ControlNet steps + one VAE decode + pose and HED.
+        let expected = 20.0 * 7.4 + 30.0 * 7.4 * 0.45 + 11.0 + 0.016 + 0.77;
         assert!((e.seconds_per_frame - expected).abs() < 1e-9);
         assert!((e.total_seconds - expected * 220.0).abs() < 1e-6);
         let weights = 4.0 * (859.52e6 + 83.65e6 + 123.06e6 + 2.0 * 361.28e6);
@@ -512,13 +574,56 @@ mod tests {
         // longer attention; cheaper than 20 plain steps.
         let unet = 7.4;
         let extra = 0.06 * sd15_extra_attention_fraction(64, 64, 2, 1024);
-        let expected = 10.0 * unet * (1.0 + extra) + 20.0 * unet * 0.45 + 11.0 + 5.5 + 2.0 * 0.08;
+        let expected =
+            10.0 * unet * (1.0 + extra) + 20.0 * unet * 0.45 + 11.0 + 5.5 + 2.0 * 0.08 + 0.016;
         assert!(
             (t.seconds_per_frame - expected).abs() < 1e-9,
             "{}",
             t.seconds_per_frame
         );
         assert!(t.seconds_per_frame < p.seconds_per_frame);
+    }
+
+    /// The bundled fast preset: few img2img steps, DeepCache, cfg 1.5, TAESD, bf16, detail.
+    #[test]
+    fn estimate_of_the_fast_preset_counts_each_fast_path_term() {
+        use crate::pipeline::cost::*;
+        let preset = Preset::resolve(std::path::Path::new("anime-fast")).unwrap();
+        let plan = plan_batches(72, 96, 10).unwrap();
+        let e = estimate(&plan, &preset, 512, 512);
+        // flow_init 0.7 of 6 LCM steps: int(4.2) = 4 steps, full / shallow alternating.
+        let steps = 4.0;
+        let cache = deep_cache_factor(4, preset.deep_cache.as_ref());
+        assert!(cache < 0.6);
+        let unet = 7.4 * BF16_STEP_FACTOR;
+        // openpose on all 4 steps, softedge (end 0.8) on round(3.2) = 3.
+        let denoise = cache * (steps * unet + 7.0 * unet * 0.45);
+        let vae = (TAESD_DECODE_SECS_AT_512 + TAESD_ENCODE_SECS_AT_512) * BF16_STEP_FACTOR;
+        let expected = denoise + vae + POSE_SECS_AT_512 + HED_SECS_AT_512 + 2.0 * 0.08;
+        assert!((e.frame_seconds - expected).abs() < 1e-9, "{} vs {expected}", e.frame_seconds);
+        // Detail: one face (int(4 × 0.4) = 1 step), two hands (2 steps with the openpose net),
+        // each with a TAESD encode + decode; faces and hands at cfg 7 (their default).
+        let face = 1.0 * unet * 1.0 + vae;
+        let hand_cache = deep_cache_factor(2, preset.deep_cache.as_ref());
+        let hand = 2.0 * unet * 1.45 * hand_cache + vae;
+        assert!((e.detail_seconds_per_frame - (face + 2.0 * hand)).abs() < 1e-9);
+        assert!((e.seconds_per_frame - (e.frame_seconds + e.detail_seconds_per_frame)).abs() < 1e-12);
+        // TAESD in memory instead of the KL VAE.
+        let weights = 4.0 * (859.52e6 + 2.45e6 + 123.06e6 + 2.0 * 361.28e6);
+        assert_eq!(e.weights_bytes, weights as u64);
+    }
+
+    #[test]
+    fn estimate_without_guidance_halves_the_step() {
+        let yaml = |cfg: f32| {
+            format!("model: {{base: m}}\nprompt: p\nsampler: {{steps: 4, cfg_scale: {cfg}, strength: 1.0}}\n")
+        };
+        let plan = plan_batches(10, 96, 10).unwrap();
+        let guided = estimate(&plan, &Preset::from_yaml(&yaml(2.0), "t").unwrap(), 512, 512);
+        let plain = estimate(&plan, &Preset::from_yaml(&yaml(1.0), "t").unwrap(), 512, 512);
+        assert!((guided.frame_seconds - (4.0 * 7.4 + 11.0)).abs() < 1e-9);
+        assert!((plain.frame_seconds - (4.0 * 3.7 + 11.0)).abs() < 1e-9);
+        assert_eq!(plain.detail_seconds_per_frame, 0.0);
     }
 
     #[test]
